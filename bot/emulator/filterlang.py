@@ -1,0 +1,233 @@
+"""The emulator's own parser for EM's `filter=` grammar.
+
+It deliberately shares no code with the client's filter builder, so each checks the other.
+
+    expr       := term ( (';' | ',') term )*     ; ';' AND binds tighter than ',' OR
+    term       := '(' expr ')' | FIELD op VALUE
+    op         := '==' | '!=' | '>=' | '<=' | '>' | '<'
+    VALUE      := '"' chars, '""' for a quote '"' | bare chars up to ; , ) (spaces dropped)
+
+Field names and enum values are case-insensitive; enums compare by ordinal
+(Success < Warning < Failed); free-text values compare exactly (ordinal).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+Predicate = Callable[[Any], bool]
+
+
+class FilterSyntaxError(ValueError):
+    """A filter EM would reject; the message mimics EM's `Error` body."""
+
+
+ENUMS: dict[str, tuple[str, ...]] = {
+    "result": ("Success", "Warning", "Failed"),
+    "state": ("InProgress", "Pending", "Completed"),
+}
+# filter field (lower case) → (record attribute, kind)
+FIELDS: dict[str, tuple[str, str]] = {
+    "uid": ("uid", "str"),
+    "name": ("name", "str"),
+    "creationtime": ("created", "time"),
+    "creationtimeutc": ("created", "time"),
+    "endtime": ("ended", "time"),
+    "endtimeutc": ("ended", "time"),
+    "state": ("state", "enum"),
+    "result": ("result", "enum"),
+    "reason": ("reason", "str"),
+    "totalsize": ("total_size", "int"),
+    "jobsessionuid": ("job_session_uid", "str"),
+    "jobuid": ("job_uid", "str"),
+    "jobname": ("job", "str"),
+    "backupserveruid": ("server_uid", "str"),
+    "backupservername": ("server", "str"),
+    "vmdisplayname": ("vm", "str"),
+    "vmuid": ("vm_uid", "str"),
+}
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str  # lower-case filter field
+    attr: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: str  # "and" | "or"
+    parts: tuple[Node, ...]
+
+
+Node = Comparison | Group
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def fail(self, what: str) -> FilterSyntaxError:
+        return FilterSyntaxError(f"Invalid filter expression: {what} at position {self.pos}")
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def skip_ws(self) -> None:
+        while self.peek() in (" ", "\t"):
+            self.pos += 1
+
+    def parse(self) -> Node:
+        node = self.expr()
+        self.skip_ws()
+        if self.pos != len(self.text):
+            raise self.fail(f"unexpected {self.peek()!r}")
+        return node
+
+    def expr(self) -> Node:
+        ors = [self.and_chain()]
+        while self.peek() == ",":
+            self.pos += 1
+            ors.append(self.and_chain())
+        return ors[0] if len(ors) == 1 else Group("or", tuple(ors))
+
+    def and_chain(self) -> Node:
+        ands = [self.term()]
+        while self.peek() == ";":
+            self.pos += 1
+            ands.append(self.term())
+        return ands[0] if len(ands) == 1 else Group("and", tuple(ands))
+
+    def term(self) -> Node:
+        self.skip_ws()
+        if self.peek() == "(":
+            self.pos += 1
+            node = self.expr()
+            self.skip_ws()
+            if self.peek() != ")":
+                raise self.fail("missing ')'")
+            self.pos += 1
+            self.skip_ws()
+            return node
+        return self.comparison()
+
+    def comparison(self) -> Comparison:
+        start = self.pos
+        while self.peek().isalnum():
+            self.pos += 1
+        name = self.text[start : self.pos]
+        if not name:
+            raise self.fail("expected a field name")
+        self.skip_ws()
+        op = next((o for o in ("==", "!=", ">=", "<=", ">", "<") if self.text.startswith(o, self.pos)), "")
+        if not op:
+            raise self.fail(f"expected an operator after {name}")
+        self.pos += len(op)
+        raw = self.value()
+        spec = FIELDS.get(name.lower())
+        if spec is None:
+            raise FilterSyntaxError(f"Unknown field [{name}]")
+        return Comparison(name.lower(), spec[0], op, _coerce(name, spec[1], raw))
+
+    def value(self) -> str:
+        self.skip_ws()
+        if self.peek() == '"':
+            return self.quoted()
+        start = self.pos
+        while self.peek() not in ("", ";", ",", ")"):
+            self.pos += 1
+        return self.text[start : self.pos].replace(" ", "")
+
+    def quoted(self) -> str:
+        self.pos += 1
+        out: list[str] = []
+        while True:
+            end = self.text.find('"', self.pos)
+            if end < 0:
+                raise self.fail("unterminated quoted value")
+            out.append(self.text[self.pos : end])
+            self.pos = end + 1
+            if self.peek() != '"':
+                break
+            out.append('"')
+            self.pos += 1
+        self.skip_ws()
+        return "".join(out)
+
+
+def _coerce(name: str, kind: str, raw: str) -> Any:
+    if kind == "time":
+        return parse_literal_time(name, raw)
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise FilterSyntaxError(f"Value [{raw}] of field [{name}] is not a number") from None
+    if kind == "enum":
+        names = ENUMS[name.lower()]
+        for i, member in enumerate(names):
+            if member.lower() == raw.lower():
+                return i
+        raise FilterSyntaxError(f"Value [{raw}] is not valid for field [{name}]")
+    return raw
+
+
+def parse_literal_time(name: str, raw: str) -> datetime:
+    """EM datetime literal: with or without `Z`, or a bare date; read as UTC."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise FilterSyntaxError(f"Value [{raw}] of field [{name}] is not a date") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_filter(text: str) -> Node:
+    """Parse a filter; raises FilterSyntaxError with an EM-like message."""
+    if not text.strip():
+        raise FilterSyntaxError("Invalid filter expression: empty")
+    return _Parser(text).parse()
+
+
+def compile_filter(node: Node) -> Predicate:
+    """Node → a predicate over an emulator record."""
+    if isinstance(node, Group):
+        parts = [compile_filter(p) for p in node.parts]
+        if node.kind == "and":
+            return lambda r: all(p(r) for p in parts)
+        return lambda r: any(p(r) for p in parts)
+    fn, attr, value = OPS[node.op], node.attr, node.value
+    if node.field in ENUMS:
+        order = {m: i for i, m in enumerate(ENUMS[node.field])}
+        # An unknown stored value (e.g. Result "None") never compares true.
+        return lambda r: (i := order.get(getattr(r, attr), -1)) >= 0 and fn(i, value)
+    if isinstance(value, datetime):
+        return lambda r: (v := getattr(r, attr)) is not None and fn(v, value)
+    return lambda r: fn(getattr(r, attr), value)
+
+
+def range_bounds(node: Node, attr: str) -> tuple[datetime | None, datetime | None]:
+    """Lower/upper bounds on `attr` implied by top-level AND terms (for index use)."""
+    terms = node.parts if isinstance(node, Group) and node.kind == "and" else (node,)
+    lo = hi = None
+    for t in terms:
+        if isinstance(t, Comparison) and t.attr == attr and isinstance(t.value, datetime):
+            if t.op in (">=", ">") and (lo is None or t.value > lo):
+                lo = t.value
+            elif t.op in ("<=", "<") and (hi is None or t.value < hi):
+                hi = t.value
+    return lo, hi

@@ -1,0 +1,296 @@
+"""The emulator's HTTP server: logon/logout, token checks, `/api/query` with paging.
+
+Test and demo controls are plain attributes and methods of `Emulator` (delay, forced
+failures, canned answers, token expiry, a request log); they are never reachable over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from bot.emulator import wire
+from bot.emulator.data import TYPE_NAMES, EmSession, SessionStore
+from bot.emulator.filterlang import FilterSyntaxError
+
+log = logging.getLogger(__name__)
+BOM = "\ufeff"
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class Emulator:
+    """An in-process EM. `start()` serves on 127.0.0.1 in a daemon thread."""
+
+    store: SessionStore
+    username: str = "demo"
+    password: str = "demo"
+    idle_timeout: float = 900.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    camel_case: bool = False  # v13-style JSON keys
+    bom: bool = False  # prefix JSON answers with a UTF-8 BOM
+    delay: float = 0.0  # seconds to wait before answering /api/query
+    fail_queries: list[int] = field(default_factory=list)  # statuses for the next queries
+    canned: list[tuple[bytes, str]] = field(default_factory=list)  # next query answers, verbatim
+    requests: list[Logged] = field(default_factory=list)
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token → (id, last use)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "emulator not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> Emulator:
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def expire_tokens(self) -> None:
+        """Forget every logon session, as EM does after its idle timeout."""
+        with self._lock:
+            self.tokens.clear()
+
+    def queries(self) -> list[Logged]:
+        return [r for r in self.requests if r.path.lower() == "/api/query"]
+
+    # -- request handling helpers, called from handler threads
+    def logon(self, authorization: str) -> tuple[str, str] | None:
+        try:
+            raw = base64.b64decode(authorization.removeprefix("Basic ").strip()).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, _, password = raw.partition(":")
+        if user != self.username or password != self.password:
+            return None
+        session_id = str(uuid.uuid4())
+        token = base64.b64encode(session_id.encode()).decode()
+        with self._lock:
+            self.tokens[token] = (session_id, time.monotonic())
+        return token, session_id
+
+    def check_token(self, token: str) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self.tokens.get(token)
+            if entry is None or now - entry[1] > self.idle_timeout:
+                self.tokens.pop(token, None)
+                return None
+            self.tokens[token] = (entry[0], now)
+            return entry[0]
+
+    def logout(self, session_id: str) -> bool:
+        with self._lock:
+            for token, (sid, _) in list(self.tokens.items()):
+                if sid == session_id:
+                    del self.tokens[token]
+                    return True
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: Emulator
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("emulator: " + format, *args)
+
+    # ------------------------------------------------------------- plumbing
+    @property
+    def wants_json(self) -> bool:
+        return "application/json" in self.headers.get("Accept", "").lower()
+
+    def base(self) -> str:
+        host = self.headers.get("Host") or f"{self.server.server_address[0]!s}"
+        return f"http://{host}"
+
+    def send(self, status: int, body: str | bytes = b"", ctype: str = "",
+             headers: dict[str, str] | None = None) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.send_response(status)
+        if data:
+            self.send_header("Content-Type", ctype)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_doc(self, status: int, xml: str, doc: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> None:
+        if self.wants_json:
+            text = wire.dump_json(doc, camel_case=self.emulator.camel_case)
+            if self.emulator.bom:
+                text = BOM + text
+            self.send(status, text, "application/json; charset=utf-8", headers)
+        else:
+            self.send(status, xml, "application/xml; charset=utf-8", headers)
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self.send_doc(status, wire.xml_error(message, status), wire.json_error(message, status),
+                      headers)
+
+    def route(self) -> tuple[str, dict[str, str]]:
+        parts = urlsplit(self.path)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        self.emulator.requests.append(
+            Logged(self.command, parts.path, params, {k.lower(): v for k, v in self.headers.items()})
+        )
+        return parts.path.rstrip("/").lower(), params
+
+    def authed(self) -> str | None:
+        token = self.headers.get("X-RestSvcSessionId", "")
+        cookie = self.headers.get("Cookie", "")
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == "X-RestSvcSessionId":
+                token = value  # EM uses the cookie over the header
+        session = self.emulator.check_token(token) if token else None
+        if session is None:
+            self.error(401, "Authorization header has been expected but not found "
+                            "(or found but is expired).")
+        return session
+
+    # ------------------------------------------------------------ endpoints
+    def do_POST(self) -> None:
+        path, _ = self.route()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if path != "/api/sessionmngr":
+            self.error(404, "Not found")
+            return
+        got = self.emulator.logon(self.headers.get("Authorization", ""))
+        if got is None:
+            self.error(401, "Unauthorized", {"WWW-Authenticate": "Basic Realm=RestSvc"})
+            return
+        token, session_id = got
+        base = self.base()
+        headers = {
+            "X-RestSvcSessionId": token,
+            "Set-Cookie": f"X-RestSvcSessionId={token}; Path=/api;",
+            "Location": f"{base}/api/logonSessions/{session_id}",
+        }
+        self.send_doc(201, wire.xml_logon(base, session_id, self.emulator.username),
+                      wire.json_logon(base, session_id, self.emulator.username), headers)
+
+    def do_DELETE(self) -> None:
+        path, _ = self.route()
+        if self.authed() is None:
+            return
+        if path.startswith("/api/logonsessions/") and self.emulator.logout(path.rsplit("/", 1)[1]):
+            self.send(204)
+        else:
+            self.error(500, "Object reference not set to an instance of an object.")
+
+    def do_GET(self) -> None:
+        path, params = self.route()
+        if path == "/api":
+            self.send_doc(200, _DISCOVERY_XML, {"Links": [], "Href": None, "Type": None})
+            return
+        if self.authed() is None:
+            return
+        if path == "/api/query":
+            self.query(params)
+            return
+        for prefix, type_key in (("/api/replicatasksessions/", "replicatasksession"),
+                                 ("/api/backuptasksessions/", "backuptasksession")):
+            if path.startswith(prefix):
+                self.entity(type_key, path.rsplit("/", 1)[1])
+                return
+        self.error(404, f"Resource not found: {self.path.split('?')[0]}")
+
+    def entity(self, type_key: str, guid: str) -> None:
+        found = self.emulator.store.get(f"urn:veeam:{TYPE_NAMES[type_key]}:{guid}")
+        if found is None:
+            self.error(404, f"Session {guid} not found")
+            return
+        base = self.base()
+        self.send_doc(200, '<?xml version="1.0" encoding="utf-8"?>\n' + wire.xml_session(
+            found, base, root=True), wire.json_session(found, base))
+
+    def query(self, params: dict[str, str]) -> None:
+        emu = self.emulator
+        if emu.delay:
+            time.sleep(emu.delay)
+        if emu.fail_queries:
+            status = emu.fail_queries.pop(0)
+            self.error(status, "Service temporarily unavailable (emulated failure)")
+            return
+        if emu.canned:
+            body, ctype = emu.canned.pop(0)
+            self.send(200, body, ctype)
+            return
+        try:
+            items, paging, type_name = self.run_query(params)
+        except FilterSyntaxError as exc:
+            self.error(400, str(exc))
+            return
+        base = self.base()
+        self.send_doc(200, wire.xml_query(items, type_name, base, paging),
+                      wire.json_query(items, type_name, base, paging))
+
+    def run_query(self, params: dict[str, str]) -> tuple[list[EmSession], dict[str, Any], str]:
+        lowered = {k.lower(): v for k, v in params.items()}
+        type_key = lowered.get("type", "").lower()
+        if type_key not in TYPE_NAMES:
+            raise FilterSyntaxError(f"Unknown query type [{lowered.get('type', '')}]")
+        if lowered.get("format", "references").lower() != "entities":
+            raise FilterSyntaxError("The emulator serves format=Entities only")
+        try:
+            size = int(lowered.get("pagesize", "100"))
+            num = int(lowered.get("page", "1"))
+        except ValueError:
+            raise FilterSyntaxError("pageSize and page must be numbers") from None
+        if size <= 0 or num <= 0:
+            raise FilterSyntaxError("pageSize and page must be greater than zero")
+        sort, asc = lowered.get("sortasc", ""), True
+        if lowered.get("sortdesc"):
+            sort, asc = lowered["sortdesc"], False
+        matched = self.emulator.store.query(type_key, lowered.get("filter", ""), sort, asc)
+        count = max(1, -(-len(matched) // size))
+        keep = {k: v for k, v in params.items() if k.lower() not in ("page",)}
+        paging = {"num": num, "size": size, "count": count,
+                  "links": wire.paging_links(self.base(), keep, num, count)}
+        return matched[(num - 1) * size : num * size], paging, TYPE_NAMES[type_key]
+
+
+_DISCOVERY_XML = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<EnterpriseManager xmlns="http://www.veeam.com/ent/v1.0">'
+    '<SupportedVersions><SupportedVersion Name="v1_7" /></SupportedVersions></EnterpriseManager>\n'
+)

@@ -1,0 +1,50 @@
+"""The bot's exception tree. Every message is one sentence a user can act on."""
+
+
+class BotError(Exception):
+    """Base of every error the bot raises on purpose."""
+
+
+class ConfigError(BotError):
+    """The configuration file or environment is invalid. Lists every problem at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class SourceError(BotError):
+    """Enterprise Manager could not be reached, or it rejected the request."""
+
+
+class EMRejected(SourceError):
+    """EM answered with an error document (bad filter, unknown field, ...)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        self.em_message = message
+        self.status = status
+        super().__init__(f"EM rejected the query: {message} (HTTP {status})")
+
+
+class AuthError(SourceError):
+    """EM refused the credentials."""
+
+
+class ParseError(SourceError):
+    """EM's answer could not be understood."""
+
+
+class QueryError(BotError):
+    """The user's query words are invalid. The message names the offending word."""
+
+
+class NotifyError(BotError):
+    """Slack refused or failed to take a message."""
+
+    def __init__(self, message: str, *, retryable: bool, outcome_unknown: bool = False) -> None:
+        self.retryable = retryable
+        # True when Slack may have posted the message although we saw an error
+        # (5xx or timeout on chat.postMessage): reconcile before posting again.
+        self.outcome_unknown = outcome_unknown
+        super().__init__(message)

@@ -1,0 +1,71 @@
+"""Plain data types shared by every layer. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+SESSION_TYPES = ("ReplicaTaskSession", "BackupTaskSession")
+RESULTS = ("Success", "Warning", "Failed")
+
+# Short names used in the query grammar and the CLI output.
+TYPE_ALIASES = {"replica": "ReplicaTaskSession", "backup": "BackupTaskSession"}
+TYPE_SHORT = {v: k for k, v in TYPE_ALIASES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSession:
+    """One task session (one VM in one job run) as EM reports it."""
+
+    uid: str
+    type: str
+    name: str
+    vm: str
+    job: str
+    job_session_uid: str
+    server: str
+    state: str
+    result: str
+    reason: str
+    created: datetime | None
+    ended: datetime | None
+    total_size: int
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.created is None or self.ended is None:
+            return None
+        return (self.ended - self.created).total_seconds()
+
+    def as_json(self) -> dict[str, object]:
+        """The stable JSON shape of `query --json`."""
+        return {
+            "uid": self.uid,
+            "type": TYPE_SHORT.get(self.type, self.type),
+            "vm": self.vm,
+            "job": self.job,
+            "server": self.server,
+            "state": self.state,
+            "result": self.result,
+            "reason": self.reason,
+            "created": iso_z(self.created),
+            "ended": iso_z(self.ended),
+            "total_size": self.total_size,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Paging information of one `/api/query` answer."""
+
+    num: int
+    size: int
+    count: int
+
+
+def iso_z(value: datetime | None) -> str | None:
+    """Format an aware UTC datetime as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`."""
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text.removesuffix("+00:00") + "Z"

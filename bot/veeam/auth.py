@@ -1,0 +1,93 @@
+"""EM logon as an `httpx.Auth` flow: log on, send `X-RestSvcSessionId`, re-logon once on 401."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Generator
+
+import httpx
+
+from bot.errors import AuthError, SourceError
+from bot.settings import Secret
+
+log = logging.getLogger(__name__)
+TOKEN_HEADER = "X-RestSvcSessionId"
+
+
+class EMSessionAuth(httpx.Auth):
+    """Holds one EM logon session and renews it when EM answers 401."""
+
+    requires_response_body = True
+
+    def __init__(self, base_url: str, username: str, password: Secret) -> None:
+        self._base = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._lock = threading.Lock()
+        self.token: str | None = None
+        self.session_id: str | None = None
+        self.logons = 0
+
+    def __repr__(self) -> str:
+        return f"EMSessionAuth(user={self._username!r}, password=<SECRET>)"
+
+    def _logon_request(self) -> httpx.Request:
+        raw = f"{self._username}:{self._password.value}".encode()
+        basic = "Basic " + base64.b64encode(raw).decode("ascii")
+        return httpx.Request(
+            "POST",
+            f"{self._base}/api/sessionMngr/?v=latest",
+            headers={"Authorization": basic, "Content-Length": "0"},
+        )
+
+    def _accept_logon(self, response: httpx.Response) -> None:
+        if response.status_code in (401, 403):
+            raise AuthError(
+                f"EM refused the logon of {self._username!r}: wrong username or password, "
+                f"or the account lacks a Portal User role (HTTP {response.status_code})"
+            )
+        if response.status_code not in (200, 201):
+            raise SourceError(f"EM logon failed with HTTP {response.status_code}")
+        token = response.headers.get(TOKEN_HEADER)  # httpx headers are case-insensitive
+        if not token:
+            raise SourceError(f"EM logon answered without a {TOKEN_HEADER} header")
+        self.token = token
+        location = response.headers.get("Location", "")
+        self.session_id = location.rstrip("/").rsplit("/", 1)[-1] or None
+        self.logons += 1
+        log.info("logged on to EM as %s", self._username)
+
+    def _logon(self) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield self._logon_request()
+        self._accept_logon(response)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        with self._lock:
+            if self.token is None:
+                yield from self._logon()
+            used = self.token
+        assert used is not None
+        request.headers[TOKEN_HEADER] = used
+        response = yield request
+        if response.status_code != 401:
+            return
+        log.info("EM session expired; logging on again")
+        with self._lock:
+            if self.token == used:
+                self.token = None
+                yield from self._logon()
+            fresh = self.token
+        assert fresh is not None
+        request.headers[TOKEN_HEADER] = fresh
+        yield request
+
+    def logout_request(self) -> httpx.Request | None:
+        """The DELETE that ends the EM session, or None when not logged on."""
+        if not self.token or not self.session_id:
+            return None
+        request = httpx.Request("DELETE", f"{self._base}/api/logonSessions/{self.session_id}")
+        request.headers[TOKEN_HEADER] = self.token
+        self.token = self.session_id = None
+        return request

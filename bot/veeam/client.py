@@ -1,0 +1,132 @@
+"""The EM query client: paged `/api/query` walks as generators, clear errors."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterator
+from types import TracebackType
+
+import httpx
+
+from bot.errors import EMRejected, SourceError
+from bot.models import TaskSession
+from bot.settings import VeeamSettings
+from bot.veeam.auth import EMSessionAuth
+from bot.veeam.parse import parse_page
+
+log = logging.getLogger(__name__)
+ACCEPT = {"xml": "application/xml", "json": "application/json"}
+
+
+def tls_verify(setting: bool | str) -> bool | ssl.SSLContext:
+    """`VEEAM_VERIFY_TLS` → httpx `verify`: True, False, or a context trusting a CA bundle."""
+    if isinstance(setting, str):
+        return ssl.create_default_context(cafile=setting)
+    return setting
+
+
+class EMClient:
+    """A thread-safe EM client. Build one per process; close it to log out."""
+
+    def __init__(self, settings: VeeamSettings, *, transport: httpx.BaseTransport | None = None):
+        self.settings = settings
+        self.base_url = settings.url
+        self.auth = EMSessionAuth(settings.url, settings.username, settings.password)
+        timeout = settings.timeout.total_seconds()
+        self._http = httpx.Client(
+            base_url=settings.url,
+            auth=self.auth,
+            verify=tls_verify(settings.verify_tls),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"Accept": ACCEPT[settings.format], "User-Agent": "veeam-slack-bot"},
+            transport=transport,
+        )
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"EMClient(url={self.base_url!r}, user={self.settings.username!r})"
+
+    def __enter__(self) -> EMClient:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Log out of EM (best effort) and close the connection pool."""
+        request = self.auth.logout_request()
+        if request is not None:
+            try:
+                self._http.send(request, auth=None)
+            except httpx.HTTPError as exc:
+                log.info("EM logout failed: %s", exc)
+        self._http.close()
+
+    def _get(self, path: str, params: dict[str, str | int]) -> bytes:
+        self.requests += 1
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.ConnectError as exc:
+            raise SourceError(self._connect_message(exc)) from exc
+        except httpx.TimeoutException as exc:
+            seconds = self.settings.timeout.total_seconds()
+            raise SourceError(f"EM at {self.base_url} did not answer within {seconds:g}s") from exc
+        except httpx.HTTPError as exc:
+            raise SourceError(f"EM at {self.base_url} failed: {exc}") from exc
+        if response.status_code >= 400:
+            self._raise_for(response)
+        return response.content
+
+    def _connect_message(self, exc: httpx.ConnectError) -> str:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return (
+                f"EM's TLS certificate at {self.base_url} is not trusted; set VEEAM_VERIFY_TLS "
+                "to the path of the CA bundle (or certificate) that signed it"
+            )
+        return f"cannot reach EM at {self.base_url}: {text or type(exc).__name__}"
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        try:
+            parse_page(response.content)
+        except EMRejected as exc:
+            raise EMRejected(exc.em_message, response.status_code) from None
+        except SourceError:
+            pass
+        raise EMRejected(f"{response.reason_phrase or 'error'}", response.status_code)
+
+    def query(
+        self,
+        type_: str,
+        filter_: str = "",
+        *,
+        sort_asc: str = "",
+        sort_desc: str = "",
+        page_size: int | None = None,
+    ) -> Iterator[TaskSession]:
+        """Yield every matching task session, walking pages while PageNum < PagesCount."""
+        size = page_size or self.settings.page_size
+        page = 1
+        while True:
+            params: dict[str, str | int] = {"type": type_, "format": "Entities"}
+            if sort_asc:
+                params["sortAsc"] = sort_asc
+            if sort_desc:
+                params["sortDesc"] = sort_desc
+            params["pageSize"] = size
+            params["page"] = page
+            if filter_:
+                params["filter"] = filter_
+            sessions, info = parse_page(self._get("/api/query", params))
+            yield from sessions
+            if info is None or info.num >= info.count or not sessions:
+                return
+            page = info.num + 1
+
+    def ping(self) -> None:
+        """Cheap reachability check: log on (if needed) and run a one-item query."""
+        for _ in self.query("ReplicaTaskSession", "", page_size=1):
+            break
