@@ -337,8 +337,8 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
     _env_layer(env, raw)
     conv = _convert(raw, problems)
     sections = {name: cls(**conv[name]) for name, cls in SECTION_TYPES.items()}
-    veeam: VeeamSettings = sections["veeam"]
-    veeam = VeeamSettings(**{**veeam.__dict__, "password": Secret(env.get("VEEAM_PASSWORD", ""))})
+    password = Secret(env.get("VEEAM_PASSWORD", ""))
+    sections["veeam"] = VeeamSettings(**{**sections["veeam"].__dict__, "password": password})
     slack = SlackSettings(
         bot_token=Secret(env.get("SLACK_BOT_TOKEN", "")),
         signing_secret=Secret(env.get("SLACK_SIGNING_SECRET", "")),

@@ -153,45 +153,39 @@ class Maker:
         js_guid = _guid(rng)
         start = _ms(start)
         js_name = f"{job.name}@{start:%Y-%m-%d %H:%M:%S}"
+        t = f"{job.kind}TaskSession"
         out = []
         created = start
-        for vm, result, reason in outcomes:
+        for vm, planned, why in outcomes:
             created = _ms(created + timedelta(seconds=rng.uniform(2, 25)))
             dur = timedelta(seconds=min(6 * 3600, max(8, rng.lognormvariate(5.5, 1.0))))
             ended: datetime | None = _ms(created + dur)
-            state = "Completed"
+            state, result, reason = "Completed", planned, why
             if ended is not None and ended > self.now:
-                ended, state, reason = None, "InProgress", ""
-                result = "Success"  # EM shows a premature Success while a task runs
-            size = 0 if result == "Failed" else rng.randrange(1, 512) * 2**30
-            out.append(self.session(job, js_guid, js_name, vm, created, ended, state, result,
-                                    reason, size))
+                # EM shows a premature Success and no end time while a task runs
+                ended, state, result, reason = None, "InProgress", "Success", ""
+            out.append(
+                EmSession(
+                    uid=f"urn:veeam:{t}:{_guid(rng)}",
+                    type=t,
+                    name=f"{vm}@{created:%Y-%m-%d %H:%M:%S}",
+                    vm=vm,
+                    vm_uid=f"urn:VMware:Vm:{job.server_uid}.vm-{zlib.crc32(vm.encode()) % 99999}",
+                    job=job.name,
+                    job_uid=f"urn:veeam:Job:{job.uid}",
+                    job_session_uid=f"urn:veeam:{job.kind}JobSession:{js_guid}",
+                    job_session_name=js_name,
+                    server=job.server,
+                    server_uid=f"urn:veeam:BackupServer:{job.server_uid}",
+                    state=state,
+                    result=result,
+                    reason=reason,
+                    created=created,
+                    ended=ended,
+                    total_size=0 if result == "Failed" else rng.randrange(1, 512) * 2**30,
+                )
+            )
         return out
-
-    def session(
-        self, job: Job, js_guid: str, js_name: str, vm: str, created: datetime,
-        ended: datetime | None, state: str, result: str, reason: str, size: int,
-    ) -> EmSession:
-        t = f"{job.kind}TaskSession"
-        return EmSession(
-            uid=f"urn:veeam:{t}:{_guid(self.rng)}",
-            type=t,
-            name=f"{vm}@{created:%Y-%m-%d %H:%M:%S}",
-            vm=vm,
-            vm_uid=f"urn:VMware:Vm:{job.server_uid}.vm-{zlib.crc32(vm.encode()) % 99999}",
-            job=job.name,
-            job_uid=f"urn:veeam:Job:{job.uid}",
-            job_session_uid=f"urn:veeam:{job.kind}JobSession:{js_guid}",
-            job_session_name=js_name,
-            server=job.server,
-            server_uid=f"urn:veeam:BackupServer:{job.server_uid}",
-            state=state,
-            result=result,
-            reason=reason,
-            created=created,
-            ended=ended,
-            total_size=size,
-        )
 
 
 def _outcome(rng: Random, vm: str, failure_rate: float) -> tuple[str, str, str]:
@@ -231,25 +225,50 @@ def generate(
             out += maker.run(job, last_end + timedelta(minutes=10), failed)
     del out[n:]
     if extras:
-        out += hostile_run(maker, now) + seed_apache02()
+        out += hostile_run(maker, now) + running_run(maker, now) + seed_apache02()
     out.sort(key=lambda s: s.created)
     return out
 
 
 def hostile_run(maker: Maker, now: datetime) -> list[EmSession]:
     """A job run, ended about two hours ago, whose names and reasons try to break things."""
-    job = Job('Hostile "Job", (test); <b>&amp;</b>', "Replica", SERVERS[0], HOSTILE_VMS,
-              "0badc0de-0000-4000-8000-000000000001", "7445e6ce-86f5-4171-b909-dac209c66563")
+    job = Job(
+        'Hostile "Job", (test); <b>&amp;</b>',
+        "Replica",
+        SERVERS[0],
+        HOSTILE_VMS,
+        "0badc0de-0000-4000-8000-000000000001",
+        "7445e6ce-86f5-4171-b909-dac209c66563",
+    )
     long_reason = "Error: " + " ".join(
         f"step {i}: failed to read block {i * 4096} from disk [scsi0:{i % 4}] (retrying)."
         for i in range(60)
     )
     reasons = [*HOSTILE_REASONS, long_reason]
-    outcomes = [(vm, "Failed" if i % 3 else "Warning", reasons[i % len(reasons)])
-                for i, vm in enumerate(HOSTILE_VMS)]
+    outcomes = [
+        (vm, "Failed" if i % 3 else "Warning", reasons[i % len(reasons)])
+        for i, vm in enumerate(HOSTILE_VMS)
+    ]
     saved, maker.now = maker.now, now + timedelta(days=1)  # force every task completed
     run = maker.run(job, now - timedelta(hours=3), outcomes)
     maker.now = saved
+    return run
+
+
+def running_run(maker: Maker, now: datetime) -> list[EmSession]:
+    """A job run still in progress: no EndTimeUTC, a premature Success, one Pending task."""
+    job = Job(
+        "Nightly Replica (running)",
+        "Replica",
+        SERVERS[1],
+        ("erp01", "erp02", "erp03"),
+        "0badc0de-0000-4000-8000-000000000002",
+        "0badc0de-0000-4000-8000-0000000000aa",
+    )
+    run = maker.run(job, now - timedelta(minutes=2), [(vm, "Success", "") for vm in job.vms])
+    for s in run:
+        s.ended, s.state, s.total_size = None, "InProgress", 0
+    run[-1].state = "Pending"
     return run
 
 
@@ -257,24 +276,45 @@ def seed_apache02() -> list[EmSession]:
     """The two sessions of the seed documentation page, verbatim."""
     server = "urn:veeam:BackupServer:7445e6ce-86f5-4171-b909-dac209c66563"
     rows = (
-        ("efe448ad-6d52-496b-ba79-decd586713eb", "90e440bb-8af1-4e3f-8022-bfd89dd267a0",
-         "2021-06-17 20:00:05", "2021-06-17T20:00:18.060", "2021-06-17T20:02:36.993"),
-        ("3be8eb42-7d94-4789-b2cf-891a2d9aed41", "c73c05f9-1f01-4a72-8126-c8fc8ed2df12",
-         "2021-06-17 15:16:53", "2021-06-17T15:17:00.380", "2021-06-17T15:19:31.547"),
+        (
+            "efe448ad-6d52-496b-ba79-decd586713eb",
+            "90e440bb-8af1-4e3f-8022-bfd89dd267a0",
+            "2021-06-17 20:00:05",
+            "2021-06-17T20:00:18.060",
+            "2021-06-17T20:02:36.993",
+        ),
+        (
+            "3be8eb42-7d94-4789-b2cf-891a2d9aed41",
+            "c73c05f9-1f01-4a72-8126-c8fc8ed2df12",
+            "2021-06-17 15:16:53",
+            "2021-06-17T15:17:00.380",
+            "2021-06-17T15:19:31.547",
+        ),
     )
     out = []
     for guid, js, js_time, created, ended in rows:
         c = datetime.fromisoformat(created).replace(tzinfo=UTC)
-        out.append(EmSession(
-            uid=f"urn:veeam:ReplicaTaskSession:{guid}", type="ReplicaTaskSession",
-            name=f"apache02@{c:%Y-%m-%d %H:%M:%S}", vm="apache02", vm_uid="",
-            job="Replication Job 2", job_uid="urn:veeam:Job:1e7c5a4e-2a39-4e42-9b0a-4a7e3c0f2b11",
-            job_session_uid=f"urn:veeam:ReplicaJobSession:{js}",
-            job_session_name=f"Replication Job 2@{js_time}", server="enterprise06.tech.local",
-            server_uid=server, state="Completed", result="Success", reason="",
-            created=c, ended=datetime.fromisoformat(ended).replace(tzinfo=UTC),
-            total_size=8589934592,
-        ))
+        out.append(
+            EmSession(
+                uid=f"urn:veeam:ReplicaTaskSession:{guid}",
+                type="ReplicaTaskSession",
+                name=f"apache02@{c:%Y-%m-%d %H:%M:%S}",
+                vm="apache02",
+                vm_uid="",
+                job="Replication Job 2",
+                job_uid="urn:veeam:Job:1e7c5a4e-2a39-4e42-9b0a-4a7e3c0f2b11",
+                job_session_uid=f"urn:veeam:ReplicaJobSession:{js}",
+                job_session_name=f"Replication Job 2@{js_time}",
+                server="enterprise06.tech.local",
+                server_uid=server,
+                state="Completed",
+                result="Success",
+                reason="",
+                created=c,
+                ended=datetime.fromisoformat(ended).replace(tzinfo=UTC),
+                total_size=8589934592,
+            )
+        )
     return out
 
 

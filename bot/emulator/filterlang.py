@@ -134,7 +134,9 @@ class _Parser:
         if not name:
             raise self.fail("expected a field name")
         self.skip_ws()
-        op = next((o for o in ("==", "!=", ">=", "<=", ">", "<") if self.text.startswith(o, self.pos)), "")
+        op = next(
+            (o for o in ("==", "!=", ">=", "<=", ">", "<") if self.text.startswith(o, self.pos)), ""
+        )
         if not op:
             raise self.fail(f"expected an operator after {name}")
         self.pos += len(op)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -37,41 +38,55 @@ class Logged:
 class Emulator:
     """An in-process EM. `start()` serves on 127.0.0.1 in a daemon thread."""
 
-    store: SessionStore
+    store: SessionStore = field(repr=False)
     username: str = "demo"
-    password: str = "demo"
+    password: str = "demo"  # noqa: S105 - the emulator's documented demo account
     idle_timeout: float = 900.0
     host: str = "127.0.0.1"
     port: int = 0
     camel_case: bool = False  # v13-style JSON keys
     bom: bool = False  # prefix JSON answers with a UTF-8 BOM
     delay: float = 0.0  # seconds to wait before answering /api/query
-    fail_queries: list[int] = field(default_factory=list)  # statuses for the next queries
-    canned: list[tuple[bytes, str]] = field(default_factory=list)  # next query answers, verbatim
-    requests: list[Logged] = field(default_factory=list)
-    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token → (id, last use)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    fail_queries: list[int] = field(
+        default_factory=list, repr=False
+    )  # statuses for the next queries
+    canned: list[tuple[bytes, str]] = field(
+        default_factory=list, repr=False
+    )  # next query answers, verbatim
+    requests: list[Logged] = field(default_factory=list, repr=False)
+    tokens: dict[str, tuple[str, float]] = field(
+        default_factory=dict, repr=False
+    )  # token → (id, last use)
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def url(self) -> str:
         assert self._server is not None, "emulator not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host!s}:{port}"
+
+    def _bind(self) -> ThreadingHTTPServer:
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
+        return server
 
     def start(self) -> Emulator:
-        handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = self._bind()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._server = self._bind()
         self._server.serve_forever()
 
     def stop(self) -> None:
@@ -136,11 +151,16 @@ class _Handler(BaseHTTPRequestHandler):
         return "application/json" in self.headers.get("Accept", "").lower()
 
     def base(self) -> str:
-        host = self.headers.get("Host") or f"{self.server.server_address[0]!s}"
-        return f"http://{host}"
+        host = self.headers.get("Host") or "127.0.0.1"
+        return f"{'https' if self.emulator.tls else 'http'}://{host}"
 
-    def send(self, status: int, body: str | bytes = b"", ctype: str = "",
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        status: int,
+        body: str | bytes = b"",
+        ctype: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = body.encode("utf-8") if isinstance(body, str) else body
         self.send_response(status)
         if data:
@@ -151,8 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def send_doc(self, status: int, xml: str, doc: dict[str, Any],
-                 headers: dict[str, str] | None = None) -> None:
+    def send_doc(
+        self, status: int, xml: str, doc: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         if self.wants_json:
             text = wire.dump_json(doc, camel_case=self.emulator.camel_case)
             if self.emulator.bom:
@@ -162,14 +183,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send(status, xml, "application/xml; charset=utf-8", headers)
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        self.send_doc(status, wire.xml_error(message, status), wire.json_error(message, status),
-                      headers)
+        self.send_doc(
+            status, wire.xml_error(message, status), wire.json_error(message, status), headers
+        )
 
     def route(self) -> tuple[str, dict[str, str]]:
         parts = urlsplit(self.path)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.emulator.requests.append(
-            Logged(self.command, parts.path, params, {k.lower(): v for k, v in self.headers.items()})
+            Logged(
+                self.command, parts.path, params, {k.lower(): v for k, v in self.headers.items()}
+            )
         )
         return parts.path.rstrip("/").lower(), params
 
@@ -182,8 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
                 token = value  # EM uses the cookie over the header
         session = self.emulator.check_token(token) if token else None
         if session is None:
-            self.error(401, "Authorization header has been expected but not found "
-                            "(or found but is expired).")
+            self.error(
+                401,
+                "Authorization header has been expected but not found (or found but is expired).",
+            )
         return session
 
     # ------------------------------------------------------------ endpoints
@@ -206,8 +232,12 @@ class _Handler(BaseHTTPRequestHandler):
             "Set-Cookie": f"X-RestSvcSessionId={token}; Path=/api;",
             "Location": f"{base}/api/logonSessions/{session_id}",
         }
-        self.send_doc(201, wire.xml_logon(base, session_id, self.emulator.username),
-                      wire.json_logon(base, session_id, self.emulator.username), headers)
+        self.send_doc(
+            201,
+            wire.xml_logon(base, session_id, self.emulator.username),
+            wire.json_logon(base, session_id, self.emulator.username),
+            headers,
+        )
 
     def do_DELETE(self) -> None:
         path, _ = self.route()
@@ -228,8 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/query":
             self.query(params)
             return
-        for prefix, type_key in (("/api/replicatasksessions/", "replicatasksession"),
-                                 ("/api/backuptasksessions/", "backuptasksession")):
+        for prefix, type_key in (
+            ("/api/replicatasksessions/", "replicatasksession"),
+            ("/api/backuptasksessions/", "backuptasksession"),
+        ):
             if path.startswith(prefix):
                 self.entity(type_key, path.rsplit("/", 1)[1])
                 return
@@ -241,8 +273,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.error(404, f"Session {guid} not found")
             return
         base = self.base()
-        self.send_doc(200, '<?xml version="1.0" encoding="utf-8"?>\n' + wire.xml_session(
-            found, base, root=True), wire.json_session(found, base))
+        self.send_doc(
+            200,
+            '<?xml version="1.0" encoding="utf-8"?>\n' + wire.xml_session(found, base, root=True),
+            wire.json_session(found, base),
+        )
 
     def query(self, params: dict[str, str]) -> None:
         emu = self.emulator
@@ -262,8 +297,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.error(400, str(exc))
             return
         base = self.base()
-        self.send_doc(200, wire.xml_query(items, type_name, base, paging),
-                      wire.json_query(items, type_name, base, paging))
+        self.send_doc(
+            200,
+            wire.xml_query(items, type_name, base, paging),
+            wire.json_query(items, type_name, base, paging),
+        )
 
     def run_query(self, params: dict[str, str]) -> tuple[list[EmSession], dict[str, Any], str]:
         lowered = {k.lower(): v for k, v in params.items()}
@@ -285,8 +323,12 @@ class _Handler(BaseHTTPRequestHandler):
         matched = self.emulator.store.query(type_key, lowered.get("filter", ""), sort, asc)
         count = max(1, -(-len(matched) // size))
         keep = {k: v for k, v in params.items() if k.lower() not in ("page",)}
-        paging = {"num": num, "size": size, "count": count,
-                  "links": wire.paging_links(self.base(), keep, num, count)}
+        paging = {
+            "num": num,
+            "size": size,
+            "count": count,
+            "links": wire.paging_links(self.base(), keep, num, count),
+        }
         return matched[(num - 1) * size : num * size], paging, TYPE_NAMES[type_key]
 
 

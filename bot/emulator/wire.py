@@ -13,17 +13,57 @@ from bot.emulator.data import EmSession
 
 NS = "http://www.veeam.com/ent/v1.0"
 ENTITY_KEYS = (
-    "Jobs FailoverPlans Backups Replicas Repositories RestorePoints VmRestorePoints "
-    "VAppRestorePoints VmReplicaPoints BackupJobSessions ReplicaJobSessions ReplicaTaskSessions "
-    "RestoreSessions HierarchyRoots BackupTaskSessions BackupServers ManagedServers "
-    "EnterpiseRoles EnterpiseAccounts WanAccelerators CloudGateways CloudTenants CloudReplicas "
-    "VCloudOrganizationConfigs BackupFiles VSphereSelfServiceConfigs CloudPublicIps "
-    "CloudHardwarePlans CloudVmReplicaPoints AgentRestorePoints AgentBackupJob CloudGatewayPools "
-    "CloudFailoverPlans ExternalRepositories VlanConfigurations CloudFailoverSessions "
-    "AgentProtectionGroups DiscoveredComputers FileServers NASJobs CdpReplicas CdpReplicaVms "
-    "CdpPolicies CdpReplicaSessions CdpReplicaTaskSessions VAppReplicaPoints VmCdpReplicas "
-    "VAppCdpReplicas VAppCdpReplicaVms SystemSessions"
-).split()
+    "Jobs",
+    "FailoverPlans",
+    "Backups",
+    "Replicas",
+    "Repositories",
+    "RestorePoints",
+    "VmRestorePoints",
+    "VAppRestorePoints",
+    "VmReplicaPoints",
+    "BackupJobSessions",
+    "ReplicaJobSessions",
+    "ReplicaTaskSessions",
+    "RestoreSessions",
+    "HierarchyRoots",
+    "BackupTaskSessions",
+    "BackupServers",
+    "ManagedServers",
+    "EnterpiseRoles",
+    "EnterpiseAccounts",
+    "WanAccelerators",
+    "CloudGateways",
+    "CloudTenants",
+    "CloudReplicas",
+    "VCloudOrganizationConfigs",
+    "BackupFiles",
+    "VSphereSelfServiceConfigs",
+    "CloudPublicIps",
+    "CloudHardwarePlans",
+    "CloudVmReplicaPoints",
+    "AgentRestorePoints",
+    "AgentBackupJob",
+    "CloudGatewayPools",
+    "CloudFailoverPlans",
+    "ExternalRepositories",
+    "VlanConfigurations",
+    "CloudFailoverSessions",
+    "AgentProtectionGroups",
+    "DiscoveredComputers",
+    "FileServers",
+    "NASJobs",
+    "CdpReplicas",
+    "CdpReplicaVms",
+    "CdpPolicies",
+    "CdpReplicaSessions",
+    "CdpReplicaTaskSessions",
+    "VAppReplicaPoints",
+    "VmCdpReplicas",
+    "VAppCdpReplicas",
+    "VAppCdpReplicaVms",
+    "SystemSessions",
+)
 _CAMEL = re.compile(r"^[A-Z]+(?=[A-Z][a-z]|$)|^[A-Z]")
 
 
@@ -155,7 +195,9 @@ def json_session(s: EmSession, base: str) -> dict[str, Any]:
     return item
 
 
-def json_query(items: list[EmSession], type_name: str, base: str, paging: dict[str, Any]) -> dict[str, Any]:
+def json_query(
+    items: list[EmSession], type_name: str, base: str, paging: dict[str, Any]
+) -> dict[str, Any]:
     entities: dict[str, Any] = dict.fromkeys(ENTITY_KEYS)
     plural = f"{type_name}s"
     entities[plural] = {plural: [json_session(s, base) for s in items]}
@@ -165,7 +207,9 @@ def json_query(items: list[EmSession], type_name: str, base: str, paging: dict[s
         "Resources": None,
         "Links": None,
         "PagingInfo": {
-            "Links": [{"Rel": r, "Href": h, "Name": None, "Type": None} for r, h in paging["links"]],
+            "Links": [
+                {"Rel": r, "Href": h, "Name": None, "Type": None} for r, h in paging["links"]
+            ],
             "PageNum": paging["num"],
             "PageSize": paging["size"],
             "PagesCount": paging["count"],

@@ -13,7 +13,7 @@ from bot.errors import AuthError, SourceError
 from bot.settings import Secret
 
 log = logging.getLogger(__name__)
-TOKEN_HEADER = "X-RestSvcSessionId"
+TOKEN_HEADER = "X-RestSvcSessionId"  # noqa: S105 - a header name, not a secret
 
 
 class EMSessionAuth(httpx.Auth):

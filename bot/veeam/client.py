@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Iterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 
 import httpx
 
 from bot.errors import EMRejected, SourceError
-from bot.models import TaskSession
+from bot.models import Page, TaskSession
 from bot.settings import VeeamSettings
 from bot.veeam.auth import EMSessionAuth
 from bot.veeam.parse import parse_page
@@ -41,6 +42,9 @@ class EMClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={"Accept": ACCEPT[settings.format], "User-Agent": "veeam-slack-bot"},
             transport=transport,
+            # EM prefers its session cookie over the header; a stale cookie would defeat the
+            # re-logon on 401, so the client keeps no cookies and sends only the header.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
         self.requests = 0
 
@@ -98,6 +102,28 @@ class EMClient:
             pass
         raise EMRejected(f"{response.reason_phrase or 'error'}", response.status_code)
 
+    def page(
+        self,
+        type_: str,
+        filter_: str,
+        *,
+        page: int,
+        size: int,
+        sort_asc: str = "",
+        sort_desc: str = "",
+    ) -> tuple[list[TaskSession], Page | None]:
+        """One page of a query."""
+        params: dict[str, str | int] = {"type": type_, "format": "Entities"}
+        if sort_asc:
+            params["sortAsc"] = sort_asc
+        if sort_desc:
+            params["sortDesc"] = sort_desc
+        params["pageSize"] = size
+        params["page"] = page
+        if filter_:
+            params["filter"] = filter_
+        return parse_page(self._get("/api/query", params))
+
     def query(
         self,
         type_: str,
@@ -109,22 +135,26 @@ class EMClient:
     ) -> Iterator[TaskSession]:
         """Yield every matching task session, walking pages while PageNum < PagesCount."""
         size = page_size or self.settings.page_size
-        page = 1
+        num = 1
         while True:
-            params: dict[str, str | int] = {"type": type_, "format": "Entities"}
-            if sort_asc:
-                params["sortAsc"] = sort_asc
-            if sort_desc:
-                params["sortDesc"] = sort_desc
-            params["pageSize"] = size
-            params["page"] = page
-            if filter_:
-                params["filter"] = filter_
-            sessions, info = parse_page(self._get("/api/query", params))
+            sessions, info = self.page(
+                type_, filter_, page=num, size=size, sort_asc=sort_asc, sort_desc=sort_desc
+            )
             yield from sessions
             if info is None or info.num >= info.count or not sessions:
                 return
-            page = info.num + 1
+            num = info.num + 1
+
+    def head_and_count(
+        self, type_: str, filter_: str, *, sort_desc: str, size: int
+    ) -> tuple[list[TaskSession], int]:
+        """The first `size` matches and the exact number of matches (EM gives no total:
+        fetch the last page too when there is more than one)."""
+        head, info = self.page(type_, filter_, page=1, size=size, sort_desc=sort_desc)
+        if info is None or info.count <= 1 or len(head) < size:
+            return head, len(head)
+        last, _ = self.page(type_, filter_, page=info.count, size=size, sort_desc=sort_desc)
+        return head, (info.count - 1) * size + len(last)
 
     def ping(self) -> None:
         """Cheap reachability check: log on (if needed) and run a one-item query."""

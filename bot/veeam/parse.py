@@ -8,6 +8,7 @@ tolerated, timestamps may have any fraction length and `EndTimeUTC` may be missi
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from bot.models import Page, TaskSession
 TASK_TYPES = frozenset({"replicatasksession", "backuptasksession"})
 _PLURALS = frozenset({"replicatasksessions", "backuptasksessions"})
 _BOM = b"\xef\xbb\xbf"
+_BARE_AMP = re.compile(rb"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
 _local = threading.local()
 
 
@@ -96,11 +98,22 @@ def _local_name(tag: Any) -> str:
     return tag[tag.rfind("}") + 1 :]
 
 
-def _parse_xml(data: bytes) -> tuple[list[TaskSession], Page | None]:
+def _xml_root(data: bytes) -> Any:
     try:
-        root = etree.fromstring(data, parser=_xml_parser())
+        return etree.fromstring(data, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
+        # EM's own documentation shows raw `&` in paging links; tolerate exactly that.
+        fixed = _BARE_AMP.sub(b"&amp;", data)
+        if fixed != data:
+            try:
+                return etree.fromstring(fixed, parser=_xml_parser())
+            except etree.XMLSyntaxError:
+                pass
         raise ParseError(f"EM sent malformed XML: {exc}") from exc
+
+
+def _parse_xml(data: bytes) -> tuple[list[TaskSession], Page | None]:
+    root = _xml_root(data)
     if root.getroottree().docinfo.doctype:
         raise ParseError("EM's XML answer carries a DTD, which is refused")
     name = _local_name(root.tag)
@@ -188,7 +201,7 @@ def _parse_json(data: bytes) -> tuple[list[TaskSession], Page | None]:
     if "entities" not in top and "message" in top and "statuscode" in top:
         message = top.get("message") or top.get("firstchanceexceptionmessage") or "no message"
         raise EMRejected(str(message).strip(), int(top.get("statuscode") or 0))
-    if "entities" not in top and "pagingentities" not in top and "refs" not in top:
+    if "entities" not in top and "refs" not in top:
         raise ParseError("EM sent a JSON document that is not a query result")
     sessions: list[TaskSession] = []
     for key, wrapper in _lower(top.get("entities")).items():

@@ -1,0 +1,100 @@
+"""Command line: `python -m bot {run,poll,query,digest,demo,emulator,check}`.
+
+This is the only module that reads `os.environ` and the process clock for the CLI; it hands
+both down. stdout carries only each command's output; logs and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from bot import __version__, cli
+from bot.errors import BotError, ConfigError
+
+EX_USAGE, EX_CONFIG = 64, 78
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EX_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bot", description="Veeam Enterprise Manager → Slack alerts.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("run", help="poll on an interval, post the digest, serve /veeam")
+    s.set_defaults(func=cli.cmd_run)
+
+    s = sub.add_parser("poll", help="run one poll cycle and exit")
+    s.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
+    s.set_defaults(func=cli.cmd_poll)
+
+    s = sub.add_parser("query", help="query EM with the /veeam grammar, e.g. failed since:3d")
+    s.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    s.add_argument("words", nargs="*", help="query words (one argument or several)")
+    s.set_defaults(func=cli.cmd_query)
+
+    s = sub.add_parser("digest", help="post the digest for the window ending now")
+    s.add_argument("--dry-run", action="store_true", help="print the message, post nothing")
+    s.add_argument("--window", default="24h", help="window length (default 24h)")
+    s.set_defaults(func=cli.cmd_digest)
+
+    s = sub.add_parser("demo", help="emulator + pipeline + console output; no tokens needed")
+    s.add_argument("--interval", type=float, default=3.0, help="seconds between polls")
+    s.add_argument("--cycles", type=int, default=0, help="stop after N polls (0: until Ctrl-C)")
+    s.set_defaults(func=cli.cmd_demo)
+
+    s = sub.add_parser("emulator", help="serve an emulated Enterprise Manager")
+    s.add_argument("--port", type=int, default=9398)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--sessions", type=int, default=2000, help="generated task sessions")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--span", default="14d", help="history length (default 14d)")
+    s.add_argument("--failure-rate", type=float, default=0.1, help="share of Failed+Warning")
+    s.add_argument("--username", default="demo")
+    s.add_argument("--password", default="demo")
+    s.add_argument("--idle-timeout", type=float, default=900.0, help="token idle timeout, s")
+    s.add_argument("--camel", action="store_true", help="v13-style camelCase JSON keys")
+    s.add_argument("--bom", action="store_true", help="prefix JSON answers with a UTF-8 BOM")
+    s.set_defaults(func=cli.cmd_emulator)
+
+    s = sub.add_parser("check", help="validate the configuration and templates, reach EM")
+    s.set_defaults(func=cli.cmd_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ) if env is None else dict(env)
+    level = (
+        logging.DEBUG
+        if args.verbose
+        else getattr(logging, environ.get("LOG_LEVEL", "INFO").upper(), logging.INFO)
+    )
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    try:
+        return int(args.func(args, environ))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except BotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

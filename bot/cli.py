@@ -1,0 +1,136 @@
+"""Subcommand bodies. Each reads the clock once and passes `now` down."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from bot import app
+from bot.lookup import Answer, run_query
+from bot.models import TYPE_SHORT, TaskSession
+from bot.query import parse_query
+from bot.settings import load_settings, parse_duration
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def cmd_query(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env, require=("veeam",))
+    query = parse_query(
+        " ".join(args.words), now=utcnow(), default_types=settings.veeam.session_types
+    )
+    with app.em_client(settings) as client:
+        answer = run_query(client, query)
+    if args.json:
+        print(json.dumps([s.as_json() for s in answer.sessions], ensure_ascii=False, indent=2))
+    else:
+        print(format_table(answer))
+    return 0
+
+
+def _cell(text: str, width: int) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
+def format_table(answer: Answer) -> str:
+    """A readable fixed-width table, newest first, with the match count and filter."""
+    head = ("ENDED (UTC)", "RESULT", "TYPE", "VM", "JOB", "SERVER", "REASON")
+    rows = [head] + [_row(s) for s in answer.sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+    shown = len(answer.sessions)
+    lines.append("")
+    lines.append(
+        f"{answer.total} match(es)" + (f", showing {shown}" if shown < answer.total else "")
+    )
+    for type_, flt in answer.filters.items():
+        lines.append(f"filter ({type_}): {flt}")
+    return "\n".join(lines)
+
+
+def _row(s: TaskSession) -> tuple[str, ...]:
+    ended = s.ended.strftime("%Y-%m-%d %H:%M") if s.ended else f"({s.state})"
+    return (
+        ended,
+        s.result,
+        TYPE_SHORT.get(s.type, s.type),
+        _cell(s.vm, 28),
+        _cell(s.job, 30),
+        _cell(s.server, 26),
+        _cell(s.reason, 70),
+    )
+
+
+def cmd_emulator(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from bot.emulator.data import SessionStore, generate
+    from bot.emulator.server import Emulator
+
+    now = utcnow()
+    sessions = generate(
+        args.sessions,
+        now=now,
+        seed=args.seed,
+        span=parse_duration(args.span),
+        failure_rate=args.failure_rate,
+    )
+    emu = Emulator(
+        SessionStore(sessions),
+        username=args.username,
+        password=args.password,
+        idle_timeout=args.idle_timeout,
+        host=args.host,
+        port=args.port,
+        camel_case=args.camel,
+        bom=args.bom,
+    )
+    print(
+        f"EM emulator on http://{args.host}:{args.port} with {len(sessions)} task sessions "
+        f"(user {args.username!r}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        emu.serve_forever()
+    return 0
+
+
+def cmd_poll(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return app.poll_once_command(load_settings(env, require=("veeam", "slack")), utcnow())
+
+
+def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return app.run_forever(load_settings(env, require=("veeam", "slack", "http")))
+
+
+def cmd_digest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    need = ("veeam",) if args.dry_run else ("veeam", "slack")
+    settings = load_settings(env, require=need)
+    return app.digest_command(settings, utcnow(), parse_duration(args.window), args.dry_run)
+
+
+def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(interval=args.interval, cycles=args.cycles, out=sys.stdout)
+
+
+def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env, require=("veeam",))
+    app.build_renderer(settings)
+    with app.em_client(settings) as client:
+        client.ping()
+    print(f"configuration OK; EM at {settings.veeam.url} answered")
+    return 0

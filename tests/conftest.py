@@ -1,0 +1,51 @@
+"""Shared fixtures: a real EM emulator on loopback and real clients pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.data import SessionStore, generate
+from bot.emulator.server import Emulator
+from bot.settings import Secret, VeeamSettings
+from bot.veeam.client import EMClient
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Real EM v12/v13 answers (anonymised, MIT, see fixtures/captures/LICENSE).
+CAPTURES = FIXTURES / "captures"
+# The XML example of EM's "GET /query?type=ReplicaTaskSession" documentation page, verbatim.
+SEED_XML = FIXTURES / "seed_replica_task_sessions.xml"
+
+
+@pytest.fixture(scope="session")
+def now() -> datetime:
+    """The one clock reading the tests hand to the code under test."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def emulator(now: datetime) -> Iterator[Emulator]:
+    emu = Emulator(SessionStore(generate(600, now=now, seed=7))).start()
+    yield emu
+    emu.stop()
+
+
+def veeam_settings(emu: Emulator, **kw: object) -> VeeamSettings:
+    base: dict[str, object] = {
+        "url": emu.url,
+        "username": "demo",
+        "password": Secret("demo"),
+        "page_size": 100,
+    }
+    base.update(kw)
+    return VeeamSettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterator[EMClient]:
+    c = EMClient(veeam_settings(emulator))
+    yield c
+    c.close()

@@ -1,0 +1,134 @@
+"""`python -m bot query` as a user runs it, against a running emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.data import SessionStore, generate
+from bot.emulator.server import Emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_em() -> Iterator[Emulator]:
+    emu = Emulator(
+        SessionStore(
+            generate(
+                150,
+                now=datetime.now(UTC),
+                seed=2,
+                extras=False,
+                failure_rate=0.25,
+                span=timedelta(days=7),
+            )
+        )
+    )
+    yield emu.start()
+    emu.stop()
+
+
+def run_cli(emu: Emulator, *args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "VEEAM_URL": emu.url,
+        "VEEAM_USERNAME": "demo",
+        "VEEAM_PASSWORD": "demo",
+        "BOT_CONFIG": str(tmp / "none.toml"),
+    }
+    (tmp / "none.toml").write_text("")
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "query", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_json_prints_exactly_the_failed_sessions_of_the_last_three_days(
+    small_em: Emulator, tmp_path: Path
+) -> None:
+    before = datetime.now(UTC)
+    proc = run_cli(small_em, "--json", "failed since:3d", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    cutoff = before - timedelta(days=3)
+    expected = {
+        s.uid
+        for s in small_em.store.all()
+        if s.type == "ReplicaTaskSession"
+        and s.result == "Failed"
+        and s.created >= cutoff.replace(microsecond=0)
+    }
+    assert 0 < len(expected) <= 20
+    assert {r["uid"] for r in rows} == expected
+    assert all(
+        set(r)
+        == {
+            "uid",
+            "type",
+            "vm",
+            "job",
+            "server",
+            "state",
+            "result",
+            "reason",
+            "created",
+            "ended",
+            "total_size",
+        }
+        for r in rows
+    )
+    created = [r["created"] for r in rows]
+    assert created == sorted(created, reverse=True)
+
+
+def test_words_as_several_arguments_and_a_table(small_em: Emulator, tmp_path: Path) -> None:
+    proc = run_cli(small_em, "failed", "warning", "since:14d", "limit:5", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("ENDED (UTC)")
+    assert len([ln for ln in lines[1:] if ln.startswith("20")]) == 5
+    assert "showing 5" in proc.stdout
+    assert 'filter (ReplicaTaskSession): (Result=="Failed",Result=="Warning")' in proc.stdout
+
+
+def test_bad_word_goes_to_stderr_with_usage(small_em: Emulator, tmp_path: Path) -> None:
+    proc = run_cli(small_em, "faild", tmp=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "unknown word 'faild'" in proc.stderr and "usage:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_em_unreachable_is_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "VEEAM_URL": "http://127.0.0.1:9",
+        "VEEAM_USERNAME": "u",
+        "VEEAM_PASSWORD": "p",
+        "BOT_CONFIG": str(tmp_path / "none.toml"),
+    }
+    (tmp_path / "none.toml").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "query", "failed"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().startswith("error: cannot reach EM at http://127.0.0.1:9")
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,168 @@
+"""The EM client against the emulator over loopback: logon, paging, errors, TLS."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.data import SessionStore, generate
+from bot.emulator.server import Emulator
+from bot.errors import AuthError, EMRejected, SourceError
+from bot.settings import Secret
+from bot.veeam.client import EMClient
+from tests.conftest import veeam_settings
+
+
+def test_paging_walks_every_page_in_order(emulator: Emulator) -> None:
+    with EMClient(veeam_settings(emulator, page_size=7)) as c:
+        got = list(c.query("ReplicaTaskSession", "", sort_asc="CreationTime"))
+    expected = sorted(
+        (s for s in emulator.store.all() if s.type == "ReplicaTaskSession"), key=lambda s: s.created
+    )
+    assert [s.uid for s in got] == [s.uid for s in expected]
+    pages = [int(q.params["page"]) for q in emulator.queries()]
+    assert pages == list(range(1, -(-len(expected) // 7) + 1))
+    assert len(pages) > 5
+    assert all(q.params["pageSize"] == "7" for q in emulator.queries())
+
+
+def test_generator_fetches_lazily(emulator: Emulator) -> None:
+    with EMClient(veeam_settings(emulator, page_size=5)) as c:
+        it = c.query("ReplicaTaskSession", "")
+        first = [next(it) for _ in range(5)]
+        assert len(first) == 5 and len(emulator.queries()) == 1
+
+
+def test_expired_token_leads_to_a_silent_relogon(client: EMClient, emulator: Emulator) -> None:
+    before = list(client.query("ReplicaTaskSession", 'VmDisplayName=="apache02"'))
+    emulator.expire_tokens()
+    again = list(client.query("ReplicaTaskSession", 'VmDisplayName=="apache02"'))
+    assert again == before and {s.vm for s in again} == {"apache02"}
+    assert client.auth.logons == 2
+    logons = [r for r in emulator.requests if r.method == "POST"]
+    assert len(logons) == 2
+
+
+def test_token_is_sent_and_read_case_insensitively(client: EMClient, emulator: Emulator) -> None:
+    list(client.query("ReplicaTaskSession", 'VmDisplayName=="apache02"'))
+    query = emulator.queries()[-1]
+    assert query.headers["x-restsvcsessionid"] == client.auth.token
+    assert query.headers["accept"] == "application/xml"
+
+
+def test_bad_password_gives_a_clear_error(emulator: Emulator) -> None:
+    settings = veeam_settings(emulator, password=Secret("hunter2-not-it"))
+    with EMClient(settings) as c, pytest.raises(AuthError) as err:
+        list(c.query("ReplicaTaskSession", ""))
+    assert "EM refused the logon of 'demo'" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_unknown_field_gives_ems_message(client: EMClient) -> None:
+    with pytest.raises(EMRejected) as err:
+        list(client.query("ReplicaTaskSession", 'Foo=="bar"'))
+    assert str(err.value) == "EM rejected the query: Unknown field [Foo] (HTTP 400)"
+
+
+def test_malformed_filter_is_rejected_by_em(client: EMClient) -> None:
+    with pytest.raises(EMRejected, match="Invalid filter expression"):
+        list(client.query("ReplicaTaskSession", 'VmDisplayName=="unterminated'))
+
+
+def test_server_errors_become_source_errors(client: EMClient, emulator: Emulator) -> None:
+    emulator.fail_queries.append(503)
+    with pytest.raises(SourceError, match=r"\(HTTP 503\)"):
+        list(client.query("ReplicaTaskSession", ""))
+
+
+def test_logout_on_close(emulator: Emulator) -> None:
+    c = EMClient(veeam_settings(emulator))
+    list(c.query("ReplicaTaskSession", 'VmDisplayName=="apache02"'))
+    assert len(emulator.tokens) == 1
+    c.close()
+    assert emulator.tokens == {}
+    assert emulator.requests[-1].method == "DELETE"
+
+
+def test_em_down_gives_one_sentence() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    emu_url = f"http://127.0.0.1:{port}"
+    from bot.settings import VeeamSettings
+
+    settings = VeeamSettings(url=emu_url, username="u", password=Secret("p"))
+    with EMClient(settings) as c, pytest.raises(SourceError) as err:
+        list(c.query("ReplicaTaskSession", ""))
+    assert str(err.value).startswith(f"cannot reach EM at {emu_url}")
+
+
+def test_slow_em_times_out_clearly(emulator: Emulator) -> None:
+    emulator.delay = 1.5
+    settings = veeam_settings(emulator, timeout=timedelta(seconds=0.5))
+    with EMClient(settings) as c, pytest.raises(SourceError, match=r"did not answer within 0\.5s"):
+        list(c.query("ReplicaTaskSession", ""))
+    emulator.delay = 0
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    key, crt = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return crt, key
+
+
+def test_tls_is_verified_by_default_and_a_ca_bundle_is_accepted(
+    cert: tuple[Path, Path], now: object
+) -> None:
+    crt, key = cert
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(crt, key)
+    from datetime import UTC, datetime
+
+    emu = Emulator(SessionStore(generate(20, now=datetime.now(UTC))), tls=ctx).start()
+    try:
+        assert emu.url.startswith("https://")
+        with EMClient(veeam_settings(emu)) as c, pytest.raises(SourceError) as err:
+            list(c.query("ReplicaTaskSession", ""))
+        assert "VEEAM_VERIFY_TLS" in str(err.value) and "not trusted" in str(err.value)
+        with EMClient(veeam_settings(emu, verify_tls=str(crt))) as c:
+            assert list(c.query("ReplicaTaskSession", ""))
+    finally:
+        emu.stop()
+
+
+def test_reprs_hide_secrets(client: EMClient) -> None:
+    assert "demo" not in repr(client.settings.password)
+    assert "<SECRET>" in repr(client.settings)
+    assert "password=<SECRET>" in repr(client.auth)
