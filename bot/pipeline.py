@@ -1,0 +1,266 @@
+"""One poll cycle: fetch → select → dedup → group → render → mark pending → send → record.
+
+`poll_once(now)` is the whole cycle; `now` comes from the caller. The pure steps (the dedup
+decision, grouping, the fetch window) are module functions tested with tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.errors import NotifyError, SourceError
+from bot.models import TaskSession
+from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, alert_message
+from bot.settings import Settings
+from bot.slack import Receipt, SlackNotifier
+from bot.store import Pending, Store
+from bot.veeam import filters as F
+from bot.veeam.client import EMClient
+
+log = logging.getLogger(__name__)
+COMMIT_EVERY = 50  # messages between commits of delivery records (pending marks cover a crash)
+
+
+@dataclass
+class PollResult:
+    fetched: int = 0
+    new: int = 0
+    announced: int = 0
+    pending: int = 0
+    em_error: str = ""
+    slack_error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.em_error:
+            return 1
+        return 2 if self.pending else 0
+
+    def summary(self, seconds: float) -> str:
+        return (f"fetched {self.fetched}, new {self.new}, announced {self.announced}, "
+                f"pending {self.pending}, {seconds:.2f}s")  # fmt: skip
+
+
+# ------------------------------------------------------------------ pure steps
+def decide(is_announced: bool, is_pending: bool) -> str:
+    """Why a fetched session is (not) announced now: "first", "repeat" or "pending"."""
+    if is_announced:
+        return "repeat"
+    return "pending" if is_pending else "first"
+
+
+def alertable(s: TaskSession, results: tuple[str, ...], not_before: datetime) -> bool:
+    """Completed, with a configured result, and ended inside the window."""
+    return s.state == "Completed" and s.result in results and (s.ended or not_before) >= not_before
+
+
+def window_start(checkpoint: datetime | None, now: datetime, settings: Settings) -> datetime:
+    """Where this poll's query starts: checkpoint minus overlap, or now minus lookback."""
+    if checkpoint is None:
+        return now - settings.poll.initial_lookback
+    return checkpoint - settings.poll.overlap
+
+
+def group_sessions(sessions: Iterable[TaskSession]) -> list[list[TaskSession]]:
+    """Sessions of one job session go together, oldest group first, at most 40 per chunk."""
+    groups: dict[str, list[TaskSession]] = {}
+    for s in sessions:
+        groups.setdefault(s.job_session_uid or s.uid, []).append(s)
+    ordered = sorted(groups.values(), key=lambda g: min(_end_key(s) for s in g))
+    out = []
+    for g in ordered:
+        g.sort(key=_end_key)
+        out += [
+            g[i : i + MAX_SESSIONS_PER_MESSAGE] for i in range(0, len(g), MAX_SESSIONS_PER_MESSAGE)
+        ]
+    return out
+
+
+def _end_key(s: TaskSession) -> float:
+    return s.ended.timestamp() if s.ended else 0.0
+
+
+def em_filter(results: tuple[str, ...], since: datetime) -> str:
+    return F.all_of([F.cmp("State", "==", "Completed"), F.one_of("Result", list(results)),
+                     F.cmp("EndTime", ">=", since)])  # fmt: skip
+
+
+# ------------------------------------------------------------------- the cycle
+class Pipeline:
+    def __init__(self, settings: Settings, em: EMClient, store: Store, notifier: SlackNotifier,
+                 renderer: Renderer, *, sleep: Callable[[float], None] = time.sleep,
+                 retries: int = 3, backoff: float = 1.0) -> None:  # fmt: skip
+        self.settings = settings
+        self.em, self.store, self.notifier, self.renderer = em, store, notifier, renderer
+        self.sleep, self.retries, self.backoff = sleep, retries, backoff
+        self.channel = settings.alerts.channel
+
+    def _resolve_channel(self) -> None:
+        """Post to (and read the history of) the channel's ID once it is known."""
+        configured = self.settings.alerts.channel
+        known = self.store.meta(f"channel-id:{configured}")
+        if not known:
+            known = self.notifier.channel_id(configured)
+            if known:
+                self.store.set_meta(f"channel-id:{configured}", known)
+        self.channel = known or configured
+
+    def _label(self) -> str:
+        configured = self.settings.alerts.channel
+        return configured if configured == self.channel else f"{configured} ({self.channel})"
+
+    def poll_once(self, now: datetime) -> PollResult:
+        result = PollResult()
+        self._resolve_channel()
+        try:
+            carried = self._reconcile(self.store.pending(), now)
+        except NotifyError as exc:
+            result.slack_error = str(exc)
+            carried = []
+        fresh: list[TaskSession] = []
+        high: dict[str, datetime] = {}
+        try:
+            for type_ in self.settings.veeam.session_types:
+                fresh += self._fetch(type_, now, result, high)
+        except SourceError as exc:
+            result.em_error = str(exc)
+            fresh, high = [], {}
+        result.new = len(fresh)
+        if fresh:
+            self.store.mark_pending(fresh, self.channel, now)
+        if not result.slack_error:
+            self._deliver(group_sessions([*carried, *fresh]), now, result, {u.uid for u in carried})
+        pending = self.store.pending()
+        result.pending = len(pending)
+        self._advance(high, pending)
+        self._remember(now, result)
+        self.store.commit()
+        return result
+
+    def _fetch(self, type_: str, now: datetime, result: PollResult,
+               high: dict[str, datetime]) -> list[TaskSession]:  # fmt: skip
+        checkpoint = self.store.checkpoint(type_)
+        since = window_start(checkpoint, now, self.settings)
+        results = self.settings.alerts.results
+        out = []
+        for s in self.em.query(type_, em_filter(results, since), sort_asc="EndTime"):
+            result.fetched += 1
+            if s.ended and (type_ not in high or s.ended > high[type_]):
+                high[type_] = s.ended
+            if not alertable(s, results, since):
+                continue
+            if decide(self.store.is_announced(s.uid), self.store.is_pending(s.uid)) == "first":
+                out.append(s)
+        return out
+
+    def _reconcile(self, pending: list[Pending], now: datetime) -> list[TaskSession]:
+        """Adopt pending sessions that already reached Slack (crash, lost answer); return the
+        rest, to be posted again."""
+        if not pending:
+            return []
+        oldest = min(p.since for p in pending) - 60
+        uids = {p.session.uid for p in pending}
+        channel = self.channel
+        try:
+            found = self.notifier.find_posted(channel, uids, oldest)
+        except NotifyError as exc:
+            if exc.retryable:
+                raise
+            log.warning("cannot read %s history to check %d pending alert(s) (%s); posting "
+                        "them again, which may repeat some", channel, len(uids), exc)  # fmt: skip
+            found = {}
+        by_uid = {p.session.uid: p.session for p in pending}
+        for uid, receipt in found.items():
+            self.store.record_sent([by_uid[uid]], receipt.channel, receipt.ts, now)
+        if found:
+            log.info("adopted %d alert(s) already in Slack", len(found))
+            self.store.commit()
+        return [p.session for p in pending if p.session.uid not in found]
+
+    def _deliver(self, chunks: list[list[TaskSession]], now: datetime, result: PollResult,
+                 redelivered: set[str]) -> None:  # fmt: skip
+        count_by_group: dict[str, int] = {}
+        for chunk in chunks:
+            key = chunk[0].job_session_uid
+            count_by_group[key] = count_by_group.get(key, 0) + 1
+        seen: dict[str, int] = {}
+        for n, chunk in enumerate(chunks, 1):
+            key = chunk[0].job_session_uid
+            seen[key] = seen.get(key, 0) + 1
+            decision = "redelivery" if chunk[0].uid in redelivered else "first"
+            msg = alert_message(self.renderer, chunk, part=seen[key],
+                                part_count=count_by_group[key], decision=decision)  # fmt: skip
+            try:
+                receipt = self._send(msg, now)
+            except NotifyError as exc:
+                result.slack_error = str(exc)
+                log.error("%s; %d alert(s) stay pending", exc, sum(len(c) for c in chunks[n - 1 :]))
+                break
+            self.store.record_sent(chunk, receipt.channel, receipt.ts, now)
+            result.announced += len(chunk)
+            if n % COMMIT_EVERY == 0:
+                self.store.commit()
+        self.store.commit()
+
+    def _send(self, msg: Message, now: datetime) -> Receipt:
+        """Post with backoff; after an unknown outcome, look in the channel before retrying."""
+        uids = {s.uid for s in msg.sessions}
+        for attempt in range(self.retries + 1):
+            try:
+                receipt = self.notifier.post(self.channel, msg, label=self._label())
+                if receipt.channel != self.channel:
+                    self.store.set_meta(
+                        f"channel-id:{self.settings.alerts.channel}", receipt.channel
+                    )
+                    self.channel = receipt.channel
+                return receipt
+            except NotifyError as exc:
+                if not exc.retryable or attempt == self.retries:
+                    raise
+                delay = self.backoff * 2**attempt
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                self.sleep(delay)
+                if exc.outcome_unknown:
+                    found = self._look(uids, now)
+                    if found is not None:
+                        return found
+        raise AssertionError("unreachable")
+
+    def _look(self, uids: set[str], now: datetime) -> Receipt | None:
+        channel = self.channel
+        oldest = (now - timedelta(minutes=10)).timestamp()
+        try:
+            found = self.notifier.find_posted(channel, uids, oldest)
+        except NotifyError as exc:
+            if exc.retryable:
+                raise
+            # History needs a channel ID; before the first post the bot may only know a name.
+            log.warning("cannot read %s history (%s); retrying the post", channel, exc)
+            return None
+        if found and set(found) >= uids:
+            log.info("Slack had posted the alert despite the error; adopting it")
+            return next(iter(found.values()))
+        return None
+
+    def _advance(self, high: dict[str, datetime], pending: list[Pending]) -> None:
+        """Move each checkpoint past what was fully handled, never past a pending session."""
+        for type_, top in high.items():
+            waiting = [
+                p.session.ended for p in pending if p.session.type == type_ and p.session.ended
+            ]
+            self.store.set_checkpoint(type_, min([top, *waiting]))
+
+    def _remember(self, now: datetime, result: PollResult) -> None:
+        outcome = "ok"
+        if result.em_error:
+            outcome = f"EM error: {result.em_error}"
+        elif result.slack_error:
+            outcome = f"Slack error: {result.slack_error}"
+        self.store.set_meta("last_poll", {"at": now.timestamp(), "outcome": outcome,
+                                          "announced": result.announced,
+                                          "pending": result.pending})  # fmt: skip

@@ -1,0 +1,288 @@
+"""Slack rendering: Jinja renders mrkdwn strings from flat views; Python builds Block Kit.
+
+Everything from EM is escaped (`& < >`) by the environment's `finalize`; values that Python
+builds as Slack markup (dates) are `Markup` and pass through untouched. `.txt.j2` templates
+feed plain_text fields and are not escaped. Slack's limits are enforced here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from bot.errors import ConfigError
+from bot.models import TYPE_SHORT, TaskSession
+
+PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+MAX_BLOCKS, MAX_SECTION, MAX_HEADER, MAX_CONTEXT = 50, 3000, 150, 2000
+MAX_SESSIONS_PER_MESSAGE = 40
+MESSAGE_BUDGET = 36000  # characters of section text per message, well under Slack's caps
+EMOJI = {
+    "Failed": ":red_circle:",
+    "Warning": ":large_yellow_circle:",
+    "Success": ":large_green_circle:",
+}
+COLOUR = {"Failed": "#E01E5A", "Warning": "#ECB22E", "Success": "#2EB67D"}
+ALERT_EVENT = "veeam_session_alert"
+
+
+def slack_escape(text: str) -> str:
+    """Escape the three characters Slack treats as control characters, and only those."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _finalize(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, Markup):
+        return value
+    return slack_escape(str(value))
+
+
+def slack_date(value: datetime | None) -> Markup:
+    """`<!date^…>` so readers see their own time zone; UTC text as the fallback."""
+    if value is None:
+        return Markup("—")
+    epoch = int(value.timestamp())
+    fallback = value.strftime("%Y-%m-%d %H:%M UTC")
+    return Markup(f"<!date^{epoch}^{{date_short_pretty}} {{time}}|{fallback}>")
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def fit(raw: str, budget: int) -> Markup:
+    """Escape `raw` and cut it to `budget` characters with a visible truncation note."""
+    escaped = slack_escape(raw)
+    if len(escaped) <= budget:
+        return Markup(escaped)
+    suffix = f"… (truncated, {len(raw)} chars)"
+    room = max(0, budget - len(suffix))
+    cut = raw[:room]
+    escaped = slack_escape(cut)
+    while len(escaped) > room:
+        cut = cut[: len(cut) - (len(escaped) - room)]
+        escaped = slack_escape(cut)
+    return Markup(escaped + suffix)
+
+
+def cut_plain(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cut_markup(text: str, limit: int) -> str:
+    """Last-resort cut of finished mrkdwn that never splits an entity or a `<…>` token."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    for opener, closer in (("&", ";"), ("<", ">")):
+        i = cut.rfind(opener)
+        if i >= 0 and cut.find(closer, i) < 0:
+            cut = cut[:i]
+    return cut + "…"
+
+
+class Renderer:
+    """Loads templates (user folder first, then the packaged ones) and renders strings."""
+
+    NAMES = (
+        "alert_header.txt.j2",
+        "alert_details.md.j2",
+        "alert_reason.md.j2",
+        "alert_vm.md.j2",
+        "alert_context.md.j2",
+        "alert_fallback.md.j2",
+    )
+
+    def __init__(self, user_dir: str = "", extra_names: tuple[str, ...] = ()) -> None:
+        dirs = [d for d in (user_dir, str(PACKAGED_TEMPLATES)) if d]
+        loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in dirs])
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "keep_trailing_newline": False,
+            "autoescape": False,
+        }
+        self._md = jinja2.Environment(finalize=_finalize, **common)  # noqa: S701 - Slack escaping
+        self._txt = jinja2.Environment(**common)  # noqa: S701 - plain_text is shown literally
+        self._check(self.NAMES + extra_names)
+
+    def _check(self, names: tuple[str, ...]) -> None:
+        problems = []
+        for name in names:
+            try:
+                self._env(name).get_template(name)
+            except jinja2.TemplateSyntaxError as exc:
+                problems.append(
+                    f"template {exc.filename or name}, line {exc.lineno}: {exc.message}"
+                )
+            except jinja2.TemplateNotFound:
+                problems.append(f"template {name}: not found")
+        if problems:
+            raise ConfigError(problems)
+
+    def _env(self, name: str) -> jinja2.Environment:
+        return self._txt if name.endswith(".txt.j2") else self._md
+
+    def text(self, name: str, view: Mapping[str, Any]) -> str:
+        try:
+            return self._env(name).get_template(name).render(view).strip()
+        except jinja2.UndefinedError as exc:
+            raise ConfigError([f"template {name}: {exc.message}"]) from exc
+
+    def fitted(self, name: str, view: Mapping[str, Any], raw: str, limit: int) -> str:
+        """Render with `reason` cut so that the whole text fits in `limit` characters."""
+        overhead = len(self.text(name, {**view, "reason": Markup("")}))
+        return cut_markup(self.text(name, {**view, "reason": fit(raw, limit - overhead)}), limit)
+
+
+@dataclass
+class Message:
+    """One chat.postMessage payload plus the sessions it announces."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    sessions: list[TaskSession] = field(default_factory=list)
+
+    def all_blocks(self) -> list[dict[str, Any]]:
+        out = list(self.blocks)
+        for att in self.attachments:
+            out += att.get("blocks", [])
+        return out
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut_markup(text, MAX_SECTION)}}
+
+
+def header(text: str) -> dict[str, Any]:
+    plain = cut_plain(text, MAX_HEADER)
+    return {"type": "header", "text": {"type": "plain_text", "text": plain, "emoji": True}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": cut_markup(text, MAX_CONTEXT)}],
+    }
+
+
+def summary_of(sessions: list[TaskSession]) -> str:
+    failed = sum(1 for s in sessions if s.result == "Failed")
+    warned = sum(1 for s in sessions if s.result == "Warning")
+    other = len(sessions) - failed - warned
+    parts = [f"{failed} failed"] if failed else []
+    parts += [f"{warned} warning" + ("s" if warned != 1 else "")] if warned else []
+    parts += [f"{other} other"] if other else []
+    return ", ".join(parts)
+
+
+def worst(sessions: list[TaskSession]) -> str:
+    results = {s.result for s in sessions}
+    return next((r for r in ("Failed", "Warning") if r in results), "Success")
+
+
+def session_view(s: TaskSession) -> dict[str, Any]:
+    return {
+        "uid": s.uid, "job_session_uid": s.job_session_uid, "vm": s.vm, "job": s.job,
+        "server": s.server, "result": s.result, "state": s.state,
+        "emoji": Markup(EMOJI.get(s.result, ":grey_question:")),
+        "type_label": TYPE_SHORT.get(s.type, s.type).capitalize(),
+        "started": slack_date(s.created), "ended": slack_date(s.ended),
+        "duration": human_duration(s.duration_s), "size": human_size(s.total_size),
+        "reason": s.reason or "(no reason given)",
+    }  # fmt: skip
+
+
+def alert_message(
+    r: Renderer,
+    sessions: list[TaskSession],
+    *,
+    part: int = 1,
+    part_count: int = 1,
+    decision: str = "first",
+) -> Message:
+    """One alert message for sessions of one job session (at most 40)."""
+    assert 0 < len(sessions) <= MAX_SESSIONS_PER_MESSAGE
+    first, result = sessions[0], worst(sessions)
+    view = {
+        **session_view(first),
+        "count": len(sessions),
+        "summary": summary_of(sessions),
+        "part": part,
+        "part_count": part_count,
+        "decision": decision,
+        "emoji": Markup(EMOJI.get(result, ":grey_question:")),
+        "ended": slack_date(max((s.ended for s in sessions if s.ended), default=None)),
+        "vms": ", ".join(s.vm for s in sessions[:10]) + (" …" if len(sessions) > 10 else ""),
+    }
+    if len(sessions) == 1:
+        view["result"] = first.result
+    body = [section(r.text("alert_details.md.j2", view))]
+    if len(sessions) == 1:
+        body.append(section(r.fitted("alert_reason.md.j2", view, view["reason"], MAX_SECTION)))
+    else:
+        budget = min(MAX_SECTION, MESSAGE_BUDGET // len(sessions))
+        for s in sessions:
+            sv = session_view(s)
+            body.append(section(r.fitted("alert_vm.md.j2", sv, sv["reason"], budget)))
+    body.append(context(r.text("alert_context.md.j2", view)))
+    fallback = r.fitted("alert_fallback.md.j2", view, view["reason"], 1000)
+    return Message(
+        text=fallback,
+        blocks=[header(r.text("alert_header.txt.j2", view))],
+        attachments=[
+            {"color": COLOUR.get(result, "#888888"), "fallback": fallback, "blocks": body}
+        ],
+        metadata={
+            "event_type": ALERT_EVENT,
+            "event_payload": {
+                "job_session_uid": first.job_session_uid,
+                "sessions": [{"uid": s.uid, "vm": s.vm, "result": s.result} for s in sessions],
+            },
+        },
+        sessions=list(sessions),
+    )
+
+
+def limit_problems(message: Message) -> list[str]:
+    """Every Slack limit this message breaks (empty when it is fine)."""
+    problems = []
+    blocks = message.all_blocks()
+    if len(blocks) > MAX_BLOCKS:
+        problems.append(f"{len(blocks)} blocks > {MAX_BLOCKS}")
+    if not message.text.strip():
+        problems.append("no fallback text")
+    for b in blocks:
+        if b["type"] == "section" and len(b["text"]["text"]) > MAX_SECTION:
+            problems.append(f"section of {len(b['text']['text'])} chars")
+        if b["type"] == "header" and len(b["text"]["text"]) > MAX_HEADER:
+            problems.append(f"header of {len(b['text']['text'])} chars")
+    return problems

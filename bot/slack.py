@@ -1,0 +1,173 @@
+"""Slack delivery: paced chat.postMessage, error classification, history reconciliation.
+
+slack-sdk's RateLimitErrorRetryHandler waits out 429s (Retry-After). Connection errors are
+classified here rather than by slack-sdk's ConnectionErrorRetryHandler, because a dropped
+connection after the request was sent leaves the outcome unknown: Slack may have posted, and
+a blind retry could post twice. The pipeline reconciles those against channel history.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.client import HTTPException
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bot.errors import NotifyError
+from bot.render import ALERT_EVENT, Message
+
+log = logging.getLogger(__name__)
+AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+               "token_expired", "missing_scope", "no_permission"}  # fmt: skip
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}\Z")
+CHANNEL_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action"}
+
+
+def web_client(
+    token: str, base_url: str, *, timeout: int = 30, rate_limit_retries: int = 5
+) -> WebClient:
+    """A WebClient that waits out 429s itself and reports everything else to us."""
+    return WebClient(
+        token=token, base_url=base_url, timeout=timeout,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
+    )  # fmt: skip
+
+
+class Pacer:
+    """Token bucket per channel: `rate` posts per second with a `burst` allowance."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        self.rate, self.burst = rate, max(1, burst)
+        self._clock, self._sleep = clock, sleep
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, channel: str) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            tokens, last = self._buckets.get(channel, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            self._buckets[channel] = (tokens - 1 + wait * self.rate, now + wait)
+        if wait > 0:
+            self._sleep(wait)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    channel: str
+    ts: str
+
+
+def classify(exc: Exception, channel: str) -> NotifyError:
+    """Map a slack-sdk/urllib failure to one clear NotifyError."""
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        error = str(exc.response.get("error", "")) if exc.response.data else ""
+        if status == 429 or error == "ratelimited":
+            return NotifyError("Slack kept rate-limiting the bot (HTTP 429)", retryable=True)
+        if status >= 500:
+            return NotifyError(
+                f"Slack answered HTTP {status}", retryable=True, outcome_unknown=True
+            )
+        if error in AUTH_ERRORS:
+            return NotifyError(f"Slack rejected the bot token ({error}); check SLACK_BOT_TOKEN "
+                               "and the app's scopes", retryable=False)  # fmt: skip
+        if error in CHANNEL_ERRORS:
+            return NotifyError(f"Slack cannot post to channel {channel}: {error}; invite the bot "
+                               "to it or fix the configured channel", retryable=False)  # fmt: skip
+        return NotifyError(f"Slack refused the message for {channel}: {error or status}",
+                           retryable=False)  # fmt: skip
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, ConnectionRefusedError):
+        return NotifyError(f"cannot reach Slack: {exc.reason}", retryable=True)
+    return NotifyError(f"lost the connection to Slack ({type(exc).__name__}: {exc})",
+                       retryable=True, outcome_unknown=True)  # fmt: skip
+
+
+TRANSPORT_ERRORS = (urllib.error.URLError, HTTPException, ConnectionError, socket.timeout, OSError)
+
+
+class SlackNotifier:
+    """Posts alert messages and finds alerts already in a channel."""
+
+    def __init__(self, client: WebClient, pacer: Pacer) -> None:
+        self.client = client
+        self.pacer = pacer
+
+    def post(self, channel: str, message: Message, *, label: str = "") -> Receipt:
+        """Post one message; `label` names the channel in errors (e.g. "#alerts (C123)")."""
+        self.pacer.acquire(channel)
+        try:
+            resp = self.client.chat_postMessage(
+                channel=channel, text=message.text, blocks=message.blocks,
+                attachments=message.attachments or None, metadata=message.metadata,
+                unfurl_links=False, unfurl_media=False,
+            )  # fmt: skip
+        except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+            raise classify(exc, label or channel) from exc
+        return Receipt(str(resp.get("channel") or channel), str(resp["ts"]))
+
+    def channel_id(self, channel: str) -> str | None:
+        """The ID of a channel given by name (`#veeam-alerts`), via conversations.list;
+        None when it cannot be found or the app lacks channels:read."""
+        if CHANNEL_ID.match(channel):
+            return channel
+        name = channel.lstrip("#")
+        cursor = None
+        while True:
+            try:
+                resp = self.client.conversations_list(
+                    exclude_archived=True, limit=1000, cursor=cursor,
+                    types="public_channel,private_channel",
+                )  # fmt: skip
+            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+                log.warning("cannot look up the ID of %s: %s", channel, classify(exc, channel))
+                return None
+            for ch in resp.get("channels") or []:
+                if ch.get("name") == name:
+                    return str(ch["id"])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+
+    def find_posted(self, channel: str, uids: set[str], oldest: float) -> dict[str, Receipt]:
+        """UIDs among `uids` already announced in `channel` since `oldest` (epoch seconds),
+        read from the alert messages' metadata. Raises NotifyError when history is unreadable."""
+        found: dict[str, Receipt] = {}
+        cursor = None
+        while uids - found.keys():
+            try:
+                resp = self.client.conversations_history(
+                    channel=channel, oldest=f"{oldest:.6f}", limit=200, cursor=cursor,
+                    include_all_metadata=True,
+                )  # fmt: skip
+            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+                raise classify(exc, channel) from exc
+            for msg in resp.get("messages") or []:
+                for uid in _alert_uids(msg) & uids:
+                    found.setdefault(uid, Receipt(str(resp.get("channel") or channel), msg["ts"]))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not resp.get("has_more") or not cursor:
+                break
+        return found
+
+
+def _alert_uids(msg: dict[str, Any]) -> set[str]:
+    meta = msg.get("metadata") or {}
+    if meta.get("event_type") != ALERT_EVENT:
+        return set()
+    sessions = (meta.get("event_payload") or {}).get("sessions") or []
+    return {s["uid"] for s in sessions if isinstance(s, dict) and "uid" in s}

@@ -1,0 +1,190 @@
+"""The bot's state: announced session UIDs, pending deliveries, checkpoints and small facts.
+
+One sqlitedict table, JSON-encoded (never pickle), explicit commits. Keys carry a prefix:
+`a:<uid>` announced, `p:<uid>` pending, `m:<name>` meta. Range work (retention, counts) runs
+as SQL on sqlitedict's own connection, since the dict interface has no range queries.
+A missing file is a first run; a corrupt one is moved aside with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlitedict import SqliteDict
+
+from bot.models import TaskSession, iso_z
+from bot.veeam.parse import parse_time
+
+log = logging.getLogger(__name__)
+TABLE = "state"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A session whose alert is marked pending: it may or may not have reached Slack."""
+
+    session: TaskSession
+    channel: str
+    since: float  # epoch seconds when first marked
+
+
+def session_to_json(s: TaskSession) -> dict[str, Any]:
+    return {
+        "uid": s.uid, "type": s.type, "name": s.name, "vm": s.vm, "job": s.job,
+        "jsu": s.job_session_uid, "server": s.server, "state": s.state, "result": s.result,
+        "reason": s.reason, "created": iso_z(s.created), "ended": iso_z(s.ended),
+        "size": s.total_size,
+    }  # fmt: skip
+
+
+def session_from_json(d: dict[str, Any]) -> TaskSession:
+    return TaskSession(
+        uid=d["uid"], type=d["type"], name=d["name"], vm=d["vm"], job=d["job"],
+        job_session_uid=d["jsu"], server=d["server"], state=d["state"], result=d["result"],
+        reason=d["reason"], created=parse_time(d["created"]), ended=parse_time(d["ended"]),
+        total_size=d["size"],
+    )  # fmt: skip
+
+
+def _usable(path: Path) -> bool:
+    try:
+        with sqlite3.connect(path) as conn:
+            ok = conn.execute("PRAGMA quick_check").fetchone()
+            conn.execute(f'SELECT key, value FROM "{TABLE}" LIMIT 1').fetchall()
+    except sqlite3.OperationalError as exc:
+        return "no such table" in str(exc)
+    except sqlite3.DatabaseError:
+        return False
+    return bool(ok) and ok[0] == "ok"
+
+
+class Store:
+    """Single-process state store. Call `commit()` to make writes durable."""
+
+    def __init__(self, path: str | Path, *, now: datetime) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.first_run = not self.path.exists()
+        if not self.first_run and not _usable(self.path):
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{now:%Y%m%dT%H%M%SZ}")
+            self.path.rename(aside)
+            log.warning(
+                "state store %s is corrupt; moved it to %s and starting as on a first "
+                "run (alerts of the last initial_lookback may be announced again)",
+                self.path,
+                aside,
+            )
+            self.first_run = True
+        self._db = SqliteDict(
+            str(self.path),
+            tablename=TABLE,
+            autocommit=False,
+            encode=json.dumps,
+            decode=json.loads,
+            outer_stack=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def close(self) -> None:
+        self._db.commit()
+        self._db.close()
+
+    def commit(self) -> None:
+        self._db.commit(blocking=True)
+
+    # ---------------------------------------------------------------- announced
+    def is_announced(self, uid: str) -> bool:
+        return f"a:{uid}" in self._db
+
+    def receipt(self, uid: str) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = self._db.get(f"a:{uid}")
+        return value
+
+    def record_sent(
+        self, sessions: list[TaskSession], channel: str, ts: str, now: datetime
+    ) -> None:
+        """Record delivery (not yet committed) and drop the pending marks."""
+        at = now.timestamp()
+        for s in sessions:
+            self._db[f"a:{s.uid}"] = {"c": channel, "ts": ts, "at": at, "r": s.result}
+            if f"p:{s.uid}" in self._db:
+                del self._db[f"p:{s.uid}"]
+
+    def count_announced_since(self, since: datetime) -> int:
+        row = self._db.conn.select_one(
+            f"SELECT COUNT(*) FROM \"{TABLE}\" WHERE key LIKE 'a:%' "
+            "AND json_extract(value, '$.at') >= ?",
+            (since.timestamp(),),
+        )
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ pending
+    def mark_pending(self, sessions: list[TaskSession], channel: str, now: datetime) -> None:
+        """Mark sessions pending and commit, before anything is posted."""
+        for s in sessions:
+            key = f"p:{s.uid}"
+            if key not in self._db:
+                self._db[key] = {"s": session_to_json(s), "c": channel, "t": now.timestamp()}
+        self.commit()
+
+    def is_pending(self, uid: str) -> bool:
+        return f"p:{uid}" in self._db
+
+    def pending(self) -> list[Pending]:
+        rows = self._db.conn.select(
+            f"SELECT key, value FROM \"{TABLE}\" WHERE key LIKE 'p:%' ORDER BY rowid"
+        )
+        out = []
+        for _key, raw in rows:
+            d = json.loads(raw)
+            out.append(Pending(session_from_json(d["s"]), d["c"], d["t"]))
+        return out
+
+    def drop_pending(self, uids: list[str]) -> None:
+        for uid in uids:
+            if f"p:{uid}" in self._db:
+                del self._db[f"p:{uid}"]
+
+    # --------------------------------------------------------- checkpoints, meta
+    def checkpoint(self, session_type: str) -> datetime | None:
+        value = self._db.get(f"m:checkpoint:{session_type}")
+        return parse_time(value) if isinstance(value, str) else None
+
+    def set_checkpoint(self, session_type: str, value: datetime) -> None:
+        self._db[f"m:checkpoint:{session_type}"] = iso_z(value)
+
+    def meta(self, name: str, default: Any = None) -> Any:
+        return self._db.get(f"m:{name}", default)
+
+    def set_meta(self, name: str, value: Any) -> None:
+        self._db[f"m:{name}"] = value
+
+    # ---------------------------------------------------------------- retention
+    def prune(self, now: datetime, retention: timedelta) -> int:
+        """Forget announced sessions older than `retention`; returns how many."""
+        cutoff = (now - retention).timestamp()
+        where = f"FROM \"{TABLE}\" WHERE key LIKE 'a:%' AND json_extract(value, '$.at') < ?"
+        row = self._db.conn.select_one(f"SELECT COUNT(*) {where}", (cutoff,))
+        count = int(row[0]) if row else 0
+        if count:
+            self._db.conn.execute(f"DELETE {where}", (cutoff,))
+            self.commit()
+        return count
+
+    def bulk_announced(self, uids: list[str], channel: str, ts: str, now: datetime) -> None:
+        """Load many announced UIDs at once (benchmarks, imports)."""
+        at = now.timestamp()
+        self._db.update({f"a:{u}": {"c": channel, "ts": ts, "at": at, "r": "Failed"} for u in uids})
+        self.commit()
+
+
+def utc_from_epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)

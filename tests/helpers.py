@@ -1,0 +1,70 @@
+"""Helpers to build emulator data and wire the real pipeline to the fakes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from random import Random
+
+from bot.emulator.data import SERVERS, EmSession, Job, Maker
+from bot.emulator.server import Emulator
+from bot.pipeline import Pipeline
+from bot.render import Renderer
+from bot.settings import AlertSettings, Secret, Settings, SlackSettings
+from bot.slack import Pacer, SlackNotifier, web_client
+from bot.store import Store
+from bot.veeam.client import EMClient
+from tests.conftest import veeam_settings
+from tests.fake_slack import TOKEN, FakeSlack
+
+_rng = Random(5)
+
+
+def job_run(
+    emu: Emulator,
+    now: datetime,
+    outcomes: list[tuple[str, str, str]],
+    *,
+    job: str = "Replication Job 2",
+    ended_ago: timedelta = timedelta(minutes=5),
+    kind: str = "Replica",
+) -> list[EmSession]:
+    """Add one completed job run whose tasks all ended `ended_ago` before `now`."""
+    spec = Job(job, kind, SERVERS[0], tuple(v for v, _, _ in outcomes), "job-" + job, "srv-0")
+    run = Maker(_rng, now + timedelta(days=1)).run(
+        spec, now - ended_ago - timedelta(hours=1), outcomes
+    )
+    end = now - ended_ago
+    run = [
+        replace(s, ended=end - timedelta(seconds=i), state="Completed") for i, s in enumerate(run)
+    ]
+    emu.store.add(run)
+    return run
+
+
+def settings_for(emu: Emulator, slack: FakeSlack, tmp: Path, **alerts: object) -> Settings:
+    return Settings(
+        veeam=veeam_settings(emu),
+        alerts=AlertSettings(channel="#veeam-alerts", max_posts_per_second=0, **alerts),  # type: ignore[arg-type]
+        slack=SlackSettings(bot_token=Secret(TOKEN), api_url=slack.url),
+        state_path=str(tmp / "state.sqlite"),
+    )
+
+
+class Rig:
+    """The real pipeline with real parts: EM client → emulator, WebClient → fake Slack."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.em = EMClient(settings.veeam)
+        self.store = Store(settings.state_path, now=now)
+        client = web_client(TOKEN, settings.slack.api_url, timeout=5)
+        self.notifier = SlackNotifier(client, Pacer(0, 1))
+        self.pipeline = Pipeline(
+            settings, self.em, self.store, self.notifier, Renderer(), retries=2, backoff=0.01
+        )
+
+    def close(self) -> None:
+        self.em.close()
+        self.store.close()
