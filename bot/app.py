@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from contextlib import closing
 from datetime import datetime
 
 from bot.pipeline import Pipeline
 from bot.render import Renderer
+from bot.schedule import build_scheduler, utcnow
 from bot.settings import Settings
-from bot.slack import Pacer, SlackNotifier, web_client
+from bot.slack import Notifier, Pacer, SlackNotifier, web_client
 from bot.store import Store
 from bot.veeam.client import EMClient
 
@@ -35,12 +38,75 @@ def slack_notifier(settings: Settings) -> SlackNotifier:
     return SlackNotifier(client, Pacer(settings.alerts.max_posts_per_second, settings.alerts.burst))
 
 
+def build_pipeline(settings: Settings, em: EMClient, store: Store, notifier: Notifier,
+                   renderer: Renderer) -> Pipeline:  # fmt: skip
+    return Pipeline(settings, em, store, notifier, renderer, retries=settings.alerts.retries,
+                    backoff=settings.alerts.backoff.total_seconds())  # fmt: skip
+
+
+class Services:
+    """Long-lived collaborators of `run`, closed together."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.renderer = build_renderer(settings)
+        self.em = em_client(settings)
+        self.store = open_store(settings, now)
+        self.notifier = slack_notifier(settings)
+        self.pipeline = build_pipeline(settings, self.em, self.store, self.notifier, self.renderer)
+        self._lock = threading.Lock()
+
+    def poll(self, now: datetime) -> None:
+        started = time.monotonic()
+        with self._lock:
+            result = self.pipeline.poll_once(now)
+        line = result.summary(time.monotonic() - started)
+        if result.exit_code:
+            log.warning("poll: %s; %s", line, result.em_error or result.slack_error)
+        else:
+            log.info("poll: %s", line)
+
+    def prune(self, now: datetime) -> None:
+        with self._lock:
+            removed = self.store.prune(now, self.settings.alerts.retention)
+        log.info("retention: forgot %d announced session(s)", removed)
+
+    def close(self) -> None:
+        self.em.close()
+        self.store.close()
+
+
+def run_forever(settings: Settings) -> int:
+    """`run`: poll at once and then on the interval; stop cleanly on SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    services = Services(settings, utcnow())
+    scheduler = build_scheduler(poll=services.poll, interval=settings.poll.interval,
+                                prune=services.prune)  # fmt: skip
+    scheduler.start()
+    log.info("polling %s every %s; posting to %s", settings.veeam.url, settings.poll.interval,
+             settings.alerts.channel)  # fmt: skip
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
+        services.close()
+    log.info("stopped")
+    return 0
+
+
 def poll_once_command(settings: Settings, now: datetime) -> int:
     """`poll --once`: one cycle, a summary line on stdout, one error line on stderr."""
     started = time.monotonic()
     renderer = build_renderer(settings)
     with em_client(settings) as em, closing(open_store(settings, now)) as store:
-        pipeline = Pipeline(settings, em, store, slack_notifier(settings), renderer)
+        pipeline = build_pipeline(settings, em, store, slack_notifier(settings), renderer)
         result = pipeline.poll_once(now)
     print(result.summary(time.monotonic() - started), flush=True)
     if result.em_error:

@@ -16,7 +16,7 @@ from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, alert_message
 from bot.settings import Settings
-from bot.slack import Receipt, SlackNotifier
+from bot.slack import Notifier, Receipt
 from bot.store import Pending, Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
@@ -92,7 +92,7 @@ def em_filter(results: tuple[str, ...], since: datetime) -> str:
 
 # ------------------------------------------------------------------- the cycle
 class Pipeline:
-    def __init__(self, settings: Settings, em: EMClient, store: Store, notifier: SlackNotifier,
+    def __init__(self, settings: Settings, em: EMClient, store: Store, notifier: Notifier,
                  renderer: Renderer, *, sleep: Callable[[float], None] = time.sleep,
                  retries: int = 3, backoff: float = 1.0) -> None:  # fmt: skip
         self.settings = settings

@@ -157,8 +157,13 @@ class Renderer:
 
     def fitted(self, name: str, view: Mapping[str, Any], raw: str, limit: int) -> str:
         """Render with `reason` cut so that the whole text fits in `limit` characters."""
-        overhead = len(self.text(name, {**view, "reason": Markup("")}))
-        return cut_markup(self.text(name, {**view, "reason": fit(raw, limit - overhead)}), limit)
+        budget = limit - len(self.text(name, {**view, "reason": Markup("")}))
+        for _ in range(3):  # whitespace trimming can shift the overhead by a character or two
+            text = self.text(name, {**view, "reason": fit(raw, max(0, budget))})
+            if len(text) <= limit:
+                return text
+            budget -= len(text) - limit
+        return cut_markup(text, limit)
 
 
 @dataclass

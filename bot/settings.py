@@ -22,8 +22,8 @@ DEFAULT_CONFIG = "config/bot.toml"
 DEFAULT_STATE = "var/state.sqlite"
 DEFAULT_SLACK_API = "https://slack.com/api/"
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+)\s*(ms|[smhdw])")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def parse_duration(text: object) -> timedelta:
     if not isinstance(text, str):
         raise ValueError(f"expected a duration string such as '90s' or '24h', got {text!r}")
     compact = text.strip().lower()
-    pos, total = 0, 0
+    pos, total = 0, 0.0
     for match in _DURATION.finditer(compact):
         if match.start() != pos:
             break
@@ -83,6 +83,8 @@ class AlertSettings:
     max_posts_per_second: float = 1.0
     burst: int = 3
     retention: timedelta = timedelta(days=14)
+    retries: int = 3
+    backoff: timedelta = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "max_posts_per_second": ("max_posts_per_second", _float_min(0)),
         "burst": ("burst", _int_range(1, 100)),
         "retention": ("retention", _positive_duration),
+        "retries": ("retries", _int_range(0, 10)),
+        "backoff": ("backoff", parse_duration),
     },
     "digest": {
         "channel": ("channel", _str),
@@ -348,7 +352,7 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
     port = 3000
     if env.get("PORT"):
         try:
-            port = _int_range(1, 65535)(int(env["PORT"]))
+            port = _int_range(0, 65535)(int(env["PORT"]))  # 0: any free port (tests)
         except ValueError:
             problems.append(f"PORT: expected a port number, got {env['PORT']!r}")
     settings = Settings(

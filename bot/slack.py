@@ -17,7 +17,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -98,6 +98,16 @@ def classify(exc: Exception, channel: str) -> NotifyError:
 
 
 TRANSPORT_ERRORS = (urllib.error.URLError, HTTPException, ConnectionError, socket.timeout, OSError)
+
+
+class Notifier(Protocol):
+    """Where alerts go: Slack, or the demo's console."""
+
+    def post(self, channel: str, message: Message, *, label: str = "") -> Receipt: ...
+
+    def channel_id(self, channel: str) -> str | None: ...
+
+    def find_posted(self, channel: str, uids: set[str], oldest: float) -> dict[str, Receipt]: ...
 
 
 class SlackNotifier:

@@ -424,3 +424,26 @@ class _TypeIndex:
         a = bisect.bisect_left(self.created_keys, lo) if lo else 0
         b = bisect.bisect_right(self.created_keys, hi) if hi else len(self.created_keys)
         return self.by_created[a:b]
+
+
+def inject_failures(store: SessionStore, now: datetime, rng: Random) -> list[EmSession]:
+    """A job run that just ended with one to three failures or warnings (for the demo)."""
+    jobs = build_jobs(Random(1), extra=0)
+    job = rng.choice(jobs)
+    bad = set(rng.sample(job.vms, k=min(len(job.vms), rng.randint(1, 3))))
+    outcomes = []
+    for vm in job.vms:
+        if vm in bad:
+            failed = rng.random() < 0.6
+            pool = FAIL_REASONS if failed else WARN_REASONS
+            outcomes.append(
+                (vm, "Failed" if failed else "Warning", rng.choice(pool).replace("{vm}", vm))
+            )
+        else:
+            outcomes.append((vm, "Success", ""))
+    maker = Maker(rng, now + timedelta(days=1))
+    run = maker.run(job, now - timedelta(minutes=30), outcomes)
+    for i, s in enumerate(run):
+        s.ended = _ms(now - timedelta(seconds=len(run) - i))
+    store.add(run)
+    return run

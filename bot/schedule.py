@@ -1,0 +1,66 @@
+"""APScheduler 3.x jobs. This module reads the clock for each job and passes `now` down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger(__name__)
+Job = Callable[[datetime], object]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _guarded(name: str, job: Job) -> Callable[[], None]:
+    """Run a job with `now`; log (never raise) its failure so the scheduler keeps going."""
+
+    def run() -> None:
+        try:
+            job(utcnow())
+        except Exception:
+            log.exception("%s job failed; it runs again at its next time", name)
+
+    return run
+
+
+def digest_trigger(at: time, zone: str) -> CronTrigger:
+    """Daily at local `at` in an explicit IANA zone (wall-clock, so DST moves it correctly)."""
+    return CronTrigger(hour=at.hour, minute=at.minute, timezone=ZoneInfo(zone))
+
+
+def build_scheduler(
+    *,
+    poll: Job,
+    interval: timedelta,
+    prune: Job,
+    digest: Job | None = None,
+    digest_at: time = time(8, 0),
+    digest_zone: str = "UTC",
+) -> BackgroundScheduler:
+    """Poll now and then every `interval` (coalesced, one at a time); prune daily; digest at
+    `digest_at` local time."""
+    sched = BackgroundScheduler(timezone=UTC)
+    seconds = interval.total_seconds()
+    sched.add_job(
+        _guarded("poll", poll), IntervalTrigger(seconds=seconds, timezone=UTC), id="poll",
+        next_run_time=utcnow(), coalesce=True, max_instances=1,
+        misfire_grace_time=max(1, int(seconds)),
+    )  # fmt: skip
+    sched.add_job(
+        _guarded("retention", prune), IntervalTrigger(hours=24, timezone=UTC), id="retention",
+        next_run_time=utcnow() + timedelta(minutes=10), coalesce=True, max_instances=1,
+    )  # fmt: skip
+    if digest is not None:
+        sched.add_job(
+            _guarded("digest", digest), digest_trigger(digest_at, digest_zone), id="digest",
+            coalesce=True, max_instances=1, misfire_grace_time=3600,
+        )  # fmt: skip
+    return sched

@@ -1,0 +1,200 @@
+"""`python -m bot poll --once` and `run` as processes: exit codes, summary lines, SIGKILL safety."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.data import SessionStore, generate
+from bot.emulator.server import Emulator
+from tests.fake_slack import TOKEN, FakeSlack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    data = generate(
+        500,
+        now=datetime.now(UTC),
+        seed=21,
+        span=timedelta(hours=20),
+        failure_rate=0.2,
+        extras=False,
+    )
+    emu = Emulator(SessionStore(data)).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+def expected_uids(em: Emulator) -> set[str]:
+    return {
+        s.uid
+        for s in em.store.all()
+        if s.type == "ReplicaTaskSession"
+        and s.state == "Completed"
+        and s.result in ("Failed", "Warning")
+    }
+
+
+def bot_env(em: Emulator, slack: FakeSlack, tmp: Path, extra_toml: str = "") -> dict[str, str]:
+    cfg = tmp / "bot.toml"
+    cfg.write_text(
+        '[alerts]\nmax_posts_per_second = 0\nbackoff = "20ms"\nretries = 2\n' + extra_toml
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "VEEAM_"))}
+    env.update(
+        VEEAM_URL=em.url,
+        VEEAM_USERNAME="demo",
+        VEEAM_PASSWORD="demo",
+        SLACK_BOT_TOKEN=TOKEN,
+        SLACK_API_URL=slack.url,
+        SLACK_ALERT_CHANNEL="#veeam-alerts",
+        SLACK_SIGNING_SECRET="test-signing-secret",
+        BOT_CONFIG=str(cfg),
+        BOT_STATE_PATH=str(tmp / "state.sqlite"),
+    )
+    return env
+
+
+def poll(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "poll", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_exit_0_announces_everything_once(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
+    env = bot_env(em, slack, tmp_path)
+    first = poll(env)
+    assert first.returncode == 0, first.stderr
+    expected = expected_uids(em)
+    assert Counter(slack.announced_uids()) == Counter(expected)
+    (line,) = first.stdout.splitlines()
+    assert line.startswith(
+        f"fetched {len(expected)}, new {len(expected)}, announced {len(expected)}, pending 0,"
+    )
+    second = poll(env)
+    assert second.returncode == 0 and ", new 0, announced 0, pending 0," in second.stdout
+    assert Counter(slack.announced_uids()) == Counter(expected)
+
+
+def test_exit_2_when_slack_fails_then_delivered(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    env = bot_env(em, slack, tmp_path)
+    slack.fail_next = [503] * 3
+    first = poll(env)
+    assert first.returncode == 2
+    assert "pending" in first.stdout
+    (err,) = first.stderr.strip().splitlines()[-1:]
+    assert err.startswith("error: ") and "still pending" in err and "HTTP 503" in err
+    assert "Traceback" not in first.stderr
+    second = poll(env)
+    assert second.returncode == 0, second.stderr
+    assert Counter(slack.announced_uids()) == Counter(expected_uids(em))
+
+
+def test_exit_1_when_em_is_unreachable(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
+    env = bot_env(em, slack, tmp_path)
+    env["VEEAM_URL"] = "http://127.0.0.1:9"
+    proc = poll(env)
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: cannot reach EM at http://127.0.0.1:9")
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigkill_at_random_moments_never_loses_or_doubles(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    em.store.add(
+        generate(
+            1500,
+            now=datetime.now(UTC),
+            seed=22,
+            span=timedelta(hours=20),
+            failure_rate=0.2,
+            extras=False,
+        )
+    )
+    env = bot_env(em, slack, tmp_path)
+    slack.delay = 0.06  # a slow Slack: each post is stored, then answered 60 ms later
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(25):
+        if kills >= 12:
+            break
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "poll", "--once"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.3, 1.5))  # choose the kill moment
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+    assert kills >= 10
+    slack.delay = 0
+    final = poll(env)
+    assert final.returncode == 0, final.stderr
+    counts = Counter(slack.announced_uids())
+    assert set(counts) == expected_uids(em)
+    assert [uid for uid, n in counts.items() if n != 1] == []
+
+
+def test_run_polls_at_start_and_stops_on_sigterm(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    env = bot_env(em, slack, tmp_path, '[poll]\ninterval = "1h"\n')
+    env["PORT"] = "0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(slack.announced_uids()) < len(expected_uids(em)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Counter(slack.announced_uids()) != Counter(expected_uids(em)):
+            proc.kill()
+            pytest.fail("run did not announce: " + proc.communicate(timeout=10)[1][-3000:])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
