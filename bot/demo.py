@@ -68,7 +68,7 @@ class ConsoleSink:
 
 def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int:
     now = datetime.now(UTC)
-    rng = Random(seed)
+    rng = Random(seed)  # noqa: S311 - demo data, not security
     emu = Emulator(SessionStore(generate(3000, now=now, seed=seed, span=timedelta(days=3)))).start()
     state = Path(tempfile.mkdtemp(prefix="veeam-bot-demo-")) / "state.sqlite"
     settings = Settings(

@@ -192,7 +192,7 @@ def test_run_polls_at_start_and_stops_on_sigterm(
             proc.kill()
             pytest.fail("run did not announce: " + proc.communicate(timeout=10)[1][-3000:])
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
