@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 SESSION_TYPES = ("ReplicaTaskSession", "BackupTaskSession")
 RESULTS = ("Success", "Warning", "Failed")
@@ -13,9 +14,10 @@ TYPE_ALIASES = {"replica": "ReplicaTaskSession", "backup": "BackupTaskSession"}
 TYPE_SHORT = {v: k for k, v in TYPE_ALIASES.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSession:
-    """One task session (one VM in one job run) as EM reports it."""
+class TaskSession(NamedTuple):
+    """One task session (one VM in one job run) as EM reports it.
+
+    A NamedTuple: immutable and cheap to build, which matters when parsing large pages."""
 
     uid: str
     type: str

@@ -1,8 +1,9 @@
 """Parse EM `/api/query` answers (XML or JSON, v12 PascalCase or v13 camelCase).
 
-XML is parsed by lxml with entity expansion, DTD loading and network access off; a document
-that carries a DTD is refused. JSON keys are matched case-insensitively, a UTF-8 BOM is
-tolerated, timestamps may have any fraction length and `EndTimeUTC` may be missing.
+XML goes through lxml with entity expansion, DTD loading and network access off; a document
+that carries a DTD is refused. JSON keys are matched
+case-insensitively (resolved once per page), a UTF-8 BOM is tolerated, timestamps may have
+any fraction length and `EndTimeUTC` may be missing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from operator import itemgetter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,24 +21,22 @@ from lxml import etree
 from bot.errors import EMRejected, ParseError
 from bot.models import Page, TaskSession
 
-TASK_TYPES = frozenset({"replicatasksession", "backuptasksession"})
 _PLURALS = frozenset({"replicatasksessions", "backuptasksessions"})
 _BOM = b"\xef\xbb\xbf"
 _BARE_AMP = re.compile(rb"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
-_local = threading.local()
+_fromiso = datetime.fromisoformat
+_local_state = threading.local()
 
 
 def _xml_parser() -> etree.XMLParser:
-    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    """One hardened parser per thread (lxml parsers must not be shared across threads)."""
+    parser: etree.XMLParser | None = getattr(_local_state, "parser", None)
     if parser is None:
         parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            huge_tree=False,
-        )
-        _local.parser = parser
+            resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+            huge_tree=False, remove_blank_text=True, collect_ids=False,
+        )  # fmt: skip
+        _local_state.parser = parser
     return parser
 
 
@@ -45,12 +45,13 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ParseError(f"EM sent an unreadable timestamp: {text[:40]!r}") from exc
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        value = _fromiso(text)
+    except (ValueError, TypeError) as exc:
+        raise ParseError(f"EM sent an unreadable timestamp: {str(text)[:40]!r}") from exc
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if tz is None else value.astimezone(UTC)
 
 
 def job_name(job_session_name: str) -> str:
@@ -59,22 +60,11 @@ def job_name(job_session_name: str) -> str:
     return head if sep else job_session_name
 
 
-def _links(links: Iterable[tuple[str, str, str]]) -> tuple[str, str]:
-    """(rel, type, name) triples → (job name, backup server name)."""
-    job = server = ""
-    for rel, typ, name in links:
-        if rel != "Up" or not name:
-            continue
-        if typ == "BackupServerReference":
-            server = name
-        elif typ.endswith("JobSessionReference"):
-            job = job_name(name)
-    return job, server
-
-
 def _size(value: Any) -> int:
+    if value is None or value == "":
+        return 0
     try:
-        return int(value) if value not in (None, "") else 0
+        return int(value)
     except (TypeError, ValueError) as exc:
         raise ParseError(f"EM sent an unreadable TotalSize: {str(value)[:40]!r}") from exc
 
@@ -91,98 +81,89 @@ def parse_page(body: bytes) -> tuple[list[TaskSession], Page | None]:
     raise ParseError(f"EM sent something that is neither XML nor JSON: {data[:40]!r}")
 
 
+def _page(num: Any, size: Any, count: Any) -> Page | None:
+    try:
+        return Page(int(num), int(size), int(count))
+    except (TypeError, ValueError):
+        return None
+
+
 # ------------------------------------------------------------------------ XML
-def _local_name(tag: Any) -> str:
-    if not isinstance(tag, str):
-        return ""
-    return tag[tag.rfind("}") + 1 :]
+def _local(tag: Any) -> str:
+    return tag[tag.rfind("}") + 1 :] if isinstance(tag, str) else ""
 
 
 def _xml_root(data: bytes) -> Any:
     try:
-        return etree.fromstring(data, parser=_xml_parser())
+        root = etree.fromstring(data, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
         # EM's own documentation shows raw `&` in paging links; tolerate exactly that.
         fixed = _BARE_AMP.sub(b"&amp;", data)
-        if fixed != data:
-            try:
-                return etree.fromstring(fixed, parser=_xml_parser())
-            except etree.XMLSyntaxError:
-                pass
-        raise ParseError(f"EM sent malformed XML: {exc}") from exc
+        if fixed == data:
+            raise ParseError(f"EM sent malformed XML: {exc}") from exc
+        try:
+            root = etree.fromstring(fixed, parser=_xml_parser())
+        except etree.XMLSyntaxError:
+            raise ParseError(f"EM sent malformed XML: {exc}") from exc
+    if root.getroottree().docinfo.doctype:
+        raise ParseError("EM's XML answer carries a DTD, which is refused")
+    return root
 
 
 def _parse_xml(data: bytes) -> tuple[list[TaskSession], Page | None]:
     root = _xml_root(data)
-    if root.getroottree().docinfo.doctype:
-        raise ParseError("EM's XML answer carries a DTD, which is refused")
-    name = _local_name(root.tag)
+    name = _local(root.tag)
     if name == "Error":
         raise EMRejected(_xml_error(root), int(root.get("StatusCode") or 0))
+    if name != "QueryResult":
+        raise ParseError(f"EM sent an unexpected XML document <{name}>")
     sessions: list[TaskSession] = []
     page = None
     for child in root:
-        local = _local_name(child.tag)
+        local = _local(child.tag)
         if local == "Entities":
             for plural in child:
-                if _local_name(plural.tag).lower() in _PLURALS:
-                    sessions.extend(_xml_session(item) for item in plural if _is_el(item))
+                if _local(plural.tag).lower() in _PLURALS:
+                    sessions += [_xml_session(i) for i in plural if isinstance(i.tag, str)]
         elif local == "PagingInfo":
             page = _page(child.get("PageNum"), child.get("PageSize"), child.get("PagesCount"))
-    if name != "QueryResult":
-        raise ParseError(f"EM sent an unexpected XML document <{name}>")
     return sessions, page
-
-
-def _is_el(node: Any) -> bool:
-    return isinstance(node.tag, str)
 
 
 def _xml_error(root: Any) -> str:
     message = root.get("Message") or ""
     if not message:
         for child in root:
-            if _local_name(child.tag) == "FirstChanceExceptionMessage" and child.text:
+            if _local(child.tag) == "FirstChanceExceptionMessage" and child.text:
                 message = child.text
     return message.strip() or "no message"
 
 
 def _xml_session(el: Any) -> TaskSession:
-    fields: dict[str, str] = {}
-    links: list[tuple[str, str, str]] = []
+    f: dict[str, str | None] = {}
+    job = server = ""
     for child in el:
         tag = child.tag
-        if not isinstance(tag, str):
+        if not isinstance(tag, str):  # comments, processing instructions
             continue
         local = tag[tag.rfind("}") + 1 :]
-        if local == "Links":
-            links = [(lk.get("Rel", ""), lk.get("Type", ""), lk.get("Name", "")) for lk in child]
-        else:
-            fields[local] = child.text or ""
-    job, server = _links(links)
+        if local != "Links":
+            f[local] = child.text
+            continue
+        for link in child:
+            if link.get("Rel") == "Up":
+                typ, lname = link.get("Type", ""), link.get("Name") or ""
+                if typ == "BackupServerReference":
+                    server = lname
+                elif typ.endswith("JobSessionReference"):
+                    job = job_name(lname)
     get = el.get
     return TaskSession(
-        uid=get("UID", ""),
-        type=get("Type") or _local_name(el.tag),
-        name=get("Name", ""),
-        vm=get("VmDisplayName", ""),
-        job=job,
-        job_session_uid=fields.get("JobSessionUid", ""),
-        server=server,
-        state=fields.get("State", ""),
-        result=fields.get("Result", ""),
-        reason=fields.get("Reason", ""),
-        created=parse_time(fields.get("CreationTimeUTC")),
-        ended=parse_time(fields.get("EndTimeUTC")),
-        total_size=_size(fields.get("TotalSize")),
-    )
-
-
-def _page(num: Any, size: Any, count: Any) -> Page | None:
-    try:
-        return Page(int(num), int(size), int(count))
-    except (TypeError, ValueError):
-        return None
+        get("UID", ""), get("Type") or _local(el.tag), get("Name", ""), get("VmDisplayName", ""),
+        job, f.get("JobSessionUid") or "", server, f.get("State") or "", f.get("Result") or "",
+        f.get("Reason") or "", parse_time(f.get("CreationTimeUTC")),
+        parse_time(f.get("EndTimeUTC")), _size(f.get("TotalSize")),
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------- JSON
@@ -209,30 +190,67 @@ def _parse_json(data: bytes) -> tuple[list[TaskSession], Page | None]:
             items = _lower(wrapper).get(key) or []
             if not isinstance(items, list):
                 raise ParseError(f"EM sent an unexpected shape under {key!r}")
-            sessions.extend(_json_session(_lower(item)) for item in items)
+            sessions += _json_sessions(items)
     paging = _lower(top.get("paginginfo"))
     page = _page(paging.get("pagenum"), paging.get("pagesize"), paging.get("pagescount"))
     return sessions, page
 
 
-def _json_session(item: dict[str, Any]) -> TaskSession:
-    links = []
-    for link in item.get("links") or ():
-        lk = _lower(link)
-        links.append((lk.get("rel") or "", lk.get("type") or "", lk.get("name") or ""))
-    job, server = _links(links)
-    return TaskSession(
-        uid=item.get("uid") or "",
-        type=item.get("type") or "",
-        name=item.get("name") or "",
-        vm=item.get("vmdisplayname") or "",
-        job=job,
-        job_session_uid=item.get("jobsessionuid") or "",
-        server=server,
-        state=item.get("state") or "",
-        result=item.get("result") or "",
-        reason=item.get("reason") or "",
-        created=parse_time(item.get("creationtimeutc")),
-        ended=parse_time(item.get("endtimeutc")),
-        total_size=_size(item.get("totalsize")),
-    )
+_ITEM_KEYS = ("uid", "type", "name", "vmdisplayname", "jobsessionuid", "state", "result",
+              "reason", "creationtimeutc", "endtimeutc", "totalsize", "links")  # fmt: skip
+_LINK_KEYS = ("rel", "type", "name")
+
+
+class _Keys:
+    """Resolves canonical lower-case keys to a page's spelling (`UID`, `uid`, ...) once, then
+    reads them with one C-level itemgetter; an object spelled differently is looked up alone."""
+
+    def __init__(self, wanted: tuple[str, ...]) -> None:
+        self.wanted = wanted
+        self.getter: Any = None
+
+    def values(self, obj: Any) -> tuple[Any, ...]:
+        getter = self.getter
+        if getter is not None:
+            try:
+                return getter(obj)  # type: ignore[no-any-return]
+            except (KeyError, TypeError):
+                pass
+        if not isinstance(obj, dict):
+            raise ParseError("EM sent a session or link that is not an object")
+        lowered = {str(k).lower(): k for k in obj}
+        if all(w in lowered for w in self.wanted):
+            self.getter = itemgetter(*(lowered[w] for w in self.wanted))
+        return tuple(obj.get(lowered.get(w, ""), None) for w in self.wanted)
+
+
+def _json_sessions(items: list[Any]) -> list[TaskSession]:
+    item_values, link_values = _Keys(_ITEM_KEYS).values, _Keys(_LINK_KEYS).values
+    out = []
+    append = out.append
+    for item in items:
+        uid, typ, name, vm, jsu, state, result, reason, created, ended, size, links = (
+            item_values(item)
+        )
+        job = server = ""
+        for link in links or ():
+            rel, ltype, lname = link_values(link)
+            if rel == "Up" and lname:
+                if ltype == "BackupServerReference":
+                    server = lname
+                elif ltype and ltype.endswith("JobSessionReference"):
+                    job = job_name(lname)
+        try:  # the common case inline: strings ending in Z parse straight to UTC
+            c = _fromiso(created) if created else None
+            e = _fromiso(ended) if ended else None
+        except (ValueError, TypeError):
+            c, e = parse_time(created), parse_time(ended)  # raises the clear error
+        if c is not None and c.tzinfo is not UTC:
+            c = parse_time(created)
+        if e is not None and e.tzinfo is not UTC:
+            e = parse_time(ended)
+        append(TaskSession(
+            uid or "", typ or "", name or "", vm or "", job, jsu or "", server, state or "",
+            result or "", reason or "", c, e, size if type(size) is int else _size(size),
+        ))  # fmt: skip
+    return out
