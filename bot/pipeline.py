@@ -147,16 +147,23 @@ class Pipeline:
         checkpoint = self.store.checkpoint(type_)
         since = window_start(checkpoint, now, self.settings)
         results = self.settings.alerts.results
-        out = []
+        out: list[TaskSession] = []
+        batch: list[TaskSession] = []
         for s in self.em.query(type_, em_filter(results, since), sort_asc="EndTime"):
             result.fetched += 1
             if s.ended and (type_ not in high or s.ended > high[type_]):
                 high[type_] = s.ended
-            if not alertable(s, results, since):
-                continue
-            if decide(self.store.is_announced(s.uid), self.store.is_pending(s.uid)) == "first":
-                out.append(s)
-        return out
+            if alertable(s, results, since):
+                batch.append(s)
+            if len(batch) >= 400:
+                out += self._select(batch)
+                batch = []
+        return out + self._select(batch)
+
+    def _select(self, batch: list[TaskSession]) -> list[TaskSession]:
+        """Drop sessions already announced or pending; the store answers, not EM."""
+        announced, pending = self.store.known([s.uid for s in batch])
+        return [s for s in batch if decide(s.uid in announced, s.uid in pending) == "first"]
 
     def _reconcile(self, pending: list[Pending], now: datetime) -> list[TaskSession]:
         """Adopt pending sessions that already reached Slack (crash, lost answer); return the

@@ -7,6 +7,7 @@ feed plain_text fields and are not escaped. Slack's limits are enforced here.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ EMOJI = {
 }
 COLOUR = {"Failed": "#E01E5A", "Warning": "#ECB22E", "Success": "#2EB67D"}
 ALERT_EVENT = "veeam_session_alert"
+_PLACEHOLDER = Markup(f"\x00reason-{uuid.uuid4().hex}\x00")
 
 
 def slack_escape(text: str) -> str:
@@ -127,16 +129,18 @@ class Renderer:
             "undefined": jinja2.StrictUndefined,
             "keep_trailing_newline": False,
             "autoescape": False,
+            "auto_reload": False,
         }
         self._md = jinja2.Environment(finalize=_finalize, **common)  # noqa: S701 - Slack escaping
         self._txt = jinja2.Environment(**common)  # noqa: S701 - plain_text is shown literally
+        self._templates: dict[str, jinja2.Template] = {}
         self._check(self.NAMES + extra_names)
 
     def _check(self, names: tuple[str, ...]) -> None:
         problems = []
         for name in names:
             try:
-                self._env(name).get_template(name)
+                self._templates[name] = self._env(name).get_template(name)
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(
                     f"template {exc.filename or name}, line {exc.lineno}: {exc.message}"
@@ -151,19 +155,19 @@ class Renderer:
 
     def text(self, name: str, view: Mapping[str, Any]) -> str:
         try:
-            return self._env(name).get_template(name).render(view).strip()
+            template = self._templates.get(name) or self._env(name).get_template(name)
+            return template.render(view).strip()
         except jinja2.UndefinedError as exc:
             raise ConfigError([f"template {name}: {exc.message}"]) from exc
 
     def fitted(self, name: str, view: Mapping[str, Any], raw: str, limit: int) -> str:
-        """Render with `reason` cut so that the whole text fits in `limit` characters."""
-        budget = limit - len(self.text(name, {**view, "reason": Markup("")}))
-        for _ in range(3):  # whitespace trimming can shift the overhead by a character or two
-            text = self.text(name, {**view, "reason": fit(raw, max(0, budget))})
-            if len(text) <= limit:
-                return text
-            budget -= len(text) - limit
-        return cut_markup(text, limit)
+        """Render once with a unique placeholder for `reason`, then put the reason in, cut so
+        that the whole text fits in `limit` characters."""
+        text = self.text(name, {**view, "reason": _PLACEHOLDER})
+        if _PLACEHOLDER not in text:  # a user template that does not show the reason
+            return cut_markup(text, limit)
+        budget = limit - (len(text) - len(_PLACEHOLDER) * text.count(_PLACEHOLDER))
+        return cut_markup(text.replace(_PLACEHOLDER, fit(raw, max(0, budget))), limit)
 
 
 @dataclass

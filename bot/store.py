@@ -111,12 +111,29 @@ class Store:
     def record_sent(
         self, sessions: list[TaskSession], channel: str, ts: str, now: datetime
     ) -> None:
-        """Record delivery (not yet committed) and drop the pending marks."""
+        """Record delivery (not yet committed) and drop the pending marks. Writes are queued
+        to sqlitedict's thread; none waits for an answer."""
         at = now.timestamp()
         for s in sessions:
             self._db[f"a:{s.uid}"] = {"c": channel, "ts": ts, "at": at, "r": s.result}
-            if f"p:{s.uid}" in self._db:
-                del self._db[f"p:{s.uid}"]
+        self._delete([f"p:{s.uid}" for s in sessions])
+
+    def _delete(self, keys: list[str]) -> None:
+        if keys:
+            self._db.conn.executemany(f'DELETE FROM "{TABLE}" WHERE key = ?', [(k,) for k in keys])
+
+    def known(self, uids: list[str]) -> tuple[set[str], set[str]]:
+        """(announced, pending) among `uids`, in one query per 400 UIDs."""
+        announced: set[str] = set()
+        pending: set[str] = set()
+        for i in range(0, len(uids), 400):
+            chunk = uids[i : i + 400]
+            keys = [f"a:{u}" for u in chunk] + [f"p:{u}" for u in chunk]
+            marks = ",".join("?" * len(keys))
+            sql = f'SELECT key FROM "{TABLE}" WHERE key IN ({marks})'
+            for (key,) in self._db.conn.select(sql, tuple(keys)):
+                (announced if key[0] == "a" else pending).add(key[2:])
+        return announced, pending
 
     def count_announced_since(self, since: datetime) -> int:
         row = self._db.conn.select_one(
@@ -130,9 +147,7 @@ class Store:
     def mark_pending(self, sessions: list[TaskSession], channel: str, now: datetime) -> None:
         """Mark sessions pending and commit, before anything is posted."""
         for s in sessions:
-            key = f"p:{s.uid}"
-            if key not in self._db:
-                self._db[key] = {"s": session_to_json(s), "c": channel, "t": now.timestamp()}
+            self._db[f"p:{s.uid}"] = {"s": session_to_json(s), "c": channel, "t": now.timestamp()}
         self.commit()
 
     def is_pending(self, uid: str) -> bool:
@@ -148,10 +163,6 @@ class Store:
             out.append(Pending(session_from_json(d["s"]), d["c"], d["t"]))
         return out
 
-    def drop_pending(self, uids: list[str]) -> None:
-        for uid in uids:
-            if f"p:{uid}" in self._db:
-                del self._db[f"p:{uid}"]
 
     # --------------------------------------------------------- checkpoints, meta
     def checkpoint(self, session_type: str) -> datetime | None:

@@ -190,7 +190,7 @@ class Maker:
 
 def _outcome(rng: Random, vm: str, failure_rate: float) -> tuple[str, str, str]:
     roll = rng.random()
-    if roll < failure_rate * 0.6:
+    if roll < failure_rate * 0.65:
         return vm, "Failed", rng.choice(FAIL_REASONS).replace("{vm}", vm)
     if roll < failure_rate:
         return vm, "Warning", rng.choice(WARN_REASONS).replace("{vm}", vm)
@@ -213,10 +213,14 @@ def generate(
     maker = Maker(rng, now)
     out: list[EmSession] = []
     span_s = span.total_seconds()
+    calm = failure_rate * 0.2
+    incident = (failure_rate - calm) / (0.9 - calm) if failure_rate < 0.9 else 1.0
     while len(out) < n:
         job = rng.choice(jobs)
         start = now - timedelta(seconds=rng.random() * span_s)
-        outcomes = [_outcome(rng, vm, failure_rate) for vm in job.vms]
+        # Failures cluster: a full repository or a dead proxy hits most VMs of a run.
+        rate = 0.9 if rng.random() < incident else calm
+        outcomes = [_outcome(rng, vm, rate) for vm in job.vms]
         run = maker.run(job, start, outcomes)
         out += run
         failed = [(s.vm, "Success", "") for s in run if s.result == "Failed"]

@@ -12,8 +12,8 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from operator import itemgetter
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from lxml import etree

@@ -1,0 +1,69 @@
+"""Shared helpers: start the emulator and the fake Slack as their own processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_emulator(sessions: int, span: str = "24h", failure_rate: float = 0.1) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [PY, "-m", "bot", "emulator", "--port", str(port), "--sessions", str(sessions),
+         "--span", span, "--failure-rate", str(failure_rate)],
+        cwd=ROOT, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_port(port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_fake_slack() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([PY, "-m", "tests.fake_slack", "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def bot_env(em_url: str, slack_url: str, state: Path, config: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "VEEAM_"))}
+    env.update(VEEAM_URL=em_url, VEEAM_USERNAME="demo", VEEAM_PASSWORD="demo",
+               SLACK_BOT_TOKEN="xoxb-test-token", SLACK_API_URL=slack_url,
+               SLACK_ALERT_CHANNEL="C0ALERTS", BOT_CONFIG=str(config), BOT_STATE_PATH=str(state),
+               LOG_LEVEL="WARNING")  # fmt: skip
+    return env
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[int, str, float, float]:
+    """Run a child; return (exit code, stdout, wall seconds, peak RSS in MB)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, out, wall, usage.ru_maxrss / 1024
