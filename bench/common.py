@@ -30,7 +30,9 @@ def wait_port(port: int, timeout: float = 600) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_emulator(sessions: int, span: str = "24h", failure_rate: float = 0.1) -> tuple[subprocess.Popen[bytes], str]:
+def start_emulator(
+    sessions: int, span: str = "24h", failure_rate: float = 0.1
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [PY, "-m", "bot", "emulator", "--port", str(port), "--sessions", str(sessions),

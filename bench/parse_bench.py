@@ -1,6 +1,6 @@
 """Parse throughput: our parse_page vs a bare lxml / json parse of the same 500-session pages.
 
-    .venv/bin/python bench/parse_bench.py
+.venv/bin/python bench/parse_bench.py
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def main() -> None:
         print(f"{name:22s} {value:12,.0f} sessions/s")
     for kind, ours, bare in (("xml", "xml  ours", "xml  bare lxml"),
                              ("json", "json ours", "json bare json.loads")):  # fmt: skip
-        print(f"{kind}: ours takes {results[bare] / results[ours]:.2f}x the bare parse (target <= 1.5x)")
+        print(
+            f"{kind}: ours takes {results[bare] / results[ours]:.2f}x the bare parse (target <= 1.5x)"
+        )
 
 
 if __name__ == "__main__":

@@ -163,7 +163,6 @@ class Store:
             out.append(Pending(session_from_json(d["s"]), d["c"], d["t"]))
         return out
 
-
     # --------------------------------------------------------- checkpoints, meta
     def checkpoint(self, session_type: str) -> datetime | None:
         value = self._db.get(f"m:checkpoint:{session_type}")

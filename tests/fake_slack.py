@@ -13,11 +13,12 @@ Run standalone: `python -m tests.fake_slack --port 0` prints its base URL.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -39,31 +40,61 @@ class FakeSlack:
     hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _ts: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+        return f"http://127.0.0.1:{self._server.port}/api/"
 
     @property
     def hook_base(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks/"
+        return f"http://127.0.0.1:{self._server.port}/hooks/"
 
     def start(self, port: int = 0) -> FakeSlack:
-        handler = type("H", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self._server = _Server(self, port)
         return self
 
     def stop(self) -> None:
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
+
+    async def dispatch(
+        self, verb: str, target: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        parts = urlsplit(target)
+        body: dict[str, Any] = dict(parse_qsl(parts.query))
+        text = raw.decode()
+        if "json" in headers.get("content-type", ""):
+            body.update(json.loads(text or "{}"))
+        else:
+            body.update(parse_qsl(text))
+        path = parts.path
+        if path.startswith("/hooks/"):
+            self.hooks.append((path.rsplit("/", 1)[1], body))
+            return 200, {"ok": True}, {}
+        method = path.rsplit("/", 1)[-1]
+        self.calls.append((method, body))
+        if headers.get("authorization", "") != f"Bearer {self.token}":
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method == "auth.test":
+            return 200, {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"}, {}
+        if method == "chat.postMessage":
+            answer = self.post_message(body)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return answer
+        if method == "conversations.list":
+            chans = [{"id": cid, "name": name.lstrip("#")} for name, cid in self.channels.items()]
+            return (
+                200,
+                {"ok": True, "channels": chans, "response_metadata": {"next_cursor": ""}},
+                {},
+            )
+        if method == "conversations.history":
+            return 200, self.history(body), {}
+        return 200, {"ok": True}, {}
 
     # ---------------------------------------------------------- inspection
     def posted(self, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
@@ -176,68 +207,71 @@ def block_problems(blocks: list[Any], attachments: list[Any], text: Any) -> str:
     return ""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeSlack
-    protocol_version = "HTTP/1.1"
+class _Server:
+    """A small asyncio HTTP/1.1 server (in its own thread) so that the fake, not being the
+    bottleneck, lets benchmarks measure the bot. It answers like Slack's Web API."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def __init__(self, fake: FakeSlack, port: int) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(lambda _loop, _ctx: None)  # killed clients are expected
+        ready = threading.Event()
+        self.port = 0
 
-    def _body(self) -> dict[str, Any]:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        parts = urlsplit(self.path)
-        params: dict[str, Any] = dict(parse_qsl(parts.query))
-        if "json" in (self.headers.get("Content-Type") or ""):
-            params.update(json.loads(raw or "{}"))
-        else:
-            params.update(parse_qsl(raw))
-        return params
+        async def serve() -> None:
+            server = await asyncio.start_server(self.handle, "127.0.0.1", port)
+            self.port = server.sockets[0].getsockname()[1]
+            self.server = server
+            ready.set()
 
-    def _send(
-        self, status: int, doc: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop)
+        ready.wait(5)
 
-    def do_GET(self) -> None:
-        self.do_POST()
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
 
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        body = self._body()
-        fake = self.fake
-        if path.startswith("/hooks/"):
-            fake.hooks.append((path.rsplit("/", 1)[1], body))
-            self._send(200, {"ok": True})
-            return
-        method = path.rsplit("/", 1)[-1]
-        fake.calls.append((method, body))
-        auth = self.headers.get("Authorization", "")
-        if method != "apps.connections.open" and auth != f"Bearer {fake.token}":
-            self._send(200, {"ok": False, "error": "invalid_auth"})
-            return
-        if method == "auth.test":
-            self._send(200, {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"})
-        elif method == "chat.postMessage":
-            status, doc, headers = fake.post_message(body)
-            if fake.delay:
-                time.sleep(fake.delay)
-            self._send(status, doc, headers)
-        elif method == "conversations.list":
-            chans = [{"id": cid, "name": name.lstrip("#")} for name, cid in fake.channels.items()]
-            self._send(
-                200, {"ok": True, "channels": chans, "response_metadata": {"next_cursor": ""}}
-            )
-        elif method == "conversations.history":
-            self._send(200, fake.history(body))
-        else:
-            self._send(200, {"ok": True})
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                verb, target, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = h.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                status, doc, extra = await self.fake.dispatch(verb, target, headers, body)
+                data = json.dumps(doc).encode()
+                close = headers.get("connection", "").lower() == "close"
+                head = [
+                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+                    "Content-Type: application/json; charset=utf-8",
+                    f"Content-Length: {len(data)}",
+                    "Connection: close" if close else "Connection: keep-alive",
+                ]
+                head += [f"{k}: {v}" for k, v in extra.items()]
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+                if close:
+                    break
+        except (OSError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass  # a client that vanished (killed mid-request) is normal here
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await writer.wait_closed()
 
 
 def main() -> None:

@@ -229,8 +229,8 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
     out = []
     append = out.append
     for item in items:
-        uid, typ, name, vm, jsu, state, result, reason, created, ended, size, links = (
-            item_values(item)
+        uid, typ, name, vm, jsu, state, result, reason, created, ended, size, links = item_values(
+            item
         )
         job = server = ""
         for link in links or ():
