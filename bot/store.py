@@ -137,7 +137,7 @@ class Store:
 
     def count_announced_since(self, since: datetime) -> int:
         row = self._db.conn.select_one(
-            f"SELECT COUNT(*) FROM \"{TABLE}\" WHERE key LIKE 'a:%' "
+            f"SELECT COUNT(*) FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' "
             "AND json_extract(value, '$.at') >= ?",
             (since.timestamp(),),
         )
@@ -155,7 +155,8 @@ class Store:
 
     def pending(self) -> list[Pending]:
         rows = self._db.conn.select(
-            f"SELECT key, value FROM \"{TABLE}\" WHERE key LIKE 'p:%' ORDER BY rowid"
+            # a key range, not LIKE: it walks the primary-key index, not the whole table
+            f"SELECT key, value FROM \"{TABLE}\" WHERE key >= 'p:' AND key < 'p;' ORDER BY rowid"
         )
         out = []
         for _key, raw in rows:
@@ -181,7 +182,7 @@ class Store:
     def prune(self, now: datetime, retention: timedelta) -> int:
         """Forget announced sessions older than `retention`; returns how many."""
         cutoff = (now - retention).timestamp()
-        where = f"FROM \"{TABLE}\" WHERE key LIKE 'a:%' AND json_extract(value, '$.at') < ?"
+        where = f"FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' AND json_extract(value, '$.at') < ?"
         row = self._db.conn.select_one(f"SELECT COUNT(*) {where}", (cutoff,))
         count = int(row[0]) if row else 0
         if count:

@@ -139,6 +139,7 @@ class Emulator:
 class _Handler(BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; don't stall on ACKs
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
 
