@@ -31,12 +31,12 @@ def wait_port(port: int, timeout: float = 600) -> None:
 
 
 def start_emulator(
-    sessions: int, span: str = "24h", failure_rate: float = 0.1
+    sessions: int, span: str = "24h", failure_rate: float = 0.1, *extra: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [PY, "-m", "bot", "emulator", "--port", str(port), "--sessions", str(sessions),
-         "--span", span, "--failure-rate", str(failure_rate)],
+         "--span", span, "--failure-rate", str(failure_rate), *extra],
         cwd=ROOT, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_port(port)

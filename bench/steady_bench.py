@@ -1,5 +1,6 @@
 """Steady state: a poll with nothing new, against N UIDs in the store and N sessions of EM
-history. Reports the median time of `poll_once` in the running bot (EM logon kept).
+history (plus the same 500 recent sessions for every N). Reports the median time of
+`poll_once` in the running bot (EM logon kept).
 
     .venv/bin/python bench/steady_bench.py [N ...]      (default: 1000 1000000)
 """
@@ -25,14 +26,16 @@ from bot.veeam.client import EMClient
 
 
 def steady(n: int) -> None:
-    em_proc, em_url = start_emulator(n, span="14d")
+    # N sessions of history ending 2 h ago, plus the same 500 sessions in the last hour for
+    # every N: the polls see identical recent work, so only the history size differs.
+    em_proc, em_url = start_emulator(n, "14d", 0.1, "--end-offset", "2h", "--recent", "500")
     slack_proc, slack_url = start_fake_slack()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             now = datetime.now(UTC)
             settings = Settings(
                 veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
-                poll=PollSettings(initial_lookback=timedelta(hours=1)),
+                poll=PollSettings(initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)),
                 alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
                 slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
                 state_path=str(Path(tmp) / "state.sqlite"),

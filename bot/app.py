@@ -7,15 +7,18 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime
 
+from bot.commands import SlashDeps, register
 from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.schedule import build_scheduler, utcnow
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
 from bot.store import Store
+from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)
@@ -76,8 +79,18 @@ class Services:
         self.store.close()
 
 
+def slash_surface(settings: Settings, services: Services, pool: ThreadPoolExecutor) -> Surface:
+    """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
+    client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
+    app = bolt_app(settings, client)
+    deps = SlashDeps(settings, services.em, services.store, services.renderer, pool, utcnow)
+    register(app, deps)
+    return Surface(settings, app)
+
+
 def run_forever(settings: Settings) -> int:
-    """`run`: poll at once and then on the interval; stop cleanly on SIGTERM or SIGINT."""
+    """`run`: poll at once and then on the interval, serve `/veeam`; stop cleanly on SIGTERM
+    or SIGINT."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -87,15 +100,20 @@ def run_forever(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     services = Services(settings, utcnow())
+    pool = ThreadPoolExecutor(max_workers=settings.slash.workers, thread_name_prefix="veeam-cmd")
+    surface = slash_surface(settings, services, pool)
     scheduler = build_scheduler(poll=services.poll, interval=settings.poll.interval,
                                 prune=services.prune)  # fmt: skip
     scheduler.start()
+    surface.start()
     log.info("polling %s every %s; posting to %s", settings.veeam.url, settings.poll.interval,
              settings.alerts.channel)  # fmt: skip
     try:
         stop.wait()
     finally:
+        surface.stop()
         scheduler.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         services.close()
     log.info("stopped")
     return 0

@@ -105,7 +105,7 @@ def _xml_root(data: bytes) -> Any:
             root = etree.fromstring(fixed, parser=_xml_parser())
         except etree.XMLSyntaxError:
             raise ParseError(f"EM sent malformed XML: {exc}") from exc
-    if root.getroottree().docinfo.doctype:
+    if getattr(root.getroottree().docinfo, "doctype", ""):
         raise ParseError("EM's XML answer carries a DTD, which is refused")
     return root
 
@@ -226,7 +226,7 @@ class _Keys:
 
 def _json_sessions(items: list[Any]) -> list[TaskSession]:
     item_values, link_values = _Keys(_ITEM_KEYS).values, _Keys(_LINK_KEYS).values
-    out = []
+    out: list[TaskSession] = []
     append = out.append
     for item in items:
         uid, typ, name, vm, jsu, state, result, reason, created, ended, size, links = item_values(

@@ -1,0 +1,150 @@
+"""The `/veeam` slash command: ack at once, work in our own bounded pool, answer on
+response_url (ephemeral unless the user says `share`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_bolt import App
+
+from bot import __version__
+from bot.answers import (
+    Reply,
+    Status,
+    help_reply,
+    plain,
+    query_reply,
+    session_reply,
+    status_reply,
+    usage_error,
+)
+from bot.errors import BotError, QueryError
+from bot.lookup import run_query
+from bot.models import SESSION_TYPES
+from bot.query import Query, parse_query, tokenize
+from bot.render import Renderer
+from bot.settings import Settings
+from bot.store import Store, utc_from_epoch
+from bot.veeam import filters as F
+from bot.veeam.client import EMClient
+
+log = logging.getLogger(__name__)
+UID = re.compile(r"urn:veeam:(\w+):[0-9a-fA-F-]{36}\Z|[0-9a-fA-F-]{36}\Z")
+Respond = Callable[..., Any]
+
+
+@dataclass
+class SlashDeps:
+    settings: Settings
+    em: EMClient
+    store: Store
+    renderer: Renderer
+    pool: ThreadPoolExecutor
+    clock: Callable[[], datetime]
+
+
+def allowed(settings: Settings, channel: str, user: str) -> bool:
+    slash = settings.slash
+    if slash.allowed_channels and channel not in slash.allowed_channels:
+        return False
+    return not (slash.allowed_users and user not in slash.allowed_users)
+
+
+def register(app: App, deps: SlashDeps) -> None:
+    """Attach `/veeam` to a Bolt app."""
+
+    @app.command("/veeam")
+    def veeam(ack: Callable[..., None], command: dict[str, Any], respond: Respond) -> None:
+        text = (command.get("text") or "").strip()
+        if not allowed(deps.settings, command.get("channel_id", ""), command.get("user_id", "")):
+            ack(**plain("Sorry, /veeam is not enabled for you in this channel. Ask your "
+                        "Slack admin to add it to the bot's allowed channels or users.").payload())  # fmt: skip
+            return
+        now = deps.clock()
+        try:
+            job = prepare(text, deps, now)
+        except QueryError as exc:
+            ack(**usage_error(str(exc)).payload())
+            return
+        if isinstance(job, Reply):
+            ack(**job.payload())
+            return
+        ack()
+        deps.pool.submit(_answer, job, respond)
+
+
+Work = Callable[[], Reply]
+
+
+def prepare(text: str, deps: SlashDeps, now: datetime) -> Reply | Work:
+    """Validate the words at once (so a bad word is answered in the ack) and return either an
+    immediate reply or the work to run in the pool."""
+    words = tokenize(text)
+    head = words[0].lower() if words else ""
+    share = "share" in (w.lower() for w in words[1:]) if head in ("session", "status") else False
+    if head == "help":
+        return help_reply(deps.renderer)
+    if head == "status":
+        return lambda: status_reply(deps.renderer, status(deps, now))
+    if head == "session":
+        rest = [w for w in words[1:] if w.lower() != "share"]
+        if len(rest) != 1 or not UID.match(rest[0]):
+            raise QueryError("usage: /veeam session <UID>, e.g. /veeam session "
+                             "urn:veeam:ReplicaTaskSession:efe448ad-6d52-496b-ba79-decd586713eb")  # fmt: skip
+        return lambda: one_session(deps, rest[0], share)
+    query = parse_query(text, now=now, default_types=deps.settings.veeam.session_types,
+                        allow_share=True)  # fmt: skip
+    return lambda: query_answer(deps, query, text)
+
+
+def _answer(work: Work, respond: Respond) -> None:
+    try:
+        reply = work()
+    except BotError as exc:
+        reply = plain(str(exc))
+    except Exception:
+        log.exception("/veeam failed")
+        reply = plain("Something went wrong while answering; the bot's log has the details.")
+    try:
+        respond(**reply.payload())
+    except Exception as exc:  # an expired or used-up response_url
+        log.warning("could not answer on response_url: %s", exc)
+
+
+def query_answer(deps: SlashDeps, query: Query, text: str) -> Reply:
+    answer = run_query(deps.em, query)
+    shown = " ".join(w for w in tokenize(text) if w.lower() != "share")
+    return query_reply(deps.renderer, answer, shown, share=query.share)
+
+
+def one_session(deps: SlashDeps, uid: str, share: bool) -> Reply:
+    m = UID.match(uid)
+    types = (m.group(1),) if m and m.group(1) in SESSION_TYPES else SESSION_TYPES
+    for type_ in types:
+        full = uid if uid.startswith("urn:") else f"urn:veeam:{type_}:{uid}"
+        for s in deps.em.query(type_, F.cmp("UID", "==", full), page_size=1):
+            return session_reply(deps.renderer, s, share=share)
+    return plain(f"EM has no task session {uid}.")
+
+
+def status(deps: SlashDeps, now: datetime) -> Status:
+    last = deps.store.meta("last_poll") or {}
+    try:
+        deps.em.ping()
+        em_state = f"reachable at {deps.settings.veeam.url}"
+    except BotError as exc:
+        em_state = f"unreachable: {exc}"
+    return Status(
+        last_poll=utc_from_epoch(last["at"]) if "at" in last else None,
+        last_outcome=str(last.get("outcome", "")),
+        em_state=em_state,
+        announced_24h=deps.store.count_announced_since(now - timedelta(hours=24)),
+        pending=len(deps.store.pending()),
+        version=__version__,
+    )

@@ -1,0 +1,94 @@
+"""How Slack reaches `/veeam`: Socket Mode (with an app token) or HTTP through waitress.
+
+waitress is a production WSGI server: pure Python, multi-threaded, no C build, and it runs on
+Windows as well as Linux, where EM sites usually are. Bolt's `App.start()` is a
+single-threaded development server and is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+EVENTS_PATH = "/slack/events"
+
+
+def bolt_app(settings: Settings, client: WebClient) -> App:
+    """A Bolt app with every secret passed explicitly (Bolt's environment fallbacks unused)."""
+    return App(
+        client=client,
+        signing_secret=settings.slack.signing_secret.value or "socket-mode-unused",
+        token_verification_enabled=True,  # auth.test at start: a bad token fails at once
+        ssl_check_enabled=True,
+        url_verification_enabled=True,
+        process_before_response=False,
+        listener_executor=ThreadPoolExecutor(max_workers=4, thread_name_prefix="bolt"),
+    )
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def wsgi_app(app: App) -> WSGIApp:
+    """`POST /slack/events` into Bolt (signatures verified there), `GET /healthz` for probes."""
+    handler = SlackRequestHandler(app, path=EVENTS_PATH)
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == EVENTS_PATH:
+            return handler(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return application
+
+
+class Surface:
+    """Starts and stops whichever transport the settings ask for."""
+
+    def __init__(self, settings: Settings, app: App, *, host: str = "0.0.0.0") -> None:  # noqa: S104 - Slack must reach HTTP mode
+        self.settings, self.app, self.host = settings, app, host
+        self._socket: SocketModeHandler | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        if self.settings.slack.socket_mode:
+            self._socket = SocketModeHandler(self.app, app_token=self.settings.slack.app_token.value,
+                                             web_client=self.app.client)  # fmt: skip
+            self._socket.connect()  # type: ignore[no-untyped-call]
+            log.info("/veeam connected over Socket Mode")
+            return
+        import waitress
+
+        self._server = waitress.create_server(wsgi_app(self.app), host=self.host,
+                                              port=self.settings.port, threads=8,
+                                              ident="veeam-slack-bot")  # fmt: skip
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread.start()
+        log.info("/veeam listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
+
+    def stop(self) -> None:
+        if self._socket is not None:
+            self._socket.close()  # type: ignore[no-untyped-call]
+        if self._server is not None:
+            self._server.close()
+            self._server.task_dispatcher.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
