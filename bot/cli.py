@@ -81,11 +81,14 @@ def cmd_emulator(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     now = utcnow()
     sessions = generate(
         args.sessions,
-        now=now,
+        now=now - parse_duration(args.end_offset),
         seed=args.seed,
         span=parse_duration(args.span),
         failure_rate=args.failure_rate,
     )
+    if args.recent:  # the same recent sessions whatever the history size (benchmarks)
+        sessions += generate(args.recent, now=now, seed=args.seed + 1, extras=False,
+                             span=timedelta(hours=1), failure_rate=args.failure_rate)  # fmt: skip
     emu = Emulator(
         SessionStore(sessions),
         username=args.username,

@@ -23,12 +23,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
 CHANNELS = {"#veeam-alerts": "C0ALERTS", "#veeam-digest": "C0DIGEST", "#ops": "C0OPS"}
 
 
 @dataclass
 class FakeSlack:
     token: str = TOKEN
+    app_token: str = APP_TOKEN
+    ws_url: str = ""  # what apps.connections.open hands out (Socket Mode tests)
     channels: dict[str, str] = field(default_factory=lambda: dict(CHANNELS))
     members: set[str] = field(default_factory=lambda: set(CHANNELS.values()))
     fail_next: list[int] = field(default_factory=list)
@@ -76,6 +79,10 @@ class FakeSlack:
             return 200, {"ok": True}, {}
         method = path.rsplit("/", 1)[-1]
         self.calls.append((method, body))
+        if method == "apps.connections.open":
+            if headers.get("authorization", "") != f"Bearer {self.app_token}":
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            return 200, {"ok": True, "url": self.ws_url}, {}
         if headers.get("authorization", "") != f"Bearer {self.token}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if method == "auth.test":

@@ -1,0 +1,19 @@
+"""Run every benchmark in turn (`make bench`). Each prints its own numbers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["parse_bench.py", "catchup_bench.py", "steady_bench.py", "slash_bench.py",
+           "digest_bench.py"]  # fmt: skip
+
+if __name__ == "__main__":
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    for script in SCRIPTS:
+        if (HERE / script).exists():
+            print(f"== {script}", flush=True)
+            subprocess.run([sys.executable, str(HERE / script)], env=env, check=True)

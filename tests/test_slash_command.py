@@ -1,0 +1,206 @@
+"""`/veeam` through the real Bolt app over HTTP (waitress), with signed requests, the
+emulator as EM and the fake Slack's response_url."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_sdk.signature import SignatureVerifier
+
+from bot.commands import SlashDeps, register
+from bot.emulator.data import SessionStore, generate
+from bot.emulator.filterlang import Comparison, Group, parse_filter
+from bot.emulator.server import Emulator
+from bot.render import Renderer
+from bot.settings import AlertSettings, Secret, Settings, SlashSettings, SlackSettings
+from bot.slack import web_client
+from bot.store import Store
+from bot.surface import Surface, bolt_app
+from bot.veeam.client import EMClient
+from tests.conftest import veeam_settings
+from tests.fake_slack import TOKEN, FakeSlack
+
+SECRET = "test-signing-secret"
+
+
+@dataclass
+class Bot:
+    url: str
+    em: Emulator
+    slack: FakeSlack
+    store: Store
+
+    def send(self, text: str, *, user: str = "U1", channel: str = "C0OPS", secret: str = SECRET,
+             age: int = 0, hook: str = "") -> tuple[int, str, float]:  # fmt: skip
+        """POST a signed slash command; returns (status, body, seconds to the answer)."""
+        body = urllib.parse.urlencode({
+            "token": "legacy", "team_id": "T1", "team_domain": "corp", "channel_id": channel,
+            "channel_name": "ops", "user_id": user, "user_name": "admin", "command": "/veeam",
+            "text": text, "response_url": self.slack.hook_base + (hook or "h1"),
+            "trigger_id": "1.2.3", "api_app_id": "A1",
+        })  # fmt: skip
+        ts = str(int(time.time()) - age)
+        sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+        req = urllib.request.Request(self.url, data=body.encode(), method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
+        })  # fmt: skip
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+                return resp.status, resp.read().decode(), time.monotonic() - started
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode(), time.monotonic() - started
+
+    def answer(self, hook: str = "h1", timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, payload in self.slack.hooks:
+                if name == hook:
+                    return payload
+            time.sleep(0.02)
+        raise AssertionError(f"no answer on response_url {hook}")
+
+
+def blocks_text(payload: dict[str, Any]) -> str:
+    return "\n".join(b["text"]["text"] for b in payload.get("blocks", []) if "text" in b)
+
+
+@pytest.fixture
+def bot(tmp_path: Path, now: datetime) -> Iterator[Bot]:
+    emu = Emulator(SessionStore(generate(400, now=now, seed=4))).start()
+    slack = FakeSlack().start()
+    settings = Settings(
+        veeam=veeam_settings(emu),
+        alerts=AlertSettings(channel="C0ALERTS"),
+        slack=SlackSettings(bot_token=Secret(TOKEN), signing_secret=Secret(SECRET),
+                            api_url=slack.url),  # fmt: skip
+        slash=SlashSettings(allowed_channels=("C0OPS", "C0ALERTS"), allowed_users=()),
+        state_path=str(tmp_path / "state.sqlite"), port=0,
+    )
+    em = EMClient(settings.veeam)
+    store = Store(settings.state_path, now=now)
+    pool = ThreadPoolExecutor(max_workers=4)
+    app = bolt_app(settings, web_client(TOKEN, slack.url))
+    register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
+    surface = Surface(settings, app, host="127.0.0.1")
+    surface.start()
+    yield Bot(f"http://127.0.0.1:{surface.port}/slack/events", emu, slack, store)
+    surface.stop()
+    pool.shutdown(wait=True)
+    em.close()
+    store.close()
+    slack.stop()
+    emu.stop()
+
+
+def test_query_is_acked_then_answered_on_response_url(bot: Bot) -> None:
+    status, body, took = bot.send("failed warning since:7d limit:5")
+    assert (status, body) == (200, "") and took < 3
+    answer = bot.answer()
+    assert answer["response_type"] == "ephemeral"
+    text = blocks_text(answer)
+    assert "*/veeam failed warning since:7d limit:5*" in text
+    assert "showing 5 of" in text
+    assert 'EM filter (ReplicaTaskSession): `(Result=="Failed",Result=="Warning");CreationTime&gt;="' in text
+    assert text.count("<!date^") >= 5
+    assert len(answer["blocks"]) <= 50
+    assert all(len(b["text"]["text"]) <= 3000 for b in answer["blocks"])
+
+
+def test_share_posts_in_channel(bot: Bot) -> None:
+    bot.send("failed share since:14d")
+    assert bot.answer()["response_type"] == "in_channel"
+
+
+def test_help_is_answered_in_the_ack(bot: Bot) -> None:
+    status, body, _ = bot.send("help")
+    assert status == 200
+    assert "/veeam session &lt;UID&gt;" in body and "since:" in body
+    assert bot.em.queries() == []
+
+
+def test_session_shows_the_full_reason(bot: Bot) -> None:
+    long = next(s for s in bot.em.store.all() if len(s.reason) > 3000)
+    bot.send(f"session {long.uid}")
+    answer = bot.answer()
+    text = blocks_text(answer)
+    assert long.vm.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in text
+    assert "truncated" not in text
+    reason_text = "".join(b["text"]["text"] for b in answer["blocks"][1:])
+    assert reason_text.replace("*Reason:*\n", "").replace("\n", "") == long.reason.replace("\n", "")
+    assert len(answer["blocks"]) >= 3
+    assert all(len(b["text"]["text"]) <= 3000 for b in answer["blocks"])
+
+
+def test_unknown_session(bot: Bot) -> None:
+    bot.send("session urn:veeam:ReplicaTaskSession:00000000-0000-4000-8000-000000000000")
+    assert "EM has no task session" in blocks_text(bot.answer())
+
+
+def test_forged_signature_and_stale_timestamp_get_401(bot: Bot) -> None:
+    assert bot.send("failed", secret="not-the-secret")[0] == 401
+    assert bot.send("failed", age=301)[0] == 401
+    assert bot.em.queries() == []
+    assert bot.send("failed", age=200)[0] == 200
+
+
+def test_bad_word_gets_usage_naming_it(bot: Bot) -> None:
+    status, body, _ = bot.send("faild since:7d")
+    assert status == 200
+    assert "unknown word 'faild'" in body and "usage:" in body
+    assert "Traceback" not in body
+    assert bot.em.queries() == []
+
+
+@pytest.mark.parametrize("value", ['a;Result==Success', 'say "hi"', "web,frontend", "db (primary)",
+                                   "x),(Result==Success"])
+def test_hostile_values_reach_em_only_as_quoted_literals(bot: Bot, value: str) -> None:
+    word = 'vm:"' + value.replace('"', '\\"') + '"'
+    bot.send(f"{word} since:14d")
+    bot.answer()
+    node = parse_filter(bot.em.queries()[-1].params["filter"])
+    assert isinstance(node, Group) and node.kind == "and"
+    vm = [t for t in node.parts if isinstance(t, Comparison) and t.field == "vmdisplayname"]
+    assert [(t.op, t.value) for t in vm] == [("==", value)]
+    assert len(node.parts) == 2  # the VM term and the since: term, nothing smuggled in
+
+
+def test_ack_stays_fast_while_em_takes_5_seconds(bot: Bot) -> None:
+    bot.em.delay = 5
+    status, _, took = bot.send("failed since:1d")
+    assert status == 200 and took < 3
+    answer = bot.answer(timeout=30)
+    assert "match" in blocks_text(answer)
+
+
+def test_em_down_is_one_sentence(bot: Bot) -> None:
+    bot.em.fail_queries.extend([503, 503])
+    bot.send("failed")
+    text = blocks_text(bot.answer())
+    assert text.startswith("EM rejected the query: Service temporarily unavailable")
+    assert "Traceback" not in text and "\n" not in text
+
+
+def test_allow_lists_refuse_politely_and_run_nothing(bot: Bot) -> None:
+    status, body, _ = bot.send("failed", channel="C0ELSEWHERE")
+    assert status == 200 and "not enabled for you in this channel" in body
+    assert bot.em.queries() == []
+
+
+def test_status(bot: Bot) -> None:
+    bot.send("status")
+    text = blocks_text(bot.answer())
+    assert "*Last poll:* none yet" in text
+    assert "*Enterprise Manager:* reachable" in text
+    assert "*Pending deliveries:* 0" in text and "*Version:* 0.1.0" in text
