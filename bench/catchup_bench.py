@@ -34,8 +34,10 @@ def catch_up(n: int) -> None:
             env = bot_env(em_url, slack_url, Path(tmp) / "state.sqlite", cfg)
             code, out, wall, rss = run_measured([PY, "-m", "bot", "poll", "--once"], env)
             announced = int(out.split("announced ")[1].split(",")[0])
-            print(f"{n:>8,} sessions in EM: exit {code}, announced {announced:,} in {wall:.2f}s "
-                  f"= {announced / wall:,.0f} announced sessions/s, peak RSS {rss:.0f} MB")  # fmt: skip
+            print(
+                f"{n:>8,} sessions in EM: exit {code}, announced {announced:,} in {wall:.2f}s "
+                f"= {announced / wall:,.0f} announced sessions/s, peak RSS {rss:.0f} MB"
+            )
             print(f"          bot says: {out.strip()}")
     finally:
         em.terminate()

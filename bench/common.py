@@ -35,27 +35,49 @@ def start_emulator(
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [PY, "-m", "bot", "emulator", "--port", str(port), "--sessions", str(sessions),
-         "--span", span, "--failure-rate", str(failure_rate), *extra],
-        cwd=ROOT, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            PY,
+            "-m",
+            "bot",
+            "emulator",
+            "--port",
+            str(port),
+            "--sessions",
+            str(sessions),
+            "--span",
+            span,
+            "--failure-rate",
+            str(failure_rate),
+            *extra,
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port)
     return proc, f"http://127.0.0.1:{port}"
 
 
 def start_fake_slack() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([PY, "-m", "tests.fake_slack", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [PY, "-m", "tests.fake_slack", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
 
 
 def bot_env(em_url: str, slack_url: str, state: Path, config: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "VEEAM_"))}
-    env.update(VEEAM_URL=em_url, VEEAM_USERNAME="demo", VEEAM_PASSWORD="demo",
-               SLACK_BOT_TOKEN="xoxb-test-token", SLACK_API_URL=slack_url,
-               SLACK_ALERT_CHANNEL="C0ALERTS", BOT_CONFIG=str(config), BOT_STATE_PATH=str(state),
-               LOG_LEVEL="WARNING")  # fmt: skip
+    env.update(
+        VEEAM_URL=em_url,
+        VEEAM_USERNAME="demo",
+        VEEAM_PASSWORD="demo",
+        SLACK_BOT_TOKEN="xoxb-test-token",
+        SLACK_API_URL=slack_url,
+        SLACK_ALERT_CHANNEL="C0ALERTS",
+        BOT_CONFIG=str(config),
+        BOT_STATE_PATH=str(state),
+        LOG_LEVEL="WARNING",
+    )
     return env
 
 

@@ -20,12 +20,13 @@ N = 500
 
 
 def pages() -> tuple[bytes, bytes]:
-    sessions = [s for s in generate(N, now=datetime.now(UTC), seed=1, extras=False)][:N]
+    sessions = generate(N, now=datetime.now(UTC), seed=1, extras=False)[:N]
     paging = {"num": 1, "size": N, "count": 1, "links": []}
     base = "https://em.corp.local:9398"
     xml = wire.xml_query(sessions, "ReplicaTaskSession", base, paging).encode()
-    js = wire.dump_json(wire.json_query(sessions, "ReplicaTaskSession", base, paging),
-                        camel_case=False).encode()  # fmt: skip
+    js = wire.dump_json(
+        wire.json_query(sessions, "ReplicaTaskSession", base, paging), camel_case=False
+    ).encode()
     return xml, js
 
 
@@ -54,10 +55,12 @@ def main() -> None:
     print(f"page of {N} sessions: XML {len(xml) / 1024:.0f} KiB, JSON {len(js) / 1024:.0f} KiB")
     for name, value in results.items():
         print(f"{name:22s} {value:12,.0f} sessions/s")
-    for kind, ours, bare in (("xml", "xml  ours", "xml  bare lxml"),
-                             ("json", "json ours", "json bare json.loads")):  # fmt: skip
+    for kind, ours, bare in (
+        ("xml", "xml  ours", "xml  bare lxml"),
+        ("json", "json ours", "json bare json.loads"),
+    ):
         print(
-            f"{kind}: ours takes {results[bare] / results[ours]:.2f}x the bare parse (target <= 1.5x)"
+            f"{kind}: ours takes {results[bare] / results[ours]:.2f}x the bare parse (target 1.5x)"
         )
 
 

@@ -8,8 +8,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["parse_bench.py", "catchup_bench.py", "steady_bench.py", "slash_bench.py",
-           "digest_bench.py"]  # fmt: skip
+SCRIPTS = [
+    "parse_bench.py",
+    "catchup_bench.py",
+    "steady_bench.py",
+    "slash_bench.py",
+    "digest_bench.py",
+]
 
 if __name__ == "__main__":
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}

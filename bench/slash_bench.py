@@ -34,13 +34,28 @@ SECRET = "bench-secret"
 
 
 def signed(url: str, text: str, hook: str) -> urllib.request.Request:
-    body = urllib.parse.urlencode({"command": "/veeam", "text": text, "user_id": "U1",
-                                   "channel_id": "C1", "response_url": hook, "team_id": "T1"})  # fmt: skip
+    body = urllib.parse.urlencode(
+        {
+            "command": "/veeam",
+            "text": text,
+            "user_id": "U1",
+            "channel_id": "C1",
+            "response_url": hook,
+            "team_id": "T1",
+        }
+    )
     ts = str(int(time.time()))
     sig = SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body)
-    return urllib.request.Request(url, data=body.encode(), method="POST", headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig})  # fmt: skip
+    return urllib.request.Request(
+        url,
+        data=body.encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig,
+        },
+    )
 
 
 def main(n: int, delay: float) -> None:
@@ -51,9 +66,11 @@ def main(n: int, delay: float) -> None:
         settings = Settings(
             veeam=VeeamSettings(url=emu.url, username="demo", password=Secret("demo")),
             alerts=AlertSettings(channel="C0ALERTS"),
-            slack=SlackSettings(bot_token=Secret(TOKEN), signing_secret=Secret(SECRET),
-                                api_url=slack.url),  # fmt: skip
-            state_path=str(Path(tmp) / "s.sqlite"), port=0,
+            slack=SlackSettings(
+                bot_token=Secret(TOKEN), signing_secret=Secret(SECRET), api_url=slack.url
+            ),
+            state_path=str(Path(tmp) / "s.sqlite"),
+            port=0,
         )
         em, store = EMClient(settings.veeam), Store(settings.state_path, now=now)
         pool = ThreadPoolExecutor(max_workers=settings.slash.workers)
@@ -69,7 +86,7 @@ def main(n: int, delay: float) -> None:
         def one(i: int) -> None:
             req = signed(url, "failed since:1d limit:5", slack.hook_base + f"b{i}")
             t = time.perf_counter()
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(req, timeout=10) as resp:
                 resp.read()
                 with lock:
                     acks.append((time.perf_counter() - t) * 1000)
@@ -86,10 +103,13 @@ def main(n: int, delay: float) -> None:
             time.sleep(0.05)
         done = time.monotonic() - started
         q = statistics.quantiles(acks, n=100)
-        print(f"{n} concurrent /veeam, EM answering in {delay:g}s: statuses {sorted(set(statuses))}; "
-              f"ack p50 {statistics.median(acks):.0f} ms, p99 {q[98]:.0f} ms, max {max(acks):.0f} ms; "
-              f"answers delivered {len({h for h, _ in slack.hooks})}/{n}, last after {done:.1f}s "
-              f"({settings.slash.workers} query workers)")  # fmt: skip
+        print(
+            f"{n} concurrent /veeam, EM answering in {delay:g}s: statuses {sorted(set(statuses))}; "
+            f"ack p50 {statistics.median(acks):.0f} ms, p99 {q[98]:.0f} ms, "
+            f"max {max(acks):.0f} ms; "
+            f"answers delivered {len({h for h, _ in slack.hooks})}/{n}, last after {done:.1f}s "
+            f"({settings.slash.workers} query workers)"
+        )
         surface.stop()
         pool.shutdown(wait=True)
         em.close()
@@ -99,4 +119,7 @@ def main(n: int, delay: float) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20, float(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 20,
+        float(sys.argv[2]) if len(sys.argv) > 2 else 5,
+    )

@@ -35,15 +35,21 @@ def steady(n: int) -> None:
             now = datetime.now(UTC)
             settings = Settings(
                 veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
-                poll=PollSettings(initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)),
+                poll=PollSettings(
+                    initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)
+                ),
                 alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
                 slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
                 state_path=str(Path(tmp) / "state.sqlite"),
             )
             store = Store(settings.state_path, now=now)
             t0 = time.monotonic()
-            store.bulk_announced([f"urn:veeam:ReplicaTaskSession:{uuid.uuid4()}" for _ in range(n)],
-                                 "C0ALERTS", "1.0", now)  # fmt: skip
+            store.bulk_announced(
+                [f"urn:veeam:ReplicaTaskSession:{uuid.uuid4()}" for _ in range(n)],
+                "C0ALERTS",
+                "1.0",
+                now,
+            )
             loaded = time.monotonic() - t0
             em = EMClient(settings.veeam)
             notifier = SlackNotifier(web_client("xoxb-test-token", slack_url), Pacer(0, 1))
@@ -59,10 +65,12 @@ def steady(n: int) -> None:
                 assert r.new == 0 and r.announced == 0, r
             em.close()
             store.close()
-            print(f"{n:>9,} UIDs in store and EM history (loaded in {loaded:.1f}s; first poll "
-                  f"announced {first.announced}): poll with nothing new median "
-                  f"{statistics.median(times):.1f} ms (min {min(times):.1f}, max {max(times):.1f}); "
-                  f"EM queries per poll: {set(queries)}; fetched {r.fetched} in the overlap")  # fmt: skip
+            print(
+                f"{n:>9,} UIDs in store and EM history (loaded in {loaded:.1f}s; first poll "
+                f"announced {first.announced}): poll with nothing new median "
+                f"{statistics.median(times):.1f} ms (min {min(times):.1f}, max {max(times):.1f}); "
+                f"EM queries per poll: {set(queries)}; fetched {r.fetched} in the overlap"
+            )
     finally:
         em_proc.terminate()
         slack_proc.terminate()

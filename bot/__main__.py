@@ -61,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--span", default="14d", help="history length (default 14d)")
     s.add_argument("--failure-rate", type=float, default=0.1, help="share of Failed+Warning")
     s.add_argument("--end-offset", default="0s", help="history ends this long before now")
-    s.add_argument("--recent", type=int, default=0,
-                   help="extra sessions in the last hour, the same for any --sessions")
+    s.add_argument(
+        "--recent",
+        type=int,
+        default=0,
+        help="extra sessions in the last hour, the same for any --sessions",
+    )
     s.add_argument("--username", default="demo")
     s.add_argument("--password", default="demo")
     s.add_argument("--idle-timeout", type=float, default=900.0, help="token idle timeout, s")

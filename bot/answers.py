@@ -31,8 +31,11 @@ class Reply:
     in_channel: bool = False
 
     def payload(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": self.blocks,
-                "response_type": "in_channel" if self.in_channel else "ephemeral"}  # fmt: skip
+        return {
+            "text": self.text,
+            "blocks": self.blocks,
+            "response_type": "in_channel" if self.in_channel else "ephemeral",
+        }
 
 
 def plain(text: str, *, in_channel: bool = False) -> Reply:
@@ -62,13 +65,20 @@ def query_reply(r: Renderer, answer: Answer, words: str, *, share: bool) -> Repl
     for s in answer.sessions:
         view = session_view(s)
         view["reason"] = s.reason if s.result != "Success" else ""
-        rows.append(r.fitted("query_row.md.j2", view, view["reason"], ROW_REASON + 400)
-                    if view["reason"] else r.text("query_row.md.j2", view))  # fmt: skip
+        rows.append(
+            r.fitted("query_row.md.j2", view, view["reason"], ROW_REASON + 400)
+            if view["reason"]
+            else r.text("query_row.md.j2", view)
+        )
     asked = section(f"*/veeam {slack_escape(words)}*" if words.strip() else "*/veeam*")
-    footer = r.text("query_footer.md.j2", {
-        "total": answer.total, "shown": len(answer.sessions),
-        "filters": [(t, flt) for t, flt in answer.filters.items()],
-    })  # fmt: skip
+    footer = r.text(
+        "query_footer.md.j2",
+        {
+            "total": answer.total,
+            "shown": len(answer.sessions),
+            "filters": [(t, flt) for t, flt in answer.filters.items()],
+        },
+    )
     blocks = [asked, *_pack(rows, MAX_BLOCKS - 2), section(footer)]
     summary = f"{answer.total} session(s) match /veeam {words}".strip()
     return Reply(slack_escape(summary), blocks, share)
@@ -122,9 +132,12 @@ class Status:
 def status_reply(r: Renderer, st: Status) -> Reply:
     view = {
         "last_poll": slack_date(st.last_poll) if st.last_poll else None,
-        "last_outcome": st.last_outcome, "em_state": st.em_state,
-        "announced_24h": st.announced_24h, "pending": st.pending, "version": st.version,
-    }  # fmt: skip
+        "last_outcome": st.last_outcome,
+        "em_state": st.em_state,
+        "announced_24h": st.announced_24h,
+        "pending": st.pending,
+        "version": st.version,
+    }
     text = f"Bot status: last poll {st.last_outcome or 'none yet'}, {st.pending} pending"
     return Reply(slack_escape(text), [section(r.text("status.md.j2", view))])
 

@@ -9,9 +9,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.commands import SlashDeps, register
+from bot.console import format_message
+from bot.digest_run import DigestRunner
 from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.schedule import build_scheduler, utcnow
@@ -41,10 +43,18 @@ def slack_notifier(settings: Settings) -> SlackNotifier:
     return SlackNotifier(client, Pacer(settings.alerts.max_posts_per_second, settings.alerts.burst))
 
 
-def build_pipeline(settings: Settings, em: EMClient, store: Store, notifier: Notifier,
-                   renderer: Renderer) -> Pipeline:  # fmt: skip
-    return Pipeline(settings, em, store, notifier, renderer, retries=settings.alerts.retries,
-                    backoff=settings.alerts.backoff.total_seconds())  # fmt: skip
+def build_pipeline(
+    settings: Settings, em: EMClient, store: Store, notifier: Notifier, renderer: Renderer
+) -> Pipeline:
+    return Pipeline(
+        settings,
+        em,
+        store,
+        notifier,
+        renderer,
+        retries=settings.alerts.retries,
+        backoff=settings.alerts.backoff.total_seconds(),
+    )
 
 
 class Services:
@@ -57,6 +67,7 @@ class Services:
         self.store = open_store(settings, now)
         self.notifier = slack_notifier(settings)
         self.pipeline = build_pipeline(settings, self.em, self.store, self.notifier, self.renderer)
+        self.digest = DigestRunner(settings, self.em, self.store, self.notifier, self.renderer)
         self._lock = threading.Lock()
 
     def poll(self, now: datetime) -> None:
@@ -102,12 +113,22 @@ def run_forever(settings: Settings) -> int:
     services = Services(settings, utcnow())
     pool = ThreadPoolExecutor(max_workers=settings.slash.workers, thread_name_prefix="veeam-cmd")
     surface = slash_surface(settings, services, pool)
-    scheduler = build_scheduler(poll=services.poll, interval=settings.poll.interval,
-                                prune=services.prune)  # fmt: skip
+    scheduler = build_scheduler(
+        poll=services.poll,
+        interval=settings.poll.interval,
+        prune=services.prune,
+        digest=services.digest.run_scheduled if settings.digest.enabled else None,
+        digest_at=settings.digest.at,
+        digest_zone=settings.digest.timezone,
+    )
     scheduler.start()
     surface.start()
-    log.info("polling %s every %s; posting to %s", settings.veeam.url, settings.poll.interval,
-             settings.alerts.channel)  # fmt: skip
+    log.info(
+        "polling %s every %s; posting to %s",
+        settings.veeam.url,
+        settings.poll.interval,
+        settings.alerts.channel,
+    )
     try:
         stop.wait()
     finally:
@@ -131,6 +152,22 @@ def poll_once_command(settings: Settings, now: datetime) -> int:
         print(f"error: {result.em_error}", file=sys.stderr)
     elif result.pending:
         why = result.slack_error or "Slack did not take them"
-        print(f"error: {result.pending} alert(s) still pending ({why}); they go out on the next "
-              "run", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {result.pending} alert(s) still pending ({why}); they go out on the next run",
+            file=sys.stderr,
+        )
     return result.exit_code
+
+
+def digest_command(settings: Settings, now: datetime, window: timedelta, dry_run: bool) -> int:
+    """`digest`: build the digest for the window ending now; print it or post it."""
+    renderer = build_renderer(settings)
+    with em_client(settings) as em, closing(open_store(settings, now)) as store:
+        runner = DigestRunner(settings, em, store, slack_notifier(settings), renderer)
+        message = runner.build(now, window)
+        if dry_run:
+            print(format_message(message, colour=sys.stdout.isatty()), end="")
+            return 0
+        receipt = runner.post(message)
+    print(f"posted the digest to {receipt.channel} (ts {receipt.ts})")
+    return 0

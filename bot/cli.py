@@ -87,8 +87,14 @@ def cmd_emulator(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         failure_rate=args.failure_rate,
     )
     if args.recent:  # the same recent sessions whatever the history size (benchmarks)
-        sessions += generate(args.recent, now=now, seed=args.seed + 1, extras=False,
-                             span=timedelta(hours=1), failure_rate=args.failure_rate)  # fmt: skip
+        sessions += generate(
+            args.recent,
+            now=now,
+            seed=args.seed + 1,
+            extras=False,
+            span=timedelta(hours=1),
+            failure_rate=args.failure_rate,
+        )
     emu = Emulator(
         SessionStore(sessions),
         username=args.username,

@@ -63,8 +63,12 @@ def register(app: App, deps: SlashDeps) -> None:
     def veeam(ack: Callable[..., None], command: dict[str, Any], respond: Respond) -> None:
         text = (command.get("text") or "").strip()
         if not allowed(deps.settings, command.get("channel_id", ""), command.get("user_id", "")):
-            ack(**plain("Sorry, /veeam is not enabled for you in this channel. Ask your "
-                        "Slack admin to add it to the bot's allowed channels or users.").payload())  # fmt: skip
+            ack(
+                **plain(
+                    "Sorry, /veeam is not enabled for you in this channel. Ask your "
+                    "Slack admin to add it to the bot's allowed channels or users."
+                ).payload()
+            )
             return
         now = deps.clock()
         try:
@@ -95,11 +99,14 @@ def prepare(text: str, deps: SlashDeps, now: datetime) -> Reply | Work:
     if head == "session":
         rest = [w for w in words[1:] if w.lower() != "share"]
         if len(rest) != 1 or not UID.match(rest[0]):
-            raise QueryError("usage: /veeam session <UID>, e.g. /veeam session "
-                             "urn:veeam:ReplicaTaskSession:efe448ad-6d52-496b-ba79-decd586713eb")  # fmt: skip
+            raise QueryError(
+                "usage: /veeam session <UID>, e.g. /veeam session "
+                "urn:veeam:ReplicaTaskSession:efe448ad-6d52-496b-ba79-decd586713eb"
+            )
         return lambda: one_session(deps, rest[0], share)
-    query = parse_query(text, now=now, default_types=deps.settings.veeam.session_types,
-                        allow_share=True)  # fmt: skip
+    query = parse_query(
+        text, now=now, default_types=deps.settings.veeam.session_types, allow_share=True
+    )
     return lambda: query_answer(deps, query, text)
 
 

@@ -6,7 +6,6 @@ every few seconds, and a console sink stands in for Slack.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from pathlib import Path
 from random import Random
 from typing import TextIO
 
+from bot.console import DIM, RESET, format_message
 from bot.emulator.data import SessionStore, generate, inject_failures
 from bot.emulator.server import Emulator
 from bot.pipeline import Pipeline
@@ -22,19 +22,6 @@ from bot.settings import AlertSettings, PollSettings, Secret, Settings, VeeamSet
 from bot.slack import Receipt
 from bot.store import Store
 from bot.veeam.client import EMClient
-
-ANSI = {"#E01E5A": "\033[1;31m", "#ECB22E": "\033[1;33m", "#2EB67D": "\033[1;32m"}
-RESET, DIM = "\033[0m", "\033[2m"
-EMOJI_CHARS = {":red_circle:": "🔴", ":large_yellow_circle:": "🟡", ":large_green_circle:": "🟢"}
-_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
-
-
-def unslack(text: str) -> str:
-    """mrkdwn → readable terminal text: dates to their fallback, entities back to characters."""
-    text = _DATE.sub(r"\1", text)
-    for code, char in EMOJI_CHARS.items():
-        text = text.replace(code, char)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("*", "")
 
 
 class ConsoleSink:
@@ -51,18 +38,9 @@ class ConsoleSink:
 
     def post(self, channel: str, message: Message, *, label: str = "") -> Receipt:
         self.count += 1
-        att = message.attachments[0] if message.attachments else {}
-        tint = ANSI.get(att.get("color", ""), "") if self.colour else ""
-        end, dim = (RESET, DIM) if self.colour else ("", "")
-        bar = f"{tint}┃{end} "
-        title = unslack(message.blocks[0]["text"]["text"])
-        lines = [f"{tint}{title}{end}   {dim}→ {channel}{end}"]
-        for block in att.get("blocks", []):
-            if block["type"] == "section":
-                lines += [bar + ln for ln in unslack(block["text"]["text"]).splitlines()]
-            elif block["type"] == "context":
-                lines.append(bar + dim + unslack(block["elements"][0]["text"]) + end)
-        print("\n".join(lines) + "\n", file=self.out, flush=True)
+        print(
+            format_message(message, colour=self.colour, channel=channel), file=self.out, flush=True
+        )
         return Receipt(channel, f"{time.time():.6f}")
 
 
@@ -86,9 +64,12 @@ def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int
         state_path=str(state),
     )
     sink = ConsoleSink(out, colour=out.isatty())
-    print(f"Demo: EM emulator at {emu.url} with {len(emu.store)} task sessions; alerts of the "
-          f"last 4 h first, then new failures every {interval:g}s. Ctrl-C stops.\n",
-          file=out, flush=True)  # fmt: skip
+    print(
+        f"Demo: EM emulator at {emu.url} with {len(emu.store)} task sessions; alerts of the "
+        f"last 4 h first, then new failures every {interval:g}s. Ctrl-C stops.\n",
+        file=out,
+        flush=True,
+    )
     em = EMClient(settings.veeam)
     store = Store(state, now=now)
     pipeline = Pipeline(settings, em, store, sink, Renderer())
@@ -97,8 +78,12 @@ def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int
         while True:
             started = time.monotonic()
             result = pipeline.poll_once(datetime.now(UTC))
-            print(f"{DIM if sink.colour else ''}poll: {result.summary(time.monotonic() - started)}"
-                  f"{RESET if sink.colour else ''}\n", file=out, flush=True)  # fmt: skip
+            print(
+                f"{DIM if sink.colour else ''}poll: {result.summary(time.monotonic() - started)}"
+                f"{RESET if sink.colour else ''}\n",
+                file=out,
+                flush=True,
+            )
             n += 1
             if cycles and n >= cycles:
                 break

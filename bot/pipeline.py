@@ -42,8 +42,10 @@ class PollResult:
         return 2 if self.pending else 0
 
     def summary(self, seconds: float) -> str:
-        return (f"fetched {self.fetched}, new {self.new}, announced {self.announced}, "
-                f"pending {self.pending}, {seconds:.2f}s")  # fmt: skip
+        return (
+            f"fetched {self.fetched}, new {self.new}, announced {self.announced}, "
+            f"pending {self.pending}, {seconds:.2f}s"
+        )
 
 
 # ------------------------------------------------------------------ pure steps
@@ -86,15 +88,29 @@ def _end_key(s: TaskSession) -> float:
 
 
 def em_filter(results: tuple[str, ...], since: datetime) -> str:
-    return F.all_of([F.cmp("State", "==", "Completed"), F.one_of("Result", list(results)),
-                     F.cmp("EndTime", ">=", since)])  # fmt: skip
+    return F.all_of(
+        [
+            F.cmp("State", "==", "Completed"),
+            F.one_of("Result", list(results)),
+            F.cmp("EndTime", ">=", since),
+        ]
+    )
 
 
 # ------------------------------------------------------------------- the cycle
 class Pipeline:
-    def __init__(self, settings: Settings, em: EMClient, store: Store, notifier: Notifier,
-                 renderer: Renderer, *, sleep: Callable[[float], None] = time.sleep,
-                 retries: int = 3, backoff: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        em: EMClient,
+        store: Store,
+        notifier: Notifier,
+        renderer: Renderer,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        retries: int = 3,
+        backoff: float = 1.0,
+    ) -> None:
         self.settings = settings
         self.em, self.store, self.notifier, self.renderer = em, store, notifier, renderer
         self.sleep, self.retries, self.backoff = sleep, retries, backoff
@@ -142,8 +158,9 @@ class Pipeline:
         self.store.commit()
         return result
 
-    def _fetch(self, type_: str, now: datetime, result: PollResult,
-               high: dict[str, datetime]) -> list[TaskSession]:  # fmt: skip
+    def _fetch(
+        self, type_: str, now: datetime, result: PollResult, high: dict[str, datetime]
+    ) -> list[TaskSession]:
         checkpoint = self.store.checkpoint(type_)
         since = window_start(checkpoint, now, self.settings)
         results = self.settings.alerts.results
@@ -178,8 +195,13 @@ class Pipeline:
         except NotifyError as exc:
             if exc.retryable:
                 raise
-            log.warning("cannot read %s history to check %d pending alert(s) (%s); posting "
-                        "them again, which may repeat some", channel, len(uids), exc)  # fmt: skip
+            log.warning(
+                "cannot read %s history to check %d pending alert(s) (%s); posting "
+                "them again, which may repeat some",
+                channel,
+                len(uids),
+                exc,
+            )
             found = {}
         by_uid = {p.session.uid: p.session for p in pending}
         for uid, receipt in found.items():
@@ -189,8 +211,13 @@ class Pipeline:
             self.store.commit()
         return [p.session for p in pending if p.session.uid not in found]
 
-    def _deliver(self, chunks: list[list[TaskSession]], now: datetime, result: PollResult,
-                 redelivered: set[str]) -> None:  # fmt: skip
+    def _deliver(
+        self,
+        chunks: list[list[TaskSession]],
+        now: datetime,
+        result: PollResult,
+        redelivered: set[str],
+    ) -> None:
         count_by_group: dict[str, int] = {}
         for chunk in chunks:
             key = chunk[0].job_session_uid
@@ -200,8 +227,13 @@ class Pipeline:
             key = chunk[0].job_session_uid
             seen[key] = seen.get(key, 0) + 1
             decision = "redelivery" if chunk[0].uid in redelivered else "first"
-            msg = alert_message(self.renderer, chunk, part=seen[key],
-                                part_count=count_by_group[key], decision=decision)  # fmt: skip
+            msg = alert_message(
+                self.renderer,
+                chunk,
+                part=seen[key],
+                part_count=count_by_group[key],
+                decision=decision,
+            )
             try:
                 receipt = self._send(msg, now)
             except NotifyError as exc:
@@ -268,6 +300,12 @@ class Pipeline:
             outcome = f"EM error: {result.em_error}"
         elif result.slack_error:
             outcome = f"Slack error: {result.slack_error}"
-        self.store.set_meta("last_poll", {"at": now.timestamp(), "outcome": outcome,
-                                          "announced": result.announced,
-                                          "pending": result.pending})  # fmt: skip
+        self.store.set_meta(
+            "last_poll",
+            {
+                "at": now.timestamp(),
+                "outcome": outcome,
+                "announced": result.announced,
+                "pending": result.pending,
+            },
+        )

@@ -220,14 +220,21 @@ def worst(sessions: list[TaskSession]) -> str:
 
 def session_view(s: TaskSession) -> dict[str, Any]:
     return {
-        "uid": s.uid, "job_session_uid": s.job_session_uid, "vm": s.vm, "job": s.job,
-        "server": s.server, "result": s.result, "state": s.state,
+        "uid": s.uid,
+        "job_session_uid": s.job_session_uid,
+        "vm": s.vm,
+        "job": s.job,
+        "server": s.server,
+        "result": s.result,
+        "state": s.state,
         "emoji": Markup(EMOJI.get(s.result, ":grey_question:")),
         "type_label": TYPE_SHORT.get(s.type, s.type).capitalize(),
-        "started": slack_date(s.created), "ended": slack_date(s.ended),
-        "duration": human_duration(s.duration_s), "size": human_size(s.total_size),
+        "started": slack_date(s.created),
+        "ended": slack_date(s.ended),
+        "duration": human_duration(s.duration_s),
+        "size": human_size(s.total_size),
         "reason": s.reason or "(no reason given)",
-    }  # fmt: skip
+    }
 
 
 def alert_message(

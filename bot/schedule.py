@@ -50,17 +50,39 @@ def build_scheduler(
     sched = BackgroundScheduler(timezone=UTC)
     seconds = interval.total_seconds()
     sched.add_job(
-        _guarded("poll", poll), IntervalTrigger(seconds=seconds, timezone=UTC), id="poll",
-        next_run_time=utcnow(), coalesce=True, max_instances=1,
+        _guarded("poll", poll),
+        IntervalTrigger(seconds=seconds, timezone=UTC),
+        id="poll",
+        next_run_time=utcnow(),
+        coalesce=True,
+        max_instances=1,
         misfire_grace_time=max(1, int(seconds)),
-    )  # fmt: skip
+    )
     sched.add_job(
-        _guarded("retention", prune), IntervalTrigger(hours=24, timezone=UTC), id="retention",
-        next_run_time=utcnow() + timedelta(minutes=10), coalesce=True, max_instances=1,
-    )  # fmt: skip
+        _guarded("retention", prune),
+        IntervalTrigger(hours=24, timezone=UTC),
+        id="retention",
+        next_run_time=utcnow() + timedelta(minutes=10),
+        coalesce=True,
+        max_instances=1,
+    )
     if digest is not None:
         sched.add_job(
-            _guarded("digest", digest), digest_trigger(digest_at, digest_zone), id="digest",
-            coalesce=True, max_instances=1, misfire_grace_time=3600,
-        )  # fmt: skip
+            _guarded("digest", digest),
+            digest_trigger(digest_at, digest_zone),
+            id="digest",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+        )
+        # At start (a digest missed while the bot was down) and then every 15 minutes: the
+        # runner posts only when a digest is due, unposted and still within the grace period.
+        sched.add_job(
+            _guarded("digest-catch-up", digest),
+            IntervalTrigger(minutes=15, timezone=UTC),
+            id="digest-catch-up",
+            next_run_time=utcnow(),
+            coalesce=True,
+            max_instances=1,
+        )
     return sched

@@ -27,8 +27,15 @@ from bot.errors import NotifyError
 from bot.render import ALERT_EVENT, Message
 
 log = logging.getLogger(__name__)
-AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked",
-               "token_expired", "missing_scope", "no_permission"}  # fmt: skip
+AUTH_ERRORS = {
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "missing_scope",
+    "no_permission",
+}
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}\Z")
 CHANNEL_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action"}
 
@@ -38,16 +45,24 @@ def web_client(
 ) -> WebClient:
     """A WebClient that waits out 429s itself and reports everything else to us."""
     return WebClient(
-        token=token, base_url=base_url, timeout=timeout,
+        token=token,
+        base_url=base_url,
+        timeout=timeout,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
-    )  # fmt: skip
+    )
 
 
 class Pacer:
     """Token bucket per channel: `rate` posts per second with a `burst` allowance."""
 
-    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate, self.burst = rate, max(1, burst)
         self._clock, self._sleep = clock, sleep
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -84,17 +99,27 @@ def classify(exc: Exception, channel: str) -> NotifyError:
                 f"Slack answered HTTP {status}", retryable=True, outcome_unknown=True
             )
         if error in AUTH_ERRORS:
-            return NotifyError(f"Slack rejected the bot token ({error}); check SLACK_BOT_TOKEN "
-                               "and the app's scopes", retryable=False)  # fmt: skip
+            return NotifyError(
+                f"Slack rejected the bot token ({error}); check SLACK_BOT_TOKEN "
+                "and the app's scopes",
+                retryable=False,
+            )
         if error in CHANNEL_ERRORS:
-            return NotifyError(f"Slack cannot post to channel {channel}: {error}; invite the bot "
-                               "to it or fix the configured channel", retryable=False)  # fmt: skip
-        return NotifyError(f"Slack refused the message for {channel}: {error or status}",
-                           retryable=False)  # fmt: skip
+            return NotifyError(
+                f"Slack cannot post to channel {channel}: {error}; invite the bot "
+                "to it or fix the configured channel",
+                retryable=False,
+            )
+        return NotifyError(
+            f"Slack refused the message for {channel}: {error or status}", retryable=False
+        )
     if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, ConnectionRefusedError):
         return NotifyError(f"cannot reach Slack: {exc.reason}", retryable=True)
-    return NotifyError(f"lost the connection to Slack ({type(exc).__name__}: {exc})",
-                       retryable=True, outcome_unknown=True)  # fmt: skip
+    return NotifyError(
+        f"lost the connection to Slack ({type(exc).__name__}: {exc})",
+        retryable=True,
+        outcome_unknown=True,
+    )
 
 
 TRANSPORT_ERRORS = (urllib.error.URLError, HTTPException, ConnectionError, socket.timeout, OSError)
@@ -122,10 +147,14 @@ class SlackNotifier:
         self.pacer.acquire(channel)
         try:
             resp = self.client.chat_postMessage(
-                channel=channel, text=message.text, blocks=message.blocks,
-                attachments=message.attachments or None, metadata=message.metadata,
-                unfurl_links=False, unfurl_media=False,
-            )  # fmt: skip
+                channel=channel,
+                text=message.text,
+                blocks=message.blocks,
+                attachments=message.attachments or None,
+                metadata=message.metadata,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
             raise classify(exc, label or channel) from exc
         return Receipt(str(resp.get("channel") or channel), str(resp["ts"]))
@@ -140,9 +169,11 @@ class SlackNotifier:
         while True:
             try:
                 resp = self.client.conversations_list(
-                    exclude_archived=True, limit=1000, cursor=cursor,
+                    exclude_archived=True,
+                    limit=1000,
+                    cursor=cursor,
                     types="public_channel,private_channel",
-                )  # fmt: skip
+                )
             except (SlackApiError, *TRANSPORT_ERRORS) as exc:
                 log.warning("cannot look up the ID of %s: %s", channel, classify(exc, channel))
                 return None
@@ -161,9 +192,12 @@ class SlackNotifier:
         while uids - found.keys():
             try:
                 resp = self.client.conversations_history(
-                    channel=channel, oldest=f"{oldest:.6f}", limit=200, cursor=cursor,
+                    channel=channel,
+                    oldest=f"{oldest:.6f}",
+                    limit=200,
+                    cursor=cursor,
                     include_all_metadata=True,
-                )  # fmt: skip
+                )
             except (SlackApiError, *TRANSPORT_ERRORS) as exc:
                 raise classify(exc, channel) from exc
             for msg in resp.get("messages") or []:

@@ -36,20 +36,38 @@ class Pending:
 
 def session_to_json(s: TaskSession) -> dict[str, Any]:
     return {
-        "uid": s.uid, "type": s.type, "name": s.name, "vm": s.vm, "job": s.job,
-        "jsu": s.job_session_uid, "server": s.server, "state": s.state, "result": s.result,
-        "reason": s.reason, "created": iso_z(s.created), "ended": iso_z(s.ended),
+        "uid": s.uid,
+        "type": s.type,
+        "name": s.name,
+        "vm": s.vm,
+        "job": s.job,
+        "jsu": s.job_session_uid,
+        "server": s.server,
+        "state": s.state,
+        "result": s.result,
+        "reason": s.reason,
+        "created": iso_z(s.created),
+        "ended": iso_z(s.ended),
         "size": s.total_size,
-    }  # fmt: skip
+    }
 
 
 def session_from_json(d: dict[str, Any]) -> TaskSession:
     return TaskSession(
-        uid=d["uid"], type=d["type"], name=d["name"], vm=d["vm"], job=d["job"],
-        job_session_uid=d["jsu"], server=d["server"], state=d["state"], result=d["result"],
-        reason=d["reason"], created=parse_time(d["created"]), ended=parse_time(d["ended"]),
+        uid=d["uid"],
+        type=d["type"],
+        name=d["name"],
+        vm=d["vm"],
+        job=d["job"],
+        job_session_uid=d["jsu"],
+        server=d["server"],
+        state=d["state"],
+        result=d["result"],
+        reason=d["reason"],
+        created=parse_time(d["created"]),
+        ended=parse_time(d["ended"]),
         total_size=d["size"],
-    )  # fmt: skip
+    )
 
 
 def _usable(path: Path) -> bool:
@@ -182,7 +200,9 @@ class Store:
     def prune(self, now: datetime, retention: timedelta) -> int:
         """Forget announced sessions older than `retention`; returns how many."""
         cutoff = (now - retention).timestamp()
-        where = f"FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' AND json_extract(value, '$.at') < ?"
+        where = (
+            f"FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' AND json_extract(value, '$.at') < ?"
+        )
         row = self._db.conn.select_one(f"SELECT COUNT(*) {where}", (cutoff,))
         count = int(row[0]) if row else 0
         if count:

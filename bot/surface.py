@@ -69,16 +69,21 @@ class Surface:
 
     def start(self) -> None:
         if self.settings.slack.socket_mode:
-            self._socket = SocketModeHandler(self.app, app_token=self.settings.slack.app_token.value,
-                                             web_client=self.app.client)  # fmt: skip
+            self._socket = SocketModeHandler(
+                self.app, app_token=self.settings.slack.app_token.value, web_client=self.app.client
+            )
             self._socket.connect()  # type: ignore[no-untyped-call]
             log.info("/veeam connected over Socket Mode")
             return
         import waitress
 
-        self._server = waitress.create_server(wsgi_app(self.app), host=self.host,
-                                              port=self.settings.port, threads=8,
-                                              ident="veeam-slack-bot")  # fmt: skip
+        self._server = waitress.create_server(
+            wsgi_app(self.app),
+            host=self.host,
+            port=self.settings.port,
+            threads=8,
+            ident="veeam-slack-bot",
+        )
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self._thread.start()

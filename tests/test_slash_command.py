@@ -22,7 +22,7 @@ from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
 from bot.render import Renderer
-from bot.settings import AlertSettings, Secret, Settings, SlashSettings, SlackSettings
+from bot.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
 from bot.slack import web_client
 from bot.store import Store
 from bot.surface import Surface, bolt_app
@@ -40,24 +40,48 @@ class Bot:
     slack: FakeSlack
     store: Store
 
-    def send(self, text: str, *, user: str = "U1", channel: str = "C0OPS", secret: str = SECRET,
-             age: int = 0, hook: str = "") -> tuple[int, str, float]:  # fmt: skip
+    def send(
+        self,
+        text: str,
+        *,
+        user: str = "U1",
+        channel: str = "C0OPS",
+        secret: str = SECRET,
+        age: int = 0,
+        hook: str = "",
+    ) -> tuple[int, str, float]:
         """POST a signed slash command; returns (status, body, seconds to the answer)."""
-        body = urllib.parse.urlencode({
-            "token": "legacy", "team_id": "T1", "team_domain": "corp", "channel_id": channel,
-            "channel_name": "ops", "user_id": user, "user_name": "admin", "command": "/veeam",
-            "text": text, "response_url": self.slack.hook_base + (hook or "h1"),
-            "trigger_id": "1.2.3", "api_app_id": "A1",
-        })  # fmt: skip
+        body = urllib.parse.urlencode(
+            {
+                "token": "legacy",
+                "team_id": "T1",
+                "team_domain": "corp",
+                "channel_id": channel,
+                "channel_name": "ops",
+                "user_id": user,
+                "user_name": "admin",
+                "command": "/veeam",
+                "text": text,
+                "response_url": self.slack.hook_base + (hook or "h1"),
+                "trigger_id": "1.2.3",
+                "api_app_id": "A1",
+            }
+        )
         ts = str(int(time.time()) - age)
         sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-        req = urllib.request.Request(self.url, data=body.encode(), method="POST", headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
-        })  # fmt: skip
+        req = urllib.request.Request(
+            self.url,
+            data=body.encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": sig,
+            },
+        )
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, resp.read().decode(), time.monotonic() - started
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode(), time.monotonic() - started
@@ -83,10 +107,12 @@ def bot(tmp_path: Path, now: datetime) -> Iterator[Bot]:
     settings = Settings(
         veeam=veeam_settings(emu),
         alerts=AlertSettings(channel="C0ALERTS"),
-        slack=SlackSettings(bot_token=Secret(TOKEN), signing_secret=Secret(SECRET),
-                            api_url=slack.url),  # fmt: skip
+        slack=SlackSettings(
+            bot_token=Secret(TOKEN), signing_secret=Secret(SECRET), api_url=slack.url
+        ),
         slash=SlashSettings(allowed_channels=("C0OPS", "C0ALERTS"), allowed_users=()),
-        state_path=str(tmp_path / "state.sqlite"), port=0,
+        state_path=str(tmp_path / "state.sqlite"),
+        port=0,
     )
     em = EMClient(settings.veeam)
     store = Store(settings.state_path, now=now)
@@ -112,7 +138,10 @@ def test_query_is_acked_then_answered_on_response_url(bot: Bot) -> None:
     text = blocks_text(answer)
     assert "*/veeam failed warning since:7d limit:5*" in text
     assert "showing 5 of" in text
-    assert 'EM filter (ReplicaTaskSession): `(Result=="Failed",Result=="Warning");CreationTime&gt;="' in text
+    assert (
+        'EM filter (ReplicaTaskSession): `(Result=="Failed",Result=="Warning");CreationTime&gt;="'
+        in text
+    )
     assert text.count("<!date^") >= 5
     assert len(answer["blocks"]) <= 50
     assert all(len(b["text"]["text"]) <= 3000 for b in answer["blocks"])
@@ -163,8 +192,10 @@ def test_bad_word_gets_usage_naming_it(bot: Bot) -> None:
     assert bot.em.queries() == []
 
 
-@pytest.mark.parametrize("value", ['a;Result==Success', 'say "hi"', "web,frontend", "db (primary)",
-                                   "x),(Result==Success"])
+@pytest.mark.parametrize(
+    "value",
+    ["a;Result==Success", 'say "hi"', "web,frontend", "db (primary)", "x),(Result==Success"],
+)
 def test_hostile_values_reach_em_only_as_quoted_literals(bot: Bot, value: str) -> None:
     word = 'vm:"' + value.replace('"', '\\"') + '"'
     bot.send(f"{word} since:14d")

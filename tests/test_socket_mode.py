@@ -52,8 +52,9 @@ class FakeSocket:
         ready.wait(5)
 
     async def handler(self, ws: Any) -> None:
-        await ws.send(json.dumps({"type": "hello", "num_connections": 1,
-                                  "connection_info": {"app_id": "A1"}}))  # fmt: skip
+        await ws.send(
+            json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}})
+        )
         self.connected.set()
         assert self.outbox is not None
 
@@ -92,11 +93,18 @@ def socket_bot(tmp_path: Path, now: datetime) -> Iterator[tuple[FakeSocket, Fake
     sock = FakeSocket()
     slack = FakeSlack(ws_url=f"ws://127.0.0.1:{sock.port}/link").start()
     settings = Settings(
-        veeam=veeam_settings(emu), alerts=AlertSettings(channel="C0ALERTS"),
-        slack=SlackSettings(bot_token=Secret(TOKEN), app_token=Secret(APP_TOKEN), api_url=slack.url),
+        veeam=veeam_settings(emu),
+        alerts=AlertSettings(channel="C0ALERTS"),
+        slack=SlackSettings(
+            bot_token=Secret(TOKEN), app_token=Secret(APP_TOKEN), api_url=slack.url
+        ),
         state_path=str(tmp_path / "state.sqlite"),
-    )  # fmt: skip
-    em, store, pool = EMClient(settings.veeam), Store(settings.state_path, now=now), ThreadPoolExecutor(2)
+    )
+    em, store, pool = (
+        EMClient(settings.veeam),
+        Store(settings.state_path, now=now),
+        ThreadPoolExecutor(2),
+    )
     app = bolt_app(settings, web_client(TOKEN, slack.url))
     register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
     surface = Surface(settings, app)
@@ -117,14 +125,28 @@ def test_slash_command_over_socket_mode(socket_bot: tuple[FakeSocket, FakeSlack,
     assert sock.connected.wait(10), "the bot never opened the WebSocket"
     opened = slack.method_calls("apps.connections.open")
     assert len(opened) >= 1
-    sock.push({
-        "envelope_id": "env-1", "type": "slash_commands", "accepts_response_payload": True,
-        "payload": {"token": "legacy", "team_id": "T1", "channel_id": "C0OPS", "user_id": "U1",
-                    "command": "/veeam", "text": "failed since:14d limit:3", "api_app_id": "A1",
-                    "response_url": slack.hook_base + "sock1", "trigger_id": "1.2.3"},
-    })  # fmt: skip
+    sock.push(
+        {
+            "envelope_id": "env-1",
+            "type": "slash_commands",
+            "accepts_response_payload": True,
+            "payload": {
+                "token": "legacy",
+                "team_id": "T1",
+                "channel_id": "C0OPS",
+                "user_id": "U1",
+                "command": "/veeam",
+                "text": "failed since:14d limit:3",
+                "api_app_id": "A1",
+                "response_url": slack.hook_base + "sock1",
+                "trigger_id": "1.2.3",
+            },
+        }
+    )
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not any(a.get("envelope_id") == "env-1" for a in sock.acks):
+    while time.monotonic() < deadline and not any(
+        a.get("envelope_id") == "env-1" for a in sock.acks
+    ):
         time.sleep(0.02)
     assert any(a.get("envelope_id") == "env-1" for a in sock.acks), "no ack over the socket"
     while time.monotonic() < deadline and not slack.hooks:

@@ -33,9 +33,14 @@ def _xml_parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local_state, "parser", None)
     if parser is None:
         parser = etree.XMLParser(
-            resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-            huge_tree=False, remove_blank_text=True, collect_ids=False,
-        )  # fmt: skip
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_blank_text=True,
+            collect_ids=False,
+        )
         _local_state.parser = parser
     return parser
 
@@ -159,11 +164,20 @@ def _xml_session(el: Any) -> TaskSession:
                     job = job_name(lname)
     get = el.get
     return TaskSession(
-        get("UID", ""), get("Type") or _local(el.tag), get("Name", ""), get("VmDisplayName", ""),
-        job, f.get("JobSessionUid") or "", server, f.get("State") or "", f.get("Result") or "",
-        f.get("Reason") or "", parse_time(f.get("CreationTimeUTC")),
-        parse_time(f.get("EndTimeUTC")), _size(f.get("TotalSize")),
-    )  # fmt: skip
+        get("UID", ""),
+        get("Type") or _local(el.tag),
+        get("Name", ""),
+        get("VmDisplayName", ""),
+        job,
+        f.get("JobSessionUid") or "",
+        server,
+        f.get("State") or "",
+        f.get("Result") or "",
+        f.get("Reason") or "",
+        parse_time(f.get("CreationTimeUTC")),
+        parse_time(f.get("EndTimeUTC")),
+        _size(f.get("TotalSize")),
+    )
 
 
 # ----------------------------------------------------------------------- JSON
@@ -196,8 +210,20 @@ def _parse_json(data: bytes) -> tuple[list[TaskSession], Page | None]:
     return sessions, page
 
 
-_ITEM_KEYS = ("uid", "type", "name", "vmdisplayname", "jobsessionuid", "state", "result",
-              "reason", "creationtimeutc", "endtimeutc", "totalsize", "links")  # fmt: skip
+_ITEM_KEYS = (
+    "uid",
+    "type",
+    "name",
+    "vmdisplayname",
+    "jobsessionuid",
+    "state",
+    "result",
+    "reason",
+    "creationtimeutc",
+    "endtimeutc",
+    "totalsize",
+    "links",
+)
 _LINK_KEYS = ("rel", "type", "name")
 
 
@@ -249,8 +275,21 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
             c = parse_time(created)
         if e is not None and e.tzinfo is not UTC:
             e = parse_time(ended)
-        append(TaskSession(
-            uid or "", typ or "", name or "", vm or "", job, jsu or "", server, state or "",
-            result or "", reason or "", c, e, size if type(size) is int else _size(size),
-        ))  # fmt: skip
+        append(
+            TaskSession(
+                uid or "",
+                typ or "",
+                name or "",
+                vm or "",
+                job,
+                jsu or "",
+                server,
+                state or "",
+                result or "",
+                reason or "",
+                c,
+                e,
+                size if type(size) is int else _size(size),
+            )
+        )
     return out

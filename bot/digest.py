@@ -1,0 +1,273 @@
+"""The daily digest: a streamed summary of a window (pure), its Block Kit, and when it is due.
+
+Sessions belong to a window by their end time; only completed sessions count. Memory is per
+VM and per job, never per session, so a window of any size streams through.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup
+
+from bot.models import TaskSession
+from bot.render import (
+    EMOJI,
+    MAX_BLOCKS,
+    MAX_SECTION,
+    Message,
+    Renderer,
+    context,
+    fit,
+    header,
+    human_duration,
+    human_size,
+    section,
+    slack_date,
+)
+from bot.veeam import filters as F
+
+DIGEST_EVENT = "veeam_digest"
+KEEP_FAILURES = 400  # most recent failures kept for display; counts stay exact
+ROWS_PER_JOB = 8
+REASON_CHARS = 160
+
+
+@dataclass
+class VmState:
+    last_end: datetime
+    last_result: str
+    last_success: datetime | None = None
+
+
+@dataclass
+class Summary:
+    start: datetime
+    end: datetime
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"Success": 0, "Warning": 0, "Failed": 0}
+    )
+    total_size: int = 0
+    job_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    recent: list[tuple[float, int, TaskSession]] = field(default_factory=list)  # min-heap
+    vms: dict[tuple[str, str], VmState] = field(default_factory=dict)
+    seen: int = 0
+
+    def add(self, s: TaskSession) -> None:
+        """Fold one completed session in (others are ignored)."""
+        if s.state != "Completed" or s.ended is None or not self.start <= s.ended < self.end:
+            return
+        if s.result in self.counts:
+            self.counts[s.result] += 1
+        self.total_size += s.total_size
+        self.seen += 1
+        key = (s.job, s.vm)
+        vm = self.vms.get(key)
+        if vm is None:
+            vm = self.vms[key] = VmState(s.ended, s.result)
+        elif s.ended >= vm.last_end:
+            vm.last_end, vm.last_result = s.ended, s.result
+        if s.result == "Success" and (vm.last_success is None or s.ended > vm.last_success):
+            vm.last_success = s.ended
+        if s.result in ("Failed", "Warning"):
+            per_job = self.job_counts.setdefault(s.job, {"Failed": 0, "Warning": 0})
+            per_job[s.result] += 1
+            item = (s.ended.timestamp(), self.seen, s)
+            if len(self.recent) < KEEP_FAILURES:
+                heapq.heappush(self.recent, item)
+            elif item > self.recent[0]:
+                heapq.heapreplace(self.recent, item)
+
+    def still_failing(self) -> list[tuple[tuple[str, str], VmState]]:
+        rows = [(k, v) for k, v in self.vms.items() if v.last_result == "Failed"]
+        return sorted(rows, key=lambda kv: kv[1].last_end, reverse=True)
+
+
+def summarize(sessions: Iterable[TaskSession], start: datetime, end: datetime) -> Summary:
+    summary = Summary(start, end)
+    for s in sessions:
+        summary.add(s)
+    return summary
+
+
+def count_results(
+    sessions: Iterable[TaskSession], start: datetime, end: datetime
+) -> dict[str, int]:
+    """Only the counts (for the previous window's comparison)."""
+    return summarize(sessions, start, end).counts
+
+
+def window_filter(start: datetime, end: datetime) -> str:
+    return F.all_of(
+        [
+            F.cmp("State", "==", "Completed"),
+            F.cmp("EndTime", ">=", start),
+            F.cmp("EndTime", "<", end),
+        ]
+    )
+
+
+def change(now: int, before: int | None) -> str:
+    if before is None or now == before:
+        return "(=)" if before is not None else ""
+    return f"(↑{now - before})" if now > before else f"(↓{before - now})"
+
+
+def _local_label(start: datetime, end: datetime, zone: str) -> str:
+    tz = ZoneInfo(zone)
+    a, b = start.astimezone(tz), end.astimezone(tz)
+    return f"{a:%d %b %H:%M} → {b:%d %b %H:%M} {b:%Z}"
+
+
+def digest_message(
+    r: Renderer, summary: Summary, previous: dict[str, int] | None, zone: str
+) -> Message:
+    c = summary.counts
+    failing = summary.still_failing()
+    counts_view = {
+        "failed": c["Failed"],
+        "warning": c["Warning"],
+        "success": c["Success"],
+        "failed_change": change(c["Failed"], previous["Failed"] if previous else None),
+        "warning_change": change(c["Warning"], previous["Warning"] if previous else None),
+        "success_change": change(c["Success"], previous["Success"] if previous else None),
+        "total": summary.seen,
+        "total_size": human_size(summary.total_size),
+        "still_failing_count": len(failing),
+    }
+    blocks: list[dict[str, Any]] = [
+        header(
+            r.text(
+                "digest_header.txt.j2",
+                {"window_label": _local_label(summary.start, summary.end, zone)},
+            )
+        ),
+        section(r.text("digest_counts.md.j2", counts_view)),
+    ]
+    tail = [
+        context(
+            r.text(
+                "digest_context.md.j2",
+                {"start": slack_date(summary.start), "end": slack_date(summary.end)},
+            )
+        )
+    ]
+    if failing:
+        tail.insert(0, section(_still_failing(r, failing)))
+    blocks += _job_sections(r, summary, MAX_BLOCKS - len(blocks) - len(tail))
+    blocks += tail
+    text = (
+        f"Veeam digest: {c['Failed']} failed, {c['Warning']} warning, {c['Success']} "
+        f"succeeded, {len(failing)} VM(s) still failing"
+    )
+    return Message(
+        text=text,
+        blocks=blocks,
+        metadata={
+            "event_type": DIGEST_EVENT,
+            "event_payload": {
+                "success": c["Success"],
+                "warning": c["Warning"],
+                "failed": c["Failed"],
+                "window_start": summary.start.isoformat().replace("+00:00", "Z"),
+                "window_end": summary.end.isoformat().replace("+00:00", "Z"),
+            },
+        },
+    )
+
+
+def _job_sections(r: Renderer, summary: Summary, room: int) -> list[dict[str, Any]]:
+    by_job: dict[str, list[TaskSession]] = {}
+    for _, _, s in sorted(summary.recent, reverse=True):
+        by_job.setdefault(s.job, []).append(s)
+    jobs = sorted(
+        summary.job_counts,
+        key=lambda j: -max((x.ended.timestamp() for x in by_job.get(j, []) if x.ended), default=0),
+    )
+    out: list[dict[str, Any]] = []
+    for i, job in enumerate(jobs):
+        if len(out) == room - 1 and len(jobs) > i + 1:
+            rest = len(jobs) - i
+            out.append(
+                section(
+                    f"_and {rest} more job{'s' if rest != 1 else ''} with failures or warnings_"
+                )
+            )
+            break
+        counts = summary.job_counts[job]
+        shown = by_job.get(job, [])[:ROWS_PER_JOB]
+        rows = [
+            {
+                "emoji": Markup(EMOJI[s.result]),
+                "vm": s.vm,
+                "result": s.result,
+                "ended": slack_date(s.ended),
+                "reason": fit(s.reason.replace("\n", " ") or "(no reason given)", REASON_CHARS),
+            }
+            for s in shown
+        ]
+        total = counts["Failed"] + counts["Warning"]
+        parts = [f"{counts['Failed']} failed"] if counts["Failed"] else []
+        parts += [f"{counts['Warning']} warning(s)"] if counts["Warning"] else []
+        view = {"job": job, "summary": ", ".join(parts), "rows": rows, "more": total - len(rows)}
+        out.append(section(r.text("digest_job.md.j2", view)))
+    return out
+
+
+def _still_failing(r: Renderer, failing: list[tuple[tuple[str, str], VmState]]) -> str:
+    rows = []
+    for (job, vm), st in failing[:25]:
+        since = (
+            f"last success {human_duration((st.last_end - st.last_success).total_seconds())} "
+            "earlier"
+            if st.last_success
+            else "no success in the window"
+        )
+        rows.append(
+            {"vm": vm, "job": job, "ended": slack_date(st.last_end), "since_success": since}
+        )
+    text = r.text("digest_still_failing.md.j2", {"rows": rows, "more": len(failing) - len(rows)})
+    while len(text) > MAX_SECTION and rows:
+        rows.pop()
+        text = r.text(
+            "digest_still_failing.md.j2", {"rows": rows, "more": len(failing) - len(rows)}
+        )
+    return text
+
+
+def unavailable_message(r: Renderer, reason: str, until: datetime) -> Message:
+    text = r.text("digest_unavailable.md.j2", {"reason": reason, "until": slack_date(until)})
+    return Message(
+        text=f"Veeam digest unavailable: {reason}".replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;"),
+        blocks=[section(text)],
+    )
+
+
+# ----------------------------------------------------------------- when it is due
+def scheduled_for(now: datetime, at: time, zone: str) -> tuple[date, datetime]:
+    """The latest scheduled digest at or before `now`: (its local day, its UTC instant)."""
+    tz = ZoneInfo(zone)
+    local = now.astimezone(tz)
+    day = local.date()
+    when = datetime.combine(day, at, tzinfo=tz)
+    if when > local:
+        day -= timedelta(days=1)
+        when = datetime.combine(day, at, tzinfo=tz)
+    return day, when.astimezone(now.tzinfo)
+
+
+def due(
+    now: datetime, at: time, zone: str, grace: timedelta, last_posted: str | None
+) -> date | None:
+    """The day whose digest should be posted now, or None (already posted, or too late)."""
+    day, when = scheduled_for(now, at, zone)
+    if last_posted == day.isoformat() or now - when > grace:
+        return None
+    return day
