@@ -28,8 +28,10 @@ def digest(n: int) -> None:
             env = bot_env(em_url, "http://127.0.0.1:9/api/", Path(tmp) / "s.sqlite", cfg)
             code, out, wall, rss = run_measured([PY, "-m", "bot", "digest", "--dry-run"], env)
             counts = next((ln for ln in out.splitlines() if "completed task session" in ln), "")
-            print(f"{n:>8,} sessions in the window: exit {code}, {wall:.2f}s, peak RSS {rss:.0f} MB"
-                  f" ({counts.strip()})")
+            print(
+                f"{n:>8,} sessions in the window: exit {code}, {wall:.2f}s, peak RSS {rss:.0f} MB"
+                f" ({counts.strip()})"
+            )
     finally:
         em.terminate()
 

@@ -264,3 +264,15 @@ def test_limit_checker_flags_oversize() -> None:
         text="", blocks=[{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}]
     )
     assert limit_problems(bad) == ["no fallback text", "header of 151 chars"]
+
+
+def test_invalid_token_is_one_clear_error_and_keeps_alerts_pending(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("sql04", "Failed", "x")])
+    slack.token = "xoxb-rotated"
+    r = rig.pipeline.poll_once(now)
+    assert r.pending == 1 and r.exit_code == 2
+    assert r.slack_error.startswith("Slack rejected the bot token (invalid_auth)")
+    slack.token = "xoxb-test-token"
+    assert rig.pipeline.poll_once(now).announced == 1

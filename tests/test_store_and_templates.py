@@ -1,0 +1,126 @@
+"""The state file, templates and pacing: behaviour a user would notice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.models import TaskSession
+from bot.render import Renderer, alert_message
+from bot.slack import Pacer
+from bot.store import Store
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def session(uid: str = "urn:veeam:ReplicaTaskSession:1", reason: str = "disk full") -> TaskSession:
+    return TaskSession(
+        uid,
+        "ReplicaTaskSession",
+        "vm@x",
+        "sql01",
+        "Job",
+        "js-1",
+        "srv",
+        "Completed",
+        "Failed",
+        reason,
+        NOW - timedelta(minutes=9),
+        NOW - timedelta(minutes=4),
+        1,
+    )
+
+
+def test_values_are_json_never_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path, now=NOW)
+    store.mark_pending([session()], "C1", NOW)
+    store.record_sent([session("urn:veeam:ReplicaTaskSession:2")], "C1", "1.2", NOW)
+    store.set_checkpoint("ReplicaTaskSession", NOW)
+    store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT key, value FROM state").fetchall()
+    assert rows
+    for _key, value in rows:
+        assert isinstance(value, str), "sqlite TEXT holding JSON, not a pickle BLOB"
+        json.loads(value)
+
+
+def test_a_corrupt_store_is_moved_aside_and_the_bot_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.sqlite"
+    path.write_bytes(b"this is not a database" * 200)
+    store = Store(path, now=NOW)
+    assert store.first_run and store.pending() == []
+    store.close()
+    aside = list(tmp_path.glob("state.sqlite.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    assert "is corrupt; moved it to" in caplog.text
+
+
+def test_a_missing_store_is_a_first_run_and_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.sqlite"
+    store = Store(path, now=NOW)
+    assert store.first_run
+    store.record_sent([session()], "C1", "9.9", NOW)
+    store.commit()
+    store.close()
+    again = Store(path, now=NOW)
+    assert not again.first_run and again.is_announced(session().uid)
+    assert again.receipt(session().uid) == {
+        "c": "C1",
+        "ts": "9.9",
+        "at": NOW.timestamp(),
+        "r": "Failed",
+    }
+    again.close()
+
+
+def test_retention_prunes_old_announcements_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite", now=NOW)
+    store.record_sent([session("old")], "C1", "1", NOW - timedelta(days=20))
+    store.record_sent([session("new")], "C1", "2", NOW - timedelta(days=2))
+    store.mark_pending([session("waiting")], "C1", NOW - timedelta(days=30))
+    assert store.prune(NOW, timedelta(days=14)) == 1
+    assert not store.is_announced("old") and store.is_announced("new")
+    assert [p.session.uid for p in store.pending()] == ["waiting"], "pending is never pruned"
+    assert store.count_announced_since(NOW - timedelta(days=3)) == 1
+    store.close()
+
+
+def test_user_templates_override_the_packaged_ones(tmp_path: Path) -> None:
+    (tmp_path / "alert_header.txt.j2").write_text("CUSTOM {{ vm }} <{{ result }}>")
+    message = alert_message(Renderer(str(tmp_path)), [session()])
+    assert message.blocks[0]["text"]["text"] == "CUSTOM sql01 <Failed>"
+
+
+def test_a_broken_template_fails_at_start_up_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "alert_vm.md.j2").write_text("fine\n{{ vm }\nmore\n")
+    with pytest.raises(ConfigError) as err:
+        Renderer(str(tmp_path))
+    text = str(err.value)
+    assert "alert_vm.md.j2" in text and "line 2" in text
+
+
+def test_pacer_allows_a_burst_then_one_per_second() -> None:
+    clock = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 3))
+        clock[0] += seconds
+
+    pacer = Pacer(1.0, 3, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(5):
+        pacer.acquire("C1")
+    assert slept == [1.0, 1.0]
+    pacer.acquire("C2")  # another channel has its own budget
+    assert slept == [1.0, 1.0]
+    Pacer(0, 1, clock=lambda: clock[0], sleep=sleep).acquire("C1")
+    assert slept == [1.0, 1.0], "rate 0 turns pacing off"
