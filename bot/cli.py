@@ -133,7 +133,7 @@ def cmd_digest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from bot.demo import run_demo
 
-    return run_demo(interval=args.interval, cycles=args.cycles, out=sys.stdout)
+    return run_demo(interval=args.interval, cycles=args.cycles, out=sys.stdout, clock=utcnow)
 
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:

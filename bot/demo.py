@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from random import Random
 from typing import TextIO
@@ -27,8 +28,8 @@ from bot.veeam.client import EMClient
 class ConsoleSink:
     """A Notifier that prints each alert readably instead of posting it."""
 
-    def __init__(self, out: TextIO, colour: bool) -> None:
-        self.out, self.colour, self.count = out, colour, 0
+    def __init__(self, out: TextIO, colour: bool, clock: Callable[[], datetime]) -> None:
+        self.out, self.colour, self.count, self.clock = out, colour, 0, clock
 
     def channel_id(self, channel: str) -> str | None:
         return channel
@@ -41,11 +42,14 @@ class ConsoleSink:
         print(
             format_message(message, colour=self.colour, channel=channel), file=self.out, flush=True
         )
-        return Receipt(channel, f"{time.time():.6f}")
+        return Receipt(channel, f"{self.clock().timestamp():.6f}")
 
 
-def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int:
-    now = datetime.now(UTC)
+def run_demo(
+    *, interval: float, cycles: int, out: TextIO, clock: Callable[[], datetime], seed: int = 1
+) -> int:
+    """The clock is read only through `clock` (the CLI's), once per poll and per injection."""
+    now = clock()
     rng = Random(seed)  # noqa: S311 - demo data, not security
     emu = Emulator(SessionStore(generate(3000, now=now, seed=seed, span=timedelta(days=3)))).start()
     state = Path(tempfile.mkdtemp(prefix="veeam-bot-demo-")) / "state.sqlite"
@@ -63,7 +67,7 @@ def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int
         alerts=AlertSettings(channel="#veeam-alerts", max_posts_per_second=0),
         state_path=str(state),
     )
-    sink = ConsoleSink(out, colour=out.isatty())
+    sink = ConsoleSink(out, out.isatty(), clock)
     print(
         f"Demo: EM emulator at {emu.url} with {len(emu.store)} task sessions; alerts of the "
         f"last 4 h first, then new failures every {interval:g}s. Ctrl-C stops.\n",
@@ -77,7 +81,7 @@ def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int
     try:
         while True:
             started = time.monotonic()
-            result = pipeline.poll_once(datetime.now(UTC))
+            result = pipeline.poll_once(clock())
             print(
                 f"{DIM if sink.colour else ''}poll: {result.summary(time.monotonic() - started)}"
                 f"{RESET if sink.colour else ''}\n",
@@ -88,7 +92,7 @@ def run_demo(*, interval: float, cycles: int, out: TextIO, seed: int = 1) -> int
             if cycles and n >= cycles:
                 break
             time.sleep(interval)
-            inject_failures(emu.store, datetime.now(UTC), rng)
+            inject_failures(emu.store, clock(), rng)
     except KeyboardInterrupt:
         print("\nstopped", file=out)
     finally:
