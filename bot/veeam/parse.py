@@ -266,6 +266,8 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
                     server = lname
                 elif ltype and ltype.endswith("JobSessionReference"):
                     job = job_name(lname)
+                if job and server:
+                    break
         try:  # the common case inline: strings ending in Z parse straight to UTC
             c = _fromiso(created) if created else None
             e = _fromiso(ended) if ended else None
