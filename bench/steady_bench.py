@@ -56,7 +56,7 @@ def steady(n: int) -> None:
             pipeline = Pipeline(settings, em, store, notifier, Renderer())
             first = pipeline.poll_once(now)  # announces the last hour; later polls find nothing
             times, queries = [], []
-            for i in range(1, 21):
+            for i in range(1, 61):
                 before = em.requests
                 t = time.perf_counter()
                 r = pipeline.poll_once(now + timedelta(seconds=i))

@@ -100,7 +100,7 @@ class DigestSettings:
 class SlashSettings:
     allowed_channels: tuple[str, ...] = ()
     allowed_users: tuple[str, ...] = ()
-    workers: int = 8
+    workers: int = 16
 
 
 @dataclass(frozen=True)
