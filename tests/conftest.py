@@ -12,6 +12,7 @@ from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.settings import Secret, VeeamSettings
 from bot.veeam.client import EMClient
+from tests.fake_slack import FakeSlack
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Real EM v12/v13 answers (anonymised, MIT, see fixtures/captures/LICENSE).
@@ -49,3 +50,11 @@ def client(emulator: Emulator) -> Iterator[EMClient]:
     c = EMClient(veeam_settings(emulator))
     yield c
     c.close()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API (and response_url sink) on loopback."""
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,3 +71,42 @@ class Rig:
     def close(self) -> None:
         self.em.close()
         self.store.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bot_env(tmp: Path, em_url: str, slack_url: str = "", toml: str = "") -> dict[str, str]:
+    """A clean environment for `python -m bot …` pointed at the fakes, with its own config."""
+    cfg = tmp / "bot.toml"
+    cfg.write_text(toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "VEEAM_", "BOT_"))}
+    env.update(
+        VEEAM_URL=em_url,
+        VEEAM_USERNAME="demo",
+        VEEAM_PASSWORD="demo",
+        BOT_CONFIG=str(cfg),
+        BOT_STATE_PATH=str(tmp / "state.sqlite"),
+    )
+    if slack_url:
+        env.update(
+            SLACK_BOT_TOKEN=TOKEN,
+            SLACK_API_URL=slack_url,
+            SLACK_ALERT_CHANNEL="#veeam-alerts",
+            SLACK_SIGNING_SECRET="test-signing-secret",
+        )
+    return env
+
+
+def run_bot(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -17,9 +16,8 @@ import pytest
 
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
-from tests.fake_slack import TOKEN, FakeSlack
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fake_slack import FakeSlack
+from tests.helpers import ROOT, bot_env, run_bot
 
 
 @pytest.fixture
@@ -37,13 +35,6 @@ def em() -> Iterator[Emulator]:
     emu.stop()
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
 def expected_uids(em: Emulator) -> set[str]:
     return {
         s.uid
@@ -54,40 +45,17 @@ def expected_uids(em: Emulator) -> set[str]:
     }
 
 
-def bot_env(em: Emulator, slack: FakeSlack, tmp: Path, extra_toml: str = "") -> dict[str, str]:
-    cfg = tmp / "bot.toml"
-    cfg.write_text(
-        '[alerts]\nmax_posts_per_second = 0\nbackoff = "20ms"\nretries = 2\n' + extra_toml
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "VEEAM_"))}
-    env.update(
-        VEEAM_URL=em.url,
-        VEEAM_USERNAME="demo",
-        VEEAM_PASSWORD="demo",
-        SLACK_BOT_TOKEN=TOKEN,
-        SLACK_API_URL=slack.url,
-        SLACK_ALERT_CHANNEL="#veeam-alerts",
-        SLACK_SIGNING_SECRET="test-signing-secret",
-        BOT_CONFIG=str(cfg),
-        BOT_STATE_PATH=str(tmp / "state.sqlite"),
-    )
-    return env
+def env_for(em: Emulator, slack: FakeSlack, tmp: Path, extra_toml: str = "") -> dict[str, str]:
+    toml = '[alerts]\nmax_posts_per_second = 0\nbackoff = "20ms"\nretries = 2\n' + extra_toml
+    return bot_env(tmp, em.url, slack.url, toml)
 
 
 def poll(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "poll", "--once"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_bot(env, "poll", "--once")
 
 
 def test_exit_0_announces_everything_once(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
-    env = bot_env(em, slack, tmp_path)
+    env = env_for(em, slack, tmp_path)
     first = poll(env)
     assert first.returncode == 0, first.stderr
     expected = expected_uids(em)
@@ -104,7 +72,7 @@ def test_exit_0_announces_everything_once(em: Emulator, slack: FakeSlack, tmp_pa
 def test_exit_2_when_slack_fails_then_delivered(
     em: Emulator, slack: FakeSlack, tmp_path: Path
 ) -> None:
-    env = bot_env(em, slack, tmp_path)
+    env = env_for(em, slack, tmp_path)
     slack.fail_next = [503] * 3
     first = poll(env)
     assert first.returncode == 2
@@ -118,7 +86,7 @@ def test_exit_2_when_slack_fails_then_delivered(
 
 
 def test_exit_1_when_em_is_unreachable(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
-    env = bot_env(em, slack, tmp_path)
+    env = env_for(em, slack, tmp_path)
     env["VEEAM_URL"] = "http://127.0.0.1:9"
     proc = poll(env)
     assert proc.returncode == 1
@@ -143,7 +111,7 @@ def test_sigkill_at_random_moments_never_loses_or_doubles(
             extras=False,
         )
     )
-    env = bot_env(em, slack, tmp_path)
+    env = env_for(em, slack, tmp_path)
     slack.delay = 0.06  # a slow Slack: each post is stored, then answered 60 ms later
     rng = random.Random(1234)
     kills = 0
@@ -174,7 +142,7 @@ def test_sigkill_at_random_moments_never_loses_or_doubles(
 def test_run_polls_at_start_and_stops_on_sigterm(
     em: Emulator, slack: FakeSlack, tmp_path: Path
 ) -> None:
-    env = bot_env(em, slack, tmp_path, '[poll]\ninterval = "1h"\n')
+    env = env_for(em, slack, tmp_path, '[poll]\ninterval = "1h"\n')
     env["PORT"] = "0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
+from tests.helpers import bot_env, run_bot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,23 +36,7 @@ def small_em() -> Iterator[Emulator]:
 
 
 def run_cli(emu: Emulator, *args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "VEEAM_URL": emu.url,
-        "VEEAM_USERNAME": "demo",
-        "VEEAM_PASSWORD": "demo",
-        "BOT_CONFIG": str(tmp / "none.toml"),
-    }
-    (tmp / "none.toml").write_text("")
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "query", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=60,
-    )
+    return run_bot(bot_env(tmp, emu.url), "query", *args, timeout=60)
 
 
 def test_json_prints_exactly_the_failed_sessions_of_the_last_three_days(
@@ -112,23 +95,7 @@ def test_bad_word_goes_to_stderr_with_usage(small_em: Emulator, tmp_path: Path) 
 
 
 def test_em_unreachable_is_one_line(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "VEEAM_URL": "http://127.0.0.1:9",
-        "VEEAM_USERNAME": "u",
-        "VEEAM_PASSWORD": "p",
-        "BOT_CONFIG": str(tmp_path / "none.toml"),
-    }
-    (tmp_path / "none.toml").write_text("")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bot", "query", "failed"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=60,
-    )
+    proc = run_bot(bot_env(tmp_path, "http://127.0.0.1:9"), "query", "failed", timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().startswith("error: cannot reach EM at http://127.0.0.1:9")
     assert "Traceback" not in proc.stderr

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
@@ -32,17 +29,10 @@ from bot.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack
-from tests.helpers import job_run
+from tests.helpers import bot_env, job_run, run_bot
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTH = ("ReplicaTaskSession", "BackupTaskSession")
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
@@ -179,40 +169,18 @@ def test_a_window_with_5000_failures_fits_slacks_limits(
 
 
 def test_dry_run_posts_nothing(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
-    cfg = tmp_path / "bot.toml"
-    cfg.write_text('[veeam]\nsession_types = ["ReplicaTaskSession", "BackupTaskSession"]\n')
-    env = {
-        **os.environ,
-        "VEEAM_URL": em.url,
-        "VEEAM_USERNAME": "demo",
-        "VEEAM_PASSWORD": "demo",
-        "SLACK_BOT_TOKEN": TOKEN,
-        "SLACK_API_URL": slack.url,
-        "SLACK_ALERT_CHANNEL": "C0ALERTS",
-        "BOT_CONFIG": str(cfg),
-        "BOT_STATE_PATH": str(tmp_path / "s.sqlite"),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "bot", "digest", "--dry-run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    env = bot_env(
+        tmp_path,
+        em.url,
+        slack.url,
+        '[veeam]\nsession_types = ["ReplicaTaskSession", "BackupTaskSession"]\n',
     )
+    env["SLACK_ALERT_CHANNEL"] = "C0ALERTS"
+    proc = run_bot(env, "digest", "--dry-run", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Veeam digest · ") and "succeeded" in proc.stdout
     assert slack.method_calls("chat.postMessage") == []
-    real = subprocess.run(
-        [sys.executable, "-m", "bot", "digest", "--window", "12h"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    real = run_bot(env, "digest", "--window", "12h", timeout=60)
     assert real.returncode == 0, real.stderr
     assert real.stdout.startswith("posted the digest to C0ALERTS")
 

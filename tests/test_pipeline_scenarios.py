@@ -24,13 +24,6 @@ def em() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterator[Rig]:
     r = Rig(settings_for(em, slack, tmp_path), now)
     yield r
