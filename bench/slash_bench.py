@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from slack_sdk.signature import SignatureVerifier
-
 from bot.commands import SlashDeps, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
@@ -28,34 +26,14 @@ from bot.slack import web_client
 from bot.store import Store
 from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient
-from tests.fake_slack import TOKEN, FakeSlack
+from tests.fake_slack import TOKEN, FakeSlack, signed_command
 
 SECRET = "bench-secret"
 
 
 def signed(url: str, text: str, hook: str) -> urllib.request.Request:
-    body = urllib.parse.urlencode(
-        {
-            "command": "/veeam",
-            "text": text,
-            "user_id": "U1",
-            "channel_id": "C1",
-            "response_url": hook,
-            "team_id": "T1",
-        }
-    )
-    ts = str(int(time.time()))
-    sig = SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body)
-    return urllib.request.Request(
-        url,
-        data=body.encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": sig,
-        },
-    )
+    fields = {"text": text, "user_id": "U1", "channel_id": "C1", "response_url": hook}
+    return signed_command(url, SECRET, fields)
 
 
 def main(n: int, delay: float) -> None:

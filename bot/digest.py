@@ -29,6 +29,7 @@ from bot.render import (
     human_size,
     section,
     slack_date,
+    slack_escape,
 )
 from bot.veeam import filters as F
 
@@ -243,9 +244,7 @@ def _still_failing(r: Renderer, failing: list[tuple[tuple[str, str], VmState]]) 
 def unavailable_message(r: Renderer, reason: str, until: datetime) -> Message:
     text = r.text("digest_unavailable.md.j2", {"reason": reason, "until": slack_date(until)})
     return Message(
-        text=f"Veeam digest unavailable: {reason}".replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;"),
+        text=slack_escape(f"Veeam digest unavailable: {reason}"),
         blocks=[section(text)],
     )
 

@@ -18,9 +18,13 @@ import contextlib
 import json
 import threading
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from slack_sdk.signature import SignatureVerifier
 
 TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
@@ -186,6 +190,22 @@ class FakeSlack:
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
+
+
+def signed_command(
+    url: str, secret: str, fields: dict[str, str], *, age: int = 0
+) -> urllib.request.Request:
+    """A slash command as Slack sends it: form-encoded, signed with the signing secret
+    (`v0=` HMAC-SHA256 of `v0:<timestamp>:<body>`), `age` seconds old."""
+    body = urllib.parse.urlencode({"command": "/veeam", "team_id": "T1", **fields})
+    ts = str(int(time.time()) - age)
+    sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+    }
+    return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
 
 
 def _json_field(value: Any) -> Any:

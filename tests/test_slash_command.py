@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_sdk.signature import SignatureVerifier
 
 from bot.commands import SlashDeps, register
 from bot.emulator.data import SessionStore, generate
@@ -28,7 +27,7 @@ from bot.store import Store
 from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
-from tests.fake_slack import TOKEN, FakeSlack
+from tests.fake_slack import TOKEN, FakeSlack, signed_command
 
 SECRET = "test-signing-secret"
 
@@ -51,34 +50,13 @@ class Bot:
         hook: str = "",
     ) -> tuple[int, str, float]:
         """POST a signed slash command; returns (status, body, seconds to the answer)."""
-        body = urllib.parse.urlencode(
-            {
-                "token": "legacy",
-                "team_id": "T1",
-                "team_domain": "corp",
-                "channel_id": channel,
-                "channel_name": "ops",
-                "user_id": user,
-                "user_name": "admin",
-                "command": "/veeam",
-                "text": text,
-                "response_url": self.slack.hook_base + (hook or "h1"),
-                "trigger_id": "1.2.3",
-                "api_app_id": "A1",
-            }
-        )
-        ts = str(int(time.time()) - age)
-        sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-        req = urllib.request.Request(
-            self.url,
-            data=body.encode(),
-            method="POST",
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "X-Slack-Request-Timestamp": ts,
-                "X-Slack-Signature": sig,
-            },
-        )
+        fields = {
+            "token": "legacy", "team_domain": "corp", "channel_id": channel,
+            "channel_name": "ops", "user_id": user, "user_name": "admin", "text": text,
+            "response_url": self.slack.hook_base + (hook or "h1"), "trigger_id": "1.2.3",
+            "api_app_id": "A1",
+        }  # fmt: skip
+        req = signed_command(self.url, secret, fields, age=age)
         started = time.monotonic()
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
