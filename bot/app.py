@@ -20,7 +20,7 @@ from bot.schedule import build_scheduler, utcnow
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
 from bot.store import Store
-from bot.surface import Surface, bolt_app
+from bot.surface import Surface, bolt_app, check_token
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class Services:
 def slash_surface(settings: Settings, services: Services, pool: ThreadPoolExecutor) -> Surface:
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
+    check_token(client)
     app = bolt_app(settings, client)
     deps = SlashDeps(settings, services.em, services.store, services.renderer, pool, utcnow)
     register(app, deps)
@@ -112,7 +113,12 @@ def run_forever(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     services = Services(settings, utcnow())
     pool = ThreadPoolExecutor(max_workers=settings.slash.workers, thread_name_prefix="veeam-cmd")
-    surface = slash_surface(settings, services, pool)
+    try:
+        surface = slash_surface(settings, services, pool)
+    except BaseException:
+        pool.shutdown()
+        services.close()
+        raise
     scheduler = build_scheduler(
         poll=services.poll,
         interval=settings.poll.interval,

@@ -17,19 +17,38 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+from bot.errors import ConfigError
 from bot.settings import Settings
+from bot.slack import AUTH_ERRORS, TRANSPORT_ERRORS
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 
 
+def check_token(client: WebClient) -> None:
+    """auth.test at start: a rejected token stops the bot with one sentence; Slack being
+    unreachable does not (alerts wait as pending, /veeam comes up when Slack is back)."""
+    try:
+        client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "") if exc.response.data else ""
+        if error in AUTH_ERRORS:
+            raise ConfigError([f"SLACK_BOT_TOKEN: Slack rejected it ({error})"]) from None
+        log.warning("auth.test failed (%s); continuing", error or exc.response.status_code)
+    except TRANSPORT_ERRORS as exc:
+        log.warning("cannot reach Slack at start (%s); continuing, alerts wait as pending", exc)
+
+
 def bolt_app(settings: Settings, client: WebClient) -> App:
-    """A Bolt app with every secret passed explicitly (Bolt's environment fallbacks unused)."""
+    """A Bolt app with every secret passed explicitly (Bolt's environment fallbacks unused).
+    In Socket Mode requests are not signed; a placeholder keeps Bolt from reading the
+    environment for a signing secret."""
     return App(
         client=client,
         signing_secret=settings.slack.signing_secret.value or "socket-mode-unused",
-        token_verification_enabled=True,  # auth.test at start: a bad token fails at once
+        token_verification_enabled=False,  # `check_token` does it, without crashing offline
         ssl_check_enabled=True,
         url_verification_enabled=True,
         process_before_response=False,
@@ -65,6 +84,7 @@ class Surface:
         self._socket: SocketModeHandler | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.port = 0
 
     def start(self) -> None:
@@ -72,8 +92,8 @@ class Surface:
             self._socket = SocketModeHandler(
                 self.app, app_token=self.settings.slack.app_token.value, web_client=self.app.client
             )
-            self._socket.connect()  # type: ignore[no-untyped-call]
-            log.info("/veeam connected over Socket Mode")
+            self._thread = threading.Thread(target=self._connect, name="socket-mode", daemon=True)
+            self._thread.start()
             return
         import waitress
 
@@ -89,7 +109,24 @@ class Surface:
         self._thread.start()
         log.info("/veeam listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
 
+    def _connect(self) -> None:
+        """Open the Socket Mode connection, retrying with backoff while Slack is unreachable
+        (the client reconnects by itself once it has connected)."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                assert self._socket is not None
+                self._socket.connect()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # any failure: keep the bot up, try again later
+                log.warning("Socket Mode connection failed (%s); retrying in %.0fs", exc, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            log.info("/veeam connected over Socket Mode")
+            return
+
     def stop(self) -> None:
+        self._stopping.set()
         if self._socket is not None:
             self._socket.close()  # type: ignore[no-untyped-call]
         if self._server is not None:

@@ -166,3 +166,14 @@ def test_run_polls_at_start_and_stops_on_sigterm(
             proc.kill()
     assert proc.returncode == 0, err
     assert "stopped" in err and "Traceback" not in err
+
+
+def test_run_with_a_rejected_token_stops_with_one_line(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    env = env_for(em, slack, tmp_path)
+    env["SLACK_BOT_TOKEN"] = "xoxb-revoked"
+    proc = run_bot(env, "run", timeout=60)
+    assert proc.returncode == 78
+    assert "SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)" in proc.stderr
+    assert "Traceback" not in proc.stderr
