@@ -44,7 +44,13 @@ def slack_notifier(settings: Settings) -> SlackNotifier:
 
 
 def build_pipeline(
-    settings: Settings, em: EMClient, store: Store, notifier: Notifier, renderer: Renderer
+    settings: Settings,
+    em: EMClient,
+    store: Store,
+    notifier: Notifier,
+    renderer: Renderer,
+    *,
+    stopping: threading.Event | None = None,
 ) -> Pipeline:
     return Pipeline(
         settings,
@@ -53,6 +59,7 @@ def build_pipeline(
         notifier,
         renderer,
         retries=settings.alerts.retries,
+        stopping=stopping,
         backoff=settings.alerts.backoff.total_seconds(),
     )
 
@@ -60,13 +67,15 @@ def build_pipeline(
 class Services:
     """Long-lived collaborators of `run`, closed together."""
 
-    def __init__(self, settings: Settings, now: datetime) -> None:
+    def __init__(self, settings: Settings, now: datetime, stopping: threading.Event) -> None:
         self.settings = settings
         self.renderer = build_renderer(settings)
         self.em = em_client(settings)
         self.store = open_store(settings, now)
         self.notifier = slack_notifier(settings)
-        self.pipeline = build_pipeline(settings, self.em, self.store, self.notifier, self.renderer)
+        self.pipeline = build_pipeline(
+            settings, self.em, self.store, self.notifier, self.renderer, stopping=stopping
+        )
         self.digest = DigestRunner(settings, self.em, self.store, self.notifier, self.renderer)
         self._lock = threading.Lock()
 
@@ -111,7 +120,7 @@ def run_forever(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    services = Services(settings, utcnow())
+    services = Services(settings, utcnow(), stop)
     pool = ThreadPoolExecutor(max_workers=settings.slash.workers, thread_name_prefix="veeam-cmd")
     try:
         surface = slash_surface(settings, services, pool)

@@ -7,6 +7,7 @@ decision, grouping, the fetch window) are module functions tested with tables.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -110,8 +111,11 @@ class Pipeline:
         sleep: Callable[[float], None] = time.sleep,
         retries: int = 3,
         backoff: float = 1.0,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.settings = settings
+        # Set on SIGTERM: delivery stops between messages; the rest stays pending.
+        self.stopping = stopping or threading.Event()
         self.em, self.store, self.notifier, self.renderer = em, store, notifier, renderer
         self.sleep, self.retries, self.backoff = sleep, retries, backoff
         self.channel = settings.alerts.channel
@@ -224,6 +228,9 @@ class Pipeline:
             count_by_group[key] = count_by_group.get(key, 0) + 1
         seen: dict[str, int] = {}
         for n, chunk in enumerate(chunks, 1):
+            if self.stopping.is_set():
+                log.info("stopping: %d alert(s) stay pending", sum(len(c) for c in chunks[n - 1 :]))
+                break
             key = chunk[0].job_session_uid
             seen[key] = seen.get(key, 0) + 1
             decision = "redelivery" if chunk[0].uid in redelivered else "first"

@@ -269,3 +269,16 @@ def test_invalid_token_is_one_clear_error_and_keeps_alerts_pending(
     assert r.slack_error.startswith("Slack rejected the bot token (invalid_auth)")
     slack.token = "xoxb-test-token"
     assert rig.pipeline.poll_once(now).announced == 1
+
+
+def test_stopping_leaves_the_rest_pending_for_the_next_run(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("a1", "Failed", "x")], job="A")
+    job_run(em, now, [("b1", "Failed", "y")], job="B")
+    rig.pipeline.stopping.set()  # SIGTERM arrived
+    r = rig.pipeline.poll_once(now)
+    assert (r.announced, r.pending) == (0, 2) and slack.posted() == []
+    rig.pipeline.stopping.clear()
+    assert rig.pipeline.poll_once(now + timedelta(minutes=1)).announced == 2
+    assert len(slack.announced_uids()) == 2
