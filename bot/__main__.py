@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     environ = dict(os.environ) if env is None else dict(env)
+    # Bolt would read this deprecated token from the process environment behind our back (and
+    # it inverts Bolt's ssl_check); the bot never uses it, so it is removed here.
+    if os.environ.pop("SLACK_VERIFICATION_TOKEN", None) is not None:
+        print("warning: SLACK_VERIFICATION_TOKEN is deprecated and ignored", file=sys.stderr)
     level = (
         logging.DEBUG
         if args.verbose
