@@ -99,6 +99,8 @@ class Store:
                 aside,
             )
             self.first_run = True
+        self._sent: list[tuple[str, str]] = []
+        self._unmark: list[tuple[str]] = []
         self._db = SqliteDict(
             str(self.path),
             tablename=TABLE,
@@ -112,36 +114,48 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     def close(self) -> None:
+        self._flush()
         self._db.commit()
         self._db.close()
 
     def commit(self) -> None:
+        self._flush()
         self._db.commit(blocking=True)
 
     # ---------------------------------------------------------------- announced
     def is_announced(self, uid: str) -> bool:
+        self._flush()
         return f"a:{uid}" in self._db
 
     def receipt(self, uid: str) -> dict[str, Any] | None:
+        self._flush()
         value: dict[str, Any] | None = self._db.get(f"a:{uid}")
         return value
 
     def record_sent(
         self, sessions: list[TaskSession], channel: str, ts: str, now: datetime
     ) -> None:
-        """Record delivery (not yet committed) and drop the pending marks. Writes are queued
-        to sqlitedict's thread; none waits for an answer."""
+        """Record delivery and drop the pending marks, durable at the next `commit()`.
+        The rows are buffered and written in one batch then: until the commit they would
+        not survive a crash anyway, and the pending marks (already committed) cover that."""
         at = now.timestamp()
         for s in sessions:
-            self._db[f"a:{s.uid}"] = {"c": channel, "ts": ts, "at": at, "r": s.result}
-        self._delete([f"p:{s.uid}" for s in sessions])
+            receipt = {"c": channel, "ts": ts, "at": at, "r": s.result}
+            self._sent.append((f"a:{s.uid}", json.dumps(receipt)))
+            self._unmark.append((f"p:{s.uid}",))
 
-    def _delete(self, keys: list[str]) -> None:
-        if keys:
-            self._db.conn.executemany(f'DELETE FROM "{TABLE}" WHERE key = ?', [(k,) for k in keys])
+    def _flush(self) -> None:
+        """Hand buffered writes to sqlitedict's thread (reads call this first)."""
+        if self._sent:
+            sent, self._sent = self._sent, []
+            self._db.conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', sent)
+        if self._unmark:
+            unmark, self._unmark = self._unmark, []
+            self._db.conn.executemany(f'DELETE FROM "{TABLE}" WHERE key = ?', unmark)
 
     def known(self, uids: list[str]) -> tuple[set[str], set[str]]:
         """(announced, pending) among `uids`, in one query per 400 UIDs."""
+        self._flush()
         announced: set[str] = set()
         pending: set[str] = set()
         for i in range(0, len(uids), 400):
@@ -154,6 +168,7 @@ class Store:
         return announced, pending
 
     def count_announced_since(self, since: datetime) -> int:
+        self._flush()
         row = self._db.conn.select_one(
             f"SELECT COUNT(*) FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' "
             "AND json_extract(value, '$.at') >= ?",
@@ -164,14 +179,23 @@ class Store:
     # ------------------------------------------------------------------ pending
     def mark_pending(self, sessions: list[TaskSession], channel: str, now: datetime) -> None:
         """Mark sessions pending and commit, before anything is posted."""
-        for s in sessions:
-            self._db[f"p:{s.uid}"] = {"s": session_to_json(s), "c": channel, "t": now.timestamp()}
+        rows = [
+            (
+                f"p:{s.uid}",
+                json.dumps({"s": session_to_json(s), "c": channel, "t": now.timestamp()}),
+            )
+            for s in sessions
+        ]
+        self._flush()
+        self._db.conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', rows)
         self.commit()
 
     def is_pending(self, uid: str) -> bool:
+        self._flush()
         return f"p:{uid}" in self._db
 
     def pending(self) -> list[Pending]:
+        self._flush()
         rows = self._db.conn.select(
             # a key range, not LIKE: it walks the primary-key index, not the whole table
             f"SELECT key, value FROM \"{TABLE}\" WHERE key >= 'p:' AND key < 'p;' ORDER BY rowid"
