@@ -7,7 +7,6 @@ VM and per job, never per session, so a window of any size streams through.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -87,20 +86,6 @@ class Summary:
     def still_failing(self) -> list[tuple[tuple[str, str], VmState]]:
         rows = [(k, v) for k, v in self.vms.items() if v.last_result == "Failed"]
         return sorted(rows, key=lambda kv: kv[1].last_end, reverse=True)
-
-
-def summarize(sessions: Iterable[TaskSession], start: datetime, end: datetime) -> Summary:
-    summary = Summary(start, end)
-    for s in sessions:
-        summary.add(s)
-    return summary
-
-
-def count_results(
-    sessions: Iterable[TaskSession], start: datetime, end: datetime
-) -> dict[str, int]:
-    """Only the counts (for the previous window's comparison)."""
-    return summarize(sessions, start, end).counts
 
 
 def window_filter(start: datetime, end: datetime) -> str:

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.errors import NotifyError, SourceError
@@ -34,7 +34,6 @@ class PollResult:
     pending: int = 0
     em_error: str = ""
     slack_error: str = ""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:

@@ -112,16 +112,7 @@ def cut_markup(text: str, limit: int) -> str:
 class Renderer:
     """Loads templates (user folder first, then the packaged ones) and renders strings."""
 
-    NAMES = (
-        "alert_header.txt.j2",
-        "alert_details.md.j2",
-        "alert_reason.md.j2",
-        "alert_vm.md.j2",
-        "alert_context.md.j2",
-        "alert_fallback.md.j2",
-    )
-
-    def __init__(self, user_dir: str = "", extra_names: tuple[str, ...] = ()) -> None:
+    def __init__(self, user_dir: str = "") -> None:
         dirs = [d for d in (user_dir, str(PACKAGED_TEMPLATES)) if d]
         loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in dirs])
         common: dict[str, Any] = {
@@ -134,7 +125,9 @@ class Renderer:
         self._md = jinja2.Environment(finalize=_finalize, **common)  # noqa: S701 - Slack escaping
         self._txt = jinja2.Environment(**common)  # noqa: S701 - plain_text is shown literally
         self._templates: dict[str, jinja2.Template] = {}
-        self._check(self.NAMES + extra_names)
+        # Every template the bot uses (alerts, digest, /veeam) is compiled now, so a broken
+        # override fails at start-up, not at 3 a.m. when it is first needed.
+        self._check(tuple(sorted(p.name for p in PACKAGED_TEMPLATES.glob("*.j2"))))
 
     def _check(self, names: tuple[str, ...]) -> None:
         problems = []

@@ -190,10 +190,6 @@ class Store:
         self._db.conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', rows)
         self.commit()
 
-    def is_pending(self, uid: str) -> bool:
-        self._flush()
-        return f"p:{uid}" in self._db
-
     def pending(self) -> list[Pending]:
         self._flush()
         rows = self._db.conn.select(

@@ -124,3 +124,9 @@ def test_pacer_allows_a_burst_then_one_per_second() -> None:
     assert slept == [1.0, 1.0]
     Pacer(0, 1, clock=lambda: clock[0], sleep=sleep).acquire("C1")
     assert slept == [1.0, 1.0], "rate 0 turns pacing off"
+
+
+def test_a_broken_digest_override_also_fails_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "digest_job.md.j2").write_text("{% for row in rows %}\nno end\n")
+    with pytest.raises(ConfigError, match=r"digest_job\.md\.j2"):
+        Renderer(str(tmp_path))
