@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from lxml import etree
 
 from bot.emulator.server import Emulator
 from bot.emulator.wire import camel
@@ -240,3 +243,45 @@ def test_em_error_bodies_become_one_clear_error() -> None:
 def test_broken_or_hostile_documents_are_refused(bad: bytes) -> None:
     with pytest.raises(ParseError):
         parse_page(bad)
+
+
+def _variants(xml: bytes) -> dict[str, bytes]:
+    """The same answer written the ways another EM build or a proxy might write it."""
+    pretty = etree.tostring(etree.fromstring(xml), pretty_print=True)
+    reordered = etree.fromstring(xml)
+    for el in reordered.iter():
+        if isinstance(el.tag, str):
+            items = list(el.attrib.items())[::-1]
+            el.attrib.clear()
+            for k, v in items:
+                el.set(k, v)
+    commented = etree.fromstring(xml)
+    for el in commented.iter("{*}ReplicaTaskSession"):
+        el.insert(0, etree.Comment(" note "))
+    prefixed = xml.replace(b"<QueryResult xmlns=", b"<v:QueryResult xmlns:v=", 1)
+    prefixed = re.sub(rb"<(/?)(?!v:)([A-Za-z])", rb"<\1v:\2", prefixed)
+    no_ns = xml.replace(b' xmlns="http://www.veeam.com/ent/v1.0"', b"", 1)
+    return {
+        "pretty": pretty,
+        "reordered attributes": etree.tostring(reordered),
+        "comments": etree.tostring(commented),
+        "prefixed namespace": prefixed,
+        "no namespace": no_ns,
+    }
+
+
+def test_xml_layout_differences_do_not_change_what_is_read(emulator: Emulator) -> None:
+    """Indentation, attribute order, comments and namespace spelling are not data."""
+    with httpx.Client(base_url=emulator.url, auth=("demo", "demo")) as http:
+        token = http.post("/api/sessionMngr/?v=latest").headers["X-RestSvcSessionId"]
+        xml = http.get(
+            "/api/query",
+            params={"type": "ReplicaTaskSession", "format": "Entities", "pageSize": "1000"},
+            headers={"X-RestSvcSessionId": token},
+        ).content
+    reference, _ = parse_page(xml)
+    assert len(reference) > 100
+    assert any(s.reason and s.job and s.server for s in reference)
+    for name, variant in _variants(xml).items():
+        assert variant != xml, name
+        assert parse_page(variant)[0] == reference, name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -25,6 +25,8 @@ _PLURALS = frozenset({"replicatasksessions", "backuptasksessions"})
 _BOM = b"\xef\xbb\xbf"
 _BARE_AMP = re.compile(rb"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
 _fromiso = datetime.fromisoformat
+# A NamedTuple's own __new__ is a Python function; tuple.__new__ builds the same object directly.
+_new: Callable[[type[TaskSession], tuple[Any, ...]], TaskSession] = tuple.__new__
 _local_state = threading.local()
 
 
@@ -94,11 +96,30 @@ def _page(num: Any, size: Any, count: Any) -> Page | None:
 
 
 # ------------------------------------------------------------------------ XML
+# EM writes one default namespace on the root. Dropping that one declaration before parsing
+# leaves every tag a plain name, which lxml hands out several times faster than "{ns}Name";
+# nothing here depends on the namespace URI.
+_ROOT_XMLNS = re.compile(rb'\A(\s*(?:<\?xml[^>]*\?>\s*)?<[A-Za-z_][\w.-]*)\s+xmlns="[^"<>]*"')
+# The order EM's serializer writes a task session's children in.
+_FIELDS = (
+    "Links",
+    "JobSessionUid",
+    "CreationTimeUTC",
+    "EndTimeUTC",
+    "State",
+    "Result",
+    "Reason",
+    "TotalSize",
+)
+_KNOWN_FIELDS = frozenset(_FIELDS)
+
+
 def _local(tag: Any) -> str:
     return tag[tag.rfind("}") + 1 :] if isinstance(tag, str) else ""
 
 
 def _xml_root(data: bytes) -> Any:
+    data = _ROOT_XMLNS.sub(rb"\1", data[:1024], count=1) + data[1024:]
     try:
         root = etree.fromstring(data, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
@@ -129,7 +150,7 @@ def _parse_xml(data: bytes) -> tuple[list[TaskSession], Page | None]:
         if local == "Entities":
             for plural in child:
                 if _local(plural.tag).lower() in _PLURALS:
-                    sessions += [_xml_session(i) for i in plural if isinstance(i.tag, str)]
+                    sessions += _xml_sessions(plural)
         elif local == "PagingInfo":
             page = _page(child.get("PageNum"), child.get("PageSize"), child.get("PagesCount"))
     return sessions, page
@@ -144,9 +165,108 @@ def _xml_error(root: Any) -> str:
     return message.strip() or "no message"
 
 
+def _xml_sessions(plural: Any) -> list[TaskSession]:
+    """All sessions of one `<ReplicaTaskSessions>` (or backup) element.
+
+    The common shape is read positionally: children in EM's order, and the attributes of the
+    session and of its first two links in the order the page's first session and link use
+    (checked by name there; every other element must have as many). Anything else, such as a
+    running session without `EndTimeUTC` or an extra link first, goes through `_xml_session`,
+    which looks every field up by name. Both give the same result for the common shape."""
+    out: list[TaskSession] = []
+    append = out.append
+    jobs: dict[str, str] = {}
+    s_at = l_at = None  # positions of (Type, Name, VmDisplayName, UID) and (Rel, Type, Name)
+    for s in plural:
+        try:
+            links, jsu, ct, et, st, rs, rn, sz, *extra = s
+            if (
+                links.tag,
+                jsu.tag,
+                ct.tag,
+                et.tag,
+                st.tag,
+                rs.tag,
+                rn.tag,
+                sz.tag,
+            ) != _FIELDS or (extra and not _KNOWN_FIELDS.isdisjoint([e.tag for e in extra])):
+                raise ValueError
+            l0, l1, *_ = links
+            if s_at is None or l_at is None:
+                sa, la = _layout(s.keys(), _SESSION_ATTRS), _layout(l0.keys(), _LINK_ATTRS)
+                if sa is None or la is None or l1.keys() != l0.keys():
+                    raise ValueError
+                s_at, l_at = sa, la
+            sv, v0, v1 = s.values(), l0.values(), l1.values()
+            nl, ir, it, iname = l_at
+            if (
+                len(sv) != s_at[0]
+                or len(v0) != nl
+                or len(v1) != nl
+                or v0[ir] != "Up"
+                or v0[it] != "BackupServerReference"
+                or v1[ir] != "Up"
+                or not v1[it].endswith("JobSessionReference")
+            ):
+                raise ValueError
+            _, ityp, iname_s, ivm, iuid = s_at
+        except ValueError:
+            append(_xml_session(s))
+            continue
+        job_key = v1[iname]
+        job = jobs.get(job_key)
+        if job is None:
+            job = jobs[job_key] = job_name(job_key)
+        created, ended, size = ct.text, et.text, sz.text
+        try:  # the common case inline: strings ending in Z parse straight to UTC
+            c = _fromiso(created) if created else None
+            e = _fromiso(ended) if ended else None
+        except (ValueError, TypeError):
+            c, e = parse_time(created), parse_time(ended)  # raises the clear error
+        if c is not None and c.tzinfo is not UTC:
+            c = parse_time(created)
+        if e is not None and e.tzinfo is not UTC:
+            e = parse_time(ended)
+        append(
+            _new(
+                TaskSession,
+                (
+                    sv[iuid],
+                    sv[ityp] or _local(s.tag),
+                    sv[iname_s],
+                    sv[ivm],
+                    job,
+                    jsu.text or "",
+                    v0[iname] or "",
+                    st.text or "",
+                    rs.text or "",
+                    rn.text or "",
+                    c,
+                    e,
+                    _size(size),
+                ),
+            )
+        )
+    return out
+
+
+_SESSION_ATTRS = ("Type", "Name", "VmDisplayName", "UID")
+_LINK_ATTRS = ("Rel", "Type", "Name")
+
+
+def _layout(keys: list[str], wanted: tuple[str, ...]) -> tuple[int, ...] | None:
+    """(attribute count, position of each wanted attribute), or None when one is missing."""
+    try:
+        return (len(keys), *(keys.index(w) for w in wanted))
+    except ValueError:
+        return None
+
+
 def _xml_session(el: Any) -> TaskSession:
+    """One session, every field looked up by name; the first `Up` link of each kind wins."""
     f: dict[str, str | None] = {}
-    job = server = ""
+    job: str | None = None
+    server: str | None = None
     for child in el:
         tag = child.tag
         if not isinstance(tag, str):  # comments, processing instructions
@@ -159,8 +279,8 @@ def _xml_session(el: Any) -> TaskSession:
             if link.get("Rel") == "Up":
                 typ, lname = link.get("Type", ""), link.get("Name") or ""
                 if typ == "BackupServerReference":
-                    server = lname
-                elif typ.endswith("JobSessionReference"):
+                    server = lname if server is None else server
+                elif job is None and typ.endswith("JobSessionReference"):
                     job = job_name(lname)
     get = el.get
     return TaskSession(
@@ -168,9 +288,9 @@ def _xml_session(el: Any) -> TaskSession:
         get("Type") or _local(el.tag),
         get("Name", ""),
         get("VmDisplayName", ""),
-        job,
+        job or "",
         f.get("JobSessionUid") or "",
-        server,
+        server or "",
         f.get("State") or "",
         f.get("Result") or "",
         f.get("Reason") or "",
@@ -250,24 +370,42 @@ class _Keys:
         return tuple(obj.get(lowered.get(w, ""), None) for w in self.wanted)
 
 
+def _unresolved(obj: Any) -> tuple[Any, ...]:
+    raise KeyError("key spelling not resolved yet")
+
+
 def _json_sessions(items: list[Any]) -> list[TaskSession]:
-    item_values, link_values = _Keys(_ITEM_KEYS).values, _Keys(_LINK_KEYS).values
+    item_keys, link_keys = _Keys(_ITEM_KEYS), _Keys(_LINK_KEYS)
     out: list[TaskSession] = []
     append = out.append
+    jobs: dict[str, str] = {}
+    item_get = link_get = _unresolved
     for item in items:
-        uid, typ, name, vm, jsu, state, result, reason, created, ended, size, links = item_values(
-            item
-        )
-        job = server = ""
-        for link in links or ():
-            rel, ltype, lname = link_values(link)
-            if rel == "Up" and lname:
-                if ltype == "BackupServerReference":
-                    server = lname
-                elif ltype and ltype.endswith("JobSessionReference"):
-                    job = job_name(lname)
-                if job and server:
-                    break
+        try:
+            row = item_get(item)
+        except (KeyError, TypeError):
+            row = item_keys.values(item)
+            item_get = item_keys.getter or _unresolved
+        uid, typ, name, vm, jsu, state, result, reason, created, ended, size, links = row
+        try:  # EM's usual order: the Up server link, then the Up job-session link
+            l0, l1 = links[0], links[1]
+            if link_get is _unresolved:
+                link_keys.values(l0)
+                link_get = link_keys.getter or _unresolved
+            (r0, t0, server), (r1, t1, job_key) = link_get(l0), link_get(l1)
+            if not (
+                r0 == r1 == "Up"
+                and t0 == "BackupServerReference"
+                and t1.endswith("JobSessionReference")
+                and server
+                and job_key
+            ):
+                raise ValueError
+            job = jobs.get(job_key)
+            if job is None:
+                job = jobs[job_key] = job_name(job_key)
+        except (LookupError, TypeError, ValueError, AttributeError, ParseError):
+            job, server = _json_links(links, link_keys.values)
         try:  # the common case inline: strings ending in Z parse straight to UTC
             c = _fromiso(created) if created else None
             e = _fromiso(ended) if ended else None
@@ -278,20 +416,36 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
         if e is not None and e.tzinfo is not UTC:
             e = parse_time(ended)
         append(
-            TaskSession(
-                uid or "",
-                typ or "",
-                name or "",
-                vm or "",
-                job,
-                jsu or "",
-                server,
-                state or "",
-                result or "",
-                reason or "",
-                c,
-                e,
-                size if type(size) is int else _size(size),
+            _new(
+                TaskSession,
+                (
+                    uid or "",
+                    typ or "",
+                    name or "",
+                    vm or "",
+                    job,
+                    jsu or "",
+                    server,
+                    state or "",
+                    result or "",
+                    reason or "",
+                    c,
+                    e,
+                    size if type(size) is int else _size(size),
+                ),
             )
         )
     return out
+
+
+def _json_links(links: Any, link_values: Callable[[Any], tuple[Any, ...]]) -> tuple[str, str]:
+    """(job, server) from the first `Up` link of each kind, in any order."""
+    job = server = None
+    for link in links or ():
+        rel, ltype, lname = link_values(link)
+        if rel == "Up" and lname and isinstance(ltype, str):
+            if ltype == "BackupServerReference":
+                server = lname if server is None else server
+            elif job is None and ltype.endswith("JobSessionReference"):
+                job = job_name(lname)
+    return job or "", server or ""
