@@ -23,6 +23,7 @@ from bot.veeam.parse import parse_time
 
 log = logging.getLogger(__name__)
 TABLE = "state"
+_ROWS = 400  # rows per statement: 800 parameters, under old SQLite's limit of 999
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Store:
             )
             self.first_run = True
         self._sent: list[tuple[str, str]] = []
-        self._unmark: list[tuple[str]] = []
+        self._unmark: list[str] = []
         self._db = SqliteDict(
             str(self.path),
             tablename=TABLE,
@@ -142,16 +143,28 @@ class Store:
         for s in sessions:
             receipt = {"c": channel, "ts": ts, "at": at, "r": s.result}
             self._sent.append((f"a:{s.uid}", json.dumps(receipt)))
-            self._unmark.append((f"p:{s.uid}",))
+            self._unmark.append(f"p:{s.uid}")
 
     def _flush(self) -> None:
         """Hand buffered writes to sqlitedict's thread (reads call this first)."""
         if self._sent:
             sent, self._sent = self._sent, []
-            self._db.conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', sent)
+            self._replace(sent)
         if self._unmark:
             unmark, self._unmark = self._unmark, []
-            self._db.conn.executemany(f'DELETE FROM "{TABLE}" WHERE key = ?', unmark)
+            for i in range(0, len(unmark), _ROWS):
+                chunk = unmark[i : i + _ROWS]
+                marks = ",".join("?" * len(chunk))
+                self._db.conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({marks})', chunk)
+
+    def _replace(self, rows: list[tuple[str, str]]) -> None:
+        """Write rows, several hundred per statement: sqlitedict's executemany queues one
+        request per row to its thread, which costs more than the writes themselves."""
+        for i in range(0, len(rows), _ROWS):
+            chunk = rows[i : i + _ROWS]
+            values = ",".join(["(?,?)"] * len(chunk))
+            flat = [x for row in chunk for x in row]
+            self._db.conn.execute(f'REPLACE INTO "{TABLE}" (key, value) VALUES {values}', flat)
 
     def known(self, uids: list[str]) -> tuple[set[str], set[str]]:
         """(announced, pending) among `uids`, in one query per 400 UIDs."""
@@ -187,7 +200,7 @@ class Store:
             for s in sessions
         ]
         self._flush()
-        self._db.conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', rows)
+        self._replace(rows)
         self.commit()
 
     def pending(self) -> list[Pending]:
