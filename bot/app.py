@@ -7,21 +7,23 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from bot.commands import SlashDeps, register
 from bot.console import format_message
 from bot.digest_run import DigestRunner
 from bot.pipeline import Pipeline
 from bot.render import Renderer
-from bot.schedule import build_scheduler, utcnow
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
 from bot.store import Store
-from bot.surface import Surface, bolt_app, check_token
 from bot.veeam.client import EMClient
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.surface import Surface
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,11 @@ class Services:
 
 def slash_surface(settings: Settings, services: Services, pool: ThreadPoolExecutor) -> Surface:
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
+    # Imported here: `poll --once` and `digest` start faster without Bolt and the scheduler.
+    from bot.commands import SlashDeps, register
+    from bot.schedule import utcnow
+    from bot.surface import Surface, bolt_app, check_token
+
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
     check_token(client)
     app = bolt_app(settings, client)
@@ -112,6 +119,10 @@ def slash_surface(settings: Settings, services: Services, pool: ThreadPoolExecut
 def run_forever(settings: Settings) -> int:
     """`run`: poll at once and then on the interval, serve `/veeam`; stop cleanly on SIGTERM
     or SIGINT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.schedule import build_scheduler, utcnow
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
