@@ -44,10 +44,17 @@ def web_client(
     token: str, base_url: str, *, timeout: int = 30, rate_limit_retries: int = 5
 ) -> WebClient:
     """A WebClient that waits out 429s itself and reports everything else to us."""
+    # slack-sdk builds its debug line (the whole request body, formatted) on every call when
+    # its logger's own level is unset, even if nothing would print it: about half of the
+    # client's own time per post. Pin the level it inherits; LOG_LEVEL=DEBUG still shows it.
+    sdk_log = logging.getLogger("slack_sdk.web.base_client")
+    if sdk_log.level == logging.NOTSET:
+        sdk_log.setLevel(sdk_log.getEffectiveLevel())
     return WebClient(
         token=token,
         base_url=base_url,
         timeout=timeout,
+        logger=sdk_log,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
     )
 
