@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -173,15 +174,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def send_doc(
-        self, status: int, xml: str, doc: dict[str, Any], headers: dict[str, str] | None = None
+        self,
+        status: int,
+        xml: str | Callable[[], str],
+        doc: dict[str, Any] | Callable[[], dict[str, Any]],
+        headers: dict[str, str] | None = None,
     ) -> None:
+        """Answer in the form the client asked for; a callable is only built when chosen."""
         if self.wants_json:
-            text = wire.dump_json(doc, camel_case=self.emulator.camel_case)
+            text = wire.dump_json(
+                doc() if callable(doc) else doc, camel_case=self.emulator.camel_case
+            )
             if self.emulator.bom:
                 text = BOM + text
             self.send(status, text, "application/json; charset=utf-8", headers)
         else:
-            self.send(status, xml, "application/xml; charset=utf-8", headers)
+            self.send(
+                status, xml() if callable(xml) else xml, "application/xml; charset=utf-8", headers
+            )
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self.send_doc(
@@ -300,8 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
         base = self.base()
         self.send_doc(
             200,
-            wire.xml_query(items, type_name, base, paging),
-            wire.json_query(items, type_name, base, paging),
+            lambda: wire.xml_query(items, type_name, base, paging),
+            lambda: wire.json_query(items, type_name, base, paging),
         )
 
     def run_query(self, params: dict[str, str]) -> tuple[list[EmSession], dict[str, Any], str]:
