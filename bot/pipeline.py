@@ -249,7 +249,7 @@ class Pipeline:
             self.store.record_sent(chunk, receipt.channel, receipt.ts, now)
             result.announced += len(chunk)
             if n % COMMIT_EVERY == 0:
-                self.store.commit()
+                self.store.commit(wait=False)  # SQLite works while the next posts go out
         self.store.commit()
 
     def _send(self, msg: Message, now: datetime) -> Receipt:

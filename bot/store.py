@@ -119,9 +119,12 @@ class Store:
         self._db.commit()
         self._db.close()
 
-    def commit(self) -> None:
+    def commit(self, *, wait: bool = True) -> None:
+        """Make buffered writes durable. `wait=False` lets sqlitedict's thread do the work
+        while the caller goes on; use it only where a crash before it lands loses nothing
+        (delivery records: the committed pending marks cover them)."""
         self._flush()
-        self._db.commit(blocking=True)
+        self._db.commit(blocking=wait)
 
     # ---------------------------------------------------------------- announced
     def is_announced(self, uid: str) -> bool:
