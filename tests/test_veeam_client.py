@@ -39,6 +39,18 @@ def test_generator_fetches_lazily(emulator: Emulator) -> None:
         assert len(first) == 5 and len(emulator.queries()) == 1
 
 
+def test_a_failing_later_page_ends_the_walk_with_a_clear_error(emulator: Emulator) -> None:
+    """Pages after the first are read ahead; a failure there still surfaces in order."""
+    emulator.fail_queries.extend([0, 0, 503])  # pages 1 and 2 answer, page 3 fails
+    with EMClient(veeam_settings(emulator, page_size=5)) as c:
+        it = c.query("ReplicaTaskSession", "", sort_asc="CreationTime")
+        got = [next(it) for _ in range(10)]
+        with pytest.raises(SourceError, match="503"):
+            next(it)
+    assert len({s.uid for s in got}) == 10
+    assert [q.params["page"] for q in emulator.queries()] == ["1", "2", "3"]
+
+
 def test_expired_token_leads_to_a_silent_relogon(client: EMClient, emulator: Emulator) -> None:
     before = list(client.query("ReplicaTaskSession", 'VmDisplayName=="apache02"'))
     emulator.expire_tokens()

@@ -10,6 +10,7 @@ import base64
 import binascii
 import logging
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -50,7 +51,7 @@ class Emulator:
     delay: float = 0.0  # seconds to wait before answering /api/query
     fail_queries: list[int] = field(
         default_factory=list, repr=False
-    )  # statuses for the next queries
+    )  # statuses for the next queries (0: answer normally)
     canned: list[tuple[bytes, str]] = field(
         default_factory=list, repr=False
     )  # next query answers, verbatim
@@ -72,7 +73,7 @@ class Emulator:
 
     def _bind(self) -> ThreadingHTTPServer:
         handler = type("Handler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server = _QuietServer((self.host, self.port), handler)
         server.daemon_threads = True
         if self.tls is not None:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
@@ -135,6 +136,16 @@ class Emulator:
                     del self.tokens[token]
                     return True
         return False
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up before its answer (a timeout, a killed bot) is normal here."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("client %s hung up before its answer", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -294,8 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
         emu = self.emulator
         if emu.delay:
             time.sleep(emu.delay)
-        if emu.fail_queries:
-            status = emu.fail_queries.pop(0)
+        status = emu.fail_queries.pop(0) if emu.fail_queries else 0
+        if status:
             self.error(status, "Service temporarily unavailable (emulated failure)")
             return
         if emu.canned:

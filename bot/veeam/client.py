@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 
@@ -113,6 +114,13 @@ class EMClient:
         sort_desc: str = "",
     ) -> tuple[list[TaskSession], Page | None]:
         """One page of a query."""
+        return parse_page(
+            self._page_body(type_, filter_, page, size, sort_asc=sort_asc, sort_desc=sort_desc)
+        )
+
+    def _page_body(
+        self, type_: str, filter_: str, page: int, size: int, *, sort_asc: str, sort_desc: str
+    ) -> bytes:
         params: dict[str, str | int] = {"type": type_, "format": "Entities"}
         if sort_asc:
             params["sortAsc"] = sort_asc
@@ -122,7 +130,7 @@ class EMClient:
         params["page"] = page
         if filter_:
             params["filter"] = filter_
-        return parse_page(self._get("/api/query", params))
+        return self._get("/api/query", params)
 
     def query(
         self,
@@ -133,17 +141,35 @@ class EMClient:
         sort_desc: str = "",
         page_size: int | None = None,
     ) -> Iterator[TaskSession]:
-        """Yield every matching task session, walking pages while PageNum < PagesCount."""
+        """Yield every matching task session, walking pages while PageNum < PagesCount.
+
+        Once the page count is known, the next page is requested while this one is parsed
+        and consumed (one request in flight at a time), so EM and the bot work side by side."""
         size = page_size or self.settings.page_size
-        num = 1
-        while True:
-            sessions, info = self.page(
-                type_, filter_, page=num, size=size, sort_asc=sort_asc, sort_desc=sort_desc
+
+        def fetch(num: int) -> bytes:
+            return self._page_body(
+                type_, filter_, num, size, sort_asc=sort_asc, sort_desc=sort_desc
             )
-            yield from sessions
-            if info is None or info.num >= info.count or not sessions:
-                return
-            num = info.num + 1
+
+        pool: ThreadPoolExecutor | None = None
+        try:
+            num, body, count = 1, fetch(1), 0
+            while True:
+                ahead: Future[bytes] | None = None
+                if num < count:  # the count of the page before; EM may have changed since
+                    pool = pool or ThreadPoolExecutor(1, thread_name_prefix="em-next-page")
+                    ahead = pool.submit(fetch, num + 1)
+                sessions, info = parse_page(body)
+                yield from sessions
+                if info is None or info.num >= info.count or not sessions:
+                    return
+                wanted, count = info.num + 1, info.count
+                body = ahead.result() if ahead is not None and wanted == num + 1 else fetch(wanted)
+                num = wanted
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def head_and_count(
         self, type_: str, filter_: str, *, sort_desc: str, size: int
