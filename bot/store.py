@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,6 +103,7 @@ class Store:
             self.first_run = True
         self._sent: list[tuple[str, str]] = []
         self._unmark: list[str] = []
+        self._buffer_lock = threading.Lock()
         self._db = SqliteDict(
             str(self.path),
             tablename=TABLE,
@@ -149,12 +151,13 @@ class Store:
             self._unmark.append(f"p:{s.uid}")
 
     def _flush(self) -> None:
-        """Hand buffered writes to sqlitedict's thread (reads call this first)."""
-        if self._sent:
+        """Hand buffered writes to sqlitedict's thread (reads call this first; the poll's
+        fetch threads read side by side)."""
+        with self._buffer_lock:  # queued in order, so a read queued after this sees them
             sent, self._sent = self._sent, []
-            self._replace(sent)
-        if self._unmark:
             unmark, self._unmark = self._unmark, []
+            if sent:
+                self._replace(sent)
             for i in range(0, len(unmark), _ROWS):
                 chunk = unmark[i : i + _ROWS]
                 marks = ",".join("?" * len(chunk))
