@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -146,12 +145,8 @@ class Pipeline:
         high: dict[str, datetime] = {}
         types = self.settings.veeam.session_types
         try:
-            if len(types) == 1:
-                parts = [self._fetch(types[0], now)]
-            else:  # one query per type, side by side: EM works on one while we read the other
-                with ThreadPoolExecutor(len(types), thread_name_prefix="em-fetch") as pool:
-                    parts = list(pool.map(lambda t: self._fetch(t, now), types))
-            for type_, (sessions, fetched, top) in zip(types, parts, strict=True):
+            for type_ in types:
+                sessions, fetched, top = self._fetch(type_, now)
                 fresh += sessions
                 result.fetched += fetched
                 if top is not None:
