@@ -151,8 +151,8 @@ class Store:
             self._unmark.append(f"p:{s.uid}")
 
     def _flush(self) -> None:
-        """Hand buffered writes to sqlitedict's thread (reads call this first; the poll's
-        fetch threads read side by side)."""
+        """Hand buffered writes to sqlitedict's thread (reads call this first, from the poll
+        and from the slash command's workers alike)."""
         with self._buffer_lock:  # queued in order, so a read queued after this sees them
             sent, self._sent = self._sent, []
             unmark, self._unmark = self._unmark, []
