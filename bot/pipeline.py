@@ -143,9 +143,8 @@ class Pipeline:
             carried = []
         fresh: list[TaskSession] = []
         high: dict[str, datetime] = {}
-        types = self.settings.veeam.session_types
         try:
-            for type_ in types:
+            for type_ in self.settings.veeam.session_types:
                 sessions, fetched, top = self._fetch(type_, now)
                 fresh += sessions
                 result.fetched += fetched

@@ -14,23 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import SessionStore, generate
+from bot.emulator.data import EmSession, SessionStore, generate
 from bot.emulator.server import Emulator
 from tests.fake_slack import FakeSlack
 from tests.helpers import ROOT, bot_env, run_bot
 
 
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    data = generate(
-        500,
+def history(n: int, *, seed: int) -> list[EmSession]:
+    """N sessions over the last 20 h, a fifth of them Failed or Warning."""
+    return generate(
+        n,
         now=datetime.now(UTC),
-        seed=21,
+        seed=seed,
         span=timedelta(hours=20),
         failure_rate=0.2,
         extras=False,
     )
-    emu = Emulator(SessionStore(data)).start()
+
+
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    emu = Emulator(SessionStore(history(500, seed=21))).start()
     yield emu
     emu.stop()
 
@@ -101,16 +105,7 @@ def test_exit_1_when_em_is_unreachable(em: Emulator, slack: FakeSlack, tmp_path:
 def test_sigkill_at_random_moments_never_loses_or_doubles(
     em: Emulator, slack: FakeSlack, tmp_path: Path
 ) -> None:
-    em.store.add(
-        generate(
-            1500,
-            now=datetime.now(UTC),
-            seed=22,
-            span=timedelta(hours=20),
-            failure_rate=0.2,
-            extras=False,
-        )
-    )
+    em.store.add(history(1500, seed=22))
     env = env_for(em, slack, tmp_path)
     slack.delay = 0.06  # a slow Slack: each post is stored, then answered 60 ms later
     rng = random.Random(1234)

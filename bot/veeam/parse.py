@@ -67,6 +67,21 @@ def job_name(job_session_name: str) -> str:
     return head if sep else job_session_name
 
 
+def _times(created: Any, ended: Any) -> tuple[datetime | None, datetime | None]:
+    """A session's start and end as UTC. The common case, strings ending in Z, parses straight
+    to UTC; anything else goes through parse_time, which also raises the clear error."""
+    try:
+        c = _fromiso(created) if created else None
+        e = _fromiso(ended) if ended else None
+    except (ValueError, TypeError):
+        return parse_time(created), parse_time(ended)
+    if c is not None and c.tzinfo is not UTC:
+        c = parse_time(created)
+    if e is not None and e.tzinfo is not UTC:
+        e = parse_time(ended)
+    return c, e
+
+
 def _size(value: Any) -> int:
     if value is None or value == "":
         return 0
@@ -217,16 +232,8 @@ def _xml_sessions(plural: Any) -> list[TaskSession]:
         job = jobs.get(job_key)
         if job is None:
             job = jobs[job_key] = job_name(job_key)
-        created, ended, size = ct.text, et.text, sz.text
-        try:  # the common case inline: strings ending in Z parse straight to UTC
-            c = _fromiso(created) if created else None
-            e = _fromiso(ended) if ended else None
-        except (ValueError, TypeError):
-            c, e = parse_time(created), parse_time(ended)  # raises the clear error
-        if c is not None and c.tzinfo is not UTC:
-            c = parse_time(created)
-        if e is not None and e.tzinfo is not UTC:
-            e = parse_time(ended)
+        c, e = _times(ct.text, et.text)
+        size = sz.text
         append(
             _new(
                 TaskSession,
@@ -406,15 +413,7 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
                 job = jobs[job_key] = job_name(job_key)
         except (LookupError, TypeError, ValueError, AttributeError, ParseError):
             job, server = _json_links(links, link_keys.values)
-        try:  # the common case inline: strings ending in Z parse straight to UTC
-            c = _fromiso(created) if created else None
-            e = _fromiso(ended) if ended else None
-        except (ValueError, TypeError):
-            c, e = parse_time(created), parse_time(ended)  # raises the clear error
-        if c is not None and c.tzinfo is not UTC:
-            c = parse_time(created)
-        if e is not None and e.tzinfo is not UTC:
-            e = parse_time(ended)
+        c, e = _times(created, ended)
         append(
             _new(
                 TaskSession,
