@@ -6,12 +6,13 @@ import shutil
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import SessionStore, generate
+from bot.emulator.data import EmSession, SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.errors import AuthError, EMRejected, SourceError
 from bot.settings import Secret
@@ -49,6 +50,45 @@ def test_a_failing_later_page_ends_the_walk_with_a_clear_error(emulator: Emulato
             next(it)
     assert len({s.uid for s in got}) == 10
     assert [q.params["page"] for q in emulator.queries()] == ["1", "2", "3"]
+
+
+ORDER = {"Success": 0, "Warning": 1, "Failed": 2}
+STATES = {"InProgress": 0, "Pending": 1, "Completed": 2}
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ('Result>="Warning"', lambda s: ORDER.get(s.result, -1) >= 1),
+        ("Result!=Success", lambda s: s.result in ("Warning", "Failed")),
+        ("Result<Failed", lambda s: s.result in ("Success", "Warning")),
+        ("State<Completed", lambda s: s.state in ("InProgress", "Pending")),
+        (
+            '(Result=="Failed",Result=="Warning");State=="Completed"',
+            lambda s: s.result in ("Failed", "Warning") and s.state == "Completed",
+        ),
+        (
+            "(Result==Failed,State==Pending)",
+            lambda s: s.result == "Failed" or s.state == "Pending",
+        ),
+        (
+            "(Result==Warning,State==Pending,VmDisplayName==apache02)",
+            lambda s: s.result == "Warning" or s.state == "Pending" or s.vm == "apache02",
+        ),
+        ("Result==Failed;TotalSize==0;State==Completed", lambda s: s.result == "Failed"),
+        (
+            "State!=Completed;Result==Success;TotalSize==0;VmDisplayName!=erp01",
+            lambda s: s.state != "Completed" and s.vm != "erp01",
+        ),
+    ],
+)
+def test_emulator_evaluates_filters_as_em_does(
+    client: EMClient, emulator: Emulator, flt: str, expected: Callable[[EmSession], bool]
+) -> None:
+    """Enums compare by ordinal, `;` binds tighter than `,`; checked against plain Python."""
+    got = {s.uid for s in client.query("ReplicaTaskSession", flt)}
+    want = {s.uid for s in emulator.store.all() if s.type == "ReplicaTaskSession" and expected(s)}
+    assert got == want and want
 
 
 def test_expired_token_leads_to_a_silent_relogon(client: EMClient, emulator: Emulator) -> None:

@@ -206,20 +206,53 @@ def parse_filter(text: str) -> Node:
 
 
 def compile_filter(node: Node) -> Predicate:
-    """Node → a predicate over an emulator record."""
-    if isinstance(node, Group):
-        parts = [compile_filter(p) for p in node.parts]
-        if node.kind == "and":
-            return lambda r: all(p(r) for p in parts)
-        return lambda r: any(p(r) for p in parts)
-    fn, attr, value = OPS[node.op], node.attr, node.value
+    """Node → a predicate over an emulator record. A catch-up filters a history of 100,000
+    sessions in one pass, so each test is kept cheap: enum tests are set membership (an OR of
+    them on one field, one set), and short AND/OR chains are single expressions."""
+    if isinstance(node, Comparison):
+        return _compare(node)
+    merged = _enum_set(node)
+    if merged is not None:
+        get, passing = operator.attrgetter(merged[0]), merged[1]
+        return lambda r: get(r) in passing
+    parts = tuple(compile_filter(p) for p in node.parts)
+    if node.kind == "and":
+        if len(parts) == 2:
+            a, b = parts
+            return lambda r: a(r) and b(r)
+        if len(parts) == 3:
+            a, b, c = parts
+            return lambda r: a(r) and b(r) and c(r)
+        return lambda r: all(p(r) for p in parts)
+    if len(parts) == 2:
+        a, b = parts
+        return lambda r: a(r) or b(r)
+    return lambda r: any(p(r) for p in parts)
+
+
+def _enum_passing(node: Comparison) -> frozenset[str]:
+    """Stored enum values that pass; an unknown one (e.g. Result "None") never does."""
+    fn = OPS[node.op]
+    return frozenset(m for i, m in enumerate(ENUMS[node.field]) if fn(i, node.value))
+
+
+def _enum_set(node: Group) -> tuple[str, frozenset[str]] | None:
+    """An OR of enum tests on one field as (attribute, passing values), else None."""
+    fields = {p.field if isinstance(p, Comparison) else "" for p in node.parts}
+    if node.kind != "or" or len(fields) != 1 or fields.pop() not in ENUMS:
+        return None
+    tests = [p for p in node.parts if isinstance(p, Comparison)]
+    return tests[0].attr, frozenset().union(*(_enum_passing(t) for t in tests))
+
+
+def _compare(node: Comparison) -> Predicate:
+    fn, get, value = OPS[node.op], operator.attrgetter(node.attr), node.value
     if node.field in ENUMS:
-        order = {m: i for i, m in enumerate(ENUMS[node.field])}
-        # An unknown stored value (e.g. Result "None") never compares true.
-        return lambda r: (i := order.get(getattr(r, attr), -1)) >= 0 and fn(i, value)
+        passing = _enum_passing(node)
+        return lambda r: get(r) in passing
     if isinstance(value, datetime):
-        return lambda r: (v := getattr(r, attr)) is not None and fn(v, value)
-    return lambda r: fn(getattr(r, attr), value)
+        return lambda r: (v := get(r)) is not None and fn(v, value)
+    return lambda r: fn(get(r), value)
 
 
 def range_bounds(node: Node, attr: str) -> tuple[datetime | None, datetime | None]:

@@ -7,7 +7,8 @@ import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote as urlquote
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape as _escape
+from xml.sax.saxutils import quoteattr as _quoteattr
 
 from bot.emulator.data import EmSession
 
@@ -80,9 +81,24 @@ def camelize(obj: Any) -> Any:
     return obj
 
 
+_ATTR_SPECIAL = re.compile(r'[&<>"\n\r\t]')
+_TEXT_SPECIAL = re.compile(r"[&<>]")
+
+
+def quoteattr(value: str) -> str:
+    """saxutils.quoteattr, with a shortcut for the usual value that needs no escaping:
+    a page of 1,000 sessions quotes 16,000 attributes."""
+    return _quoteattr(value) if _ATTR_SPECIAL.search(value) else f'"{value}"'
+
+
+def escape(value: str) -> str:
+    """saxutils.escape, with the same shortcut."""
+    return _escape(value) if _TEXT_SPECIAL.search(value) else value
+
+
 def em_time(value: datetime) -> str:
     """EM's timestamp form: UTC, `Z`, trailing fraction zeros trimmed."""
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = value.isoformat(timespec="seconds")[:19]  # strftime's "%Y-%m-%dT%H:%M:%S", faster
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"
