@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -67,9 +66,10 @@ class FakeSlack:
         if self._server:
             self._server.close()
 
-    async def dispatch(
+    def dispatch(
         self, verb: str, target: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """One request → (status, JSON document, extra headers)."""
         parts = urlsplit(target)
         body: dict[str, Any] = dict(parse_qsl(parts.query))
         text = raw.decode()
@@ -92,10 +92,7 @@ class FakeSlack:
         if method == "auth.test":
             return 200, {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"}, {}
         if method == "chat.postMessage":
-            answer = self.post_message(body)
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            return answer
+            return self.post_message(body)  # the server holds the answer back by `delay`
         if method == "conversations.list":
             chans = [{"id": cid, "name": name.lstrip("#")} for name, cid in self.channels.items()]
             return (
@@ -236,17 +233,22 @@ def block_problems(blocks: list[Any], attachments: list[Any], text: Any) -> str:
 
 class _Server:
     """A small asyncio HTTP/1.1 server (in its own thread) so that the fake, not being the
-    bottleneck, lets benchmarks measure the bot. It answers like Slack's Web API."""
+    bottleneck, lets benchmarks measure the bot. It answers like Slack's Web API. Requests
+    are parsed in a plain Protocol: no task or stream per connection, so an answer goes out
+    in the loop turn that read its request."""
 
     def __init__(self, fake: FakeSlack, port: int) -> None:
         self.fake = fake
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(lambda _loop, _ctx: None)  # killed clients are expected
+        self.open: set[_Connection] = set()
         ready = threading.Event()
         self.port = 0
 
         async def serve() -> None:
-            server = await asyncio.start_server(self.handle, "127.0.0.1", port)
+            server = await self.loop.create_server(
+                lambda: _Connection(self), "127.0.0.1", port, backlog=512
+            )
             self.port = server.sockets[0].getsockname()[1]
             self.server = server
             ready.set()
@@ -259,46 +261,86 @@ class _Server:
     def close(self) -> None:
         async def stop() -> None:
             self.server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
+            for conn in list(self.open):
+                conn.transport.abort()
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+class _Connection(asyncio.Protocol):
+    """One client connection: requests in order, each answered after the fake's `delay`
+    when it is a chat.postMessage."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.buffer = b""
+        self.waiting = False  # an answer is held back; later requests wait for it
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.open.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.open.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                verb, target, _ = line.decode("latin-1").split(" ", 2)
-                headers: dict[str, str] = {}
-                while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    name, _, value = h.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length") or 0))
-                status, doc, extra = await self.fake.dispatch(verb, target, headers, body)
-                data = json.dumps(doc).encode()
-                close = headers.get("connection", "").lower() == "close"
-                head = [
-                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
-                    "Content-Type: application/json; charset=utf-8",
-                    f"Content-Length: {len(data)}",
-                    "Connection: close" if close else "Connection: keep-alive",
-                ]
-                head += [f"{k}: {v}" for k, v in extra.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-                await writer.drain()
-                if close:
-                    break
-        except (OSError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
-            pass  # a client that vanished (killed mid-request) is normal here
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await writer.wait_closed()
+            self.serve()
+        except Exception:  # a garbled request or a bug in the fake: drop the connection
+            self.transport.abort()
+
+    def serve(self) -> None:
+        while not self.waiting and not self.transport.is_closing():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = self.buffer[:end].decode("latin-1").split("\r\n")
+            headers: dict[str, str] = {}
+            for h in lines[1:]:
+                name, _, value = h.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            size = int(headers.get("content-length") or 0)
+            if len(self.buffer) < end + 4 + size:
+                return
+            body = self.buffer[end + 4 : end + 4 + size]
+            self.buffer = self.buffer[end + 4 + size :]
+            verb, target, _ = lines[0].split(" ", 2)
+            fake = self.server.fake
+            status, doc, extra = fake.dispatch(verb, target, headers, body)
+            close = headers.get("connection", "").lower() == "close"
+            data = json.dumps(doc).encode()
+            head = [
+                f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+                "Content-Type: application/json; charset=utf-8",
+                f"Content-Length: {len(data)}",
+                "Connection: close" if close else "Connection: keep-alive",
+            ]
+            head += [f"{k}: {v}" for k, v in extra.items()]
+            reply = ("\r\n".join(head) + "\r\n\r\n").encode() + data
+            if fake.delay and target.endswith("/chat.postMessage"):
+                self.waiting = True
+                self.server.loop.call_later(fake.delay, self.answer_late, reply, close)
+                return
+            self.answer(reply, close)
+
+    def answer(self, reply: bytes, close: bool) -> None:
+        self.transport.write(reply)
+        if close:
+            self.transport.close()
+
+    def answer_late(self, reply: bytes, close: bool) -> None:
+        self.waiting = False
+        if self.transport.is_closing():
+            return  # the client gave up (timeout, or killed)
+        self.answer(reply, close)
+        self.data_received(b"")
 
 
 def main() -> None:
