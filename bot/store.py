@@ -112,6 +112,11 @@ class Store:
             decode=json.loads,
             outer_stack=False,
         )
+        # sqlitedict opens its connection with `PRAGMA synchronous=OFF`: a commit survives the
+        # process being killed, but power loss or an OS crash can lose it or corrupt the
+        # file. The pending marks committed before each post are what keep an alert from
+        # being posted twice, so commits go to disk again (SQLite's default).
+        self._db.conn.execute("PRAGMA synchronous=FULL")
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"

@@ -82,6 +82,16 @@ def test_a_missing_store_is_a_first_run_and_state_survives_reopening(tmp_path: P
     again.close()
 
 
+def test_commits_are_written_through_to_disk(tmp_path: Path) -> None:
+    """sqlitedict turns fsync off (`synchronous=OFF`); after power loss the pending marks,
+    which stop a repeat post, could be gone or the file corrupt. The store turns it back on."""
+    store = Store(tmp_path / "state.sqlite", now=NOW)
+    try:
+        assert store._db.conn.select_one("PRAGMA synchronous") == (2,)  # FULL
+    finally:
+        store.close()
+
+
 def test_retention_prunes_old_announcements_only(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite", now=NOW)
     store.record_sent([session("old")], "C1", "1", NOW - timedelta(days=20))
