@@ -23,7 +23,9 @@ from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)
-COMMIT_EVERY = 50  # messages between commits of delivery records (pending marks cover a crash)
+# Messages between commits of delivery records. The committed pending marks cover a crash;
+# these commits only shorten the history check after one, and each rewrites index pages.
+COMMIT_EVERY = 500
 
 
 @dataclass
