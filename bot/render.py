@@ -219,6 +219,11 @@ def worst(sessions: list[TaskSession]) -> str:
     return next((r for r in ("Failed", "Warning") if r in results), "Success")
 
 
+_EMOJI_MARKUP = {result: Markup(emoji) for result, emoji in EMOJI.items()}
+_NO_EMOJI = Markup(":grey_question:")
+_TYPE_LABEL = {name: short.capitalize() for name, short in TYPE_SHORT.items()}
+
+
 def session_view(s: TaskSession) -> dict[str, Any]:
     return {
         "uid": s.uid,
@@ -228,8 +233,8 @@ def session_view(s: TaskSession) -> dict[str, Any]:
         "server": s.server,
         "result": s.result,
         "state": s.state,
-        "emoji": Markup(EMOJI.get(s.result, ":grey_question:")),
-        "type_label": TYPE_SHORT.get(s.type, s.type).capitalize(),
+        "emoji": _EMOJI_MARKUP.get(s.result, _NO_EMOJI),
+        "type_label": _TYPE_LABEL.get(s.type) or s.type.capitalize(),
         "started": slack_date(s.created),
         "ended": slack_date(s.ended),
         "duration": human_duration(s.duration_s),
@@ -249,14 +254,15 @@ def alert_message(
     """One alert message for sessions of one job session (at most 40)."""
     assert 0 < len(sessions) <= MAX_SESSIONS_PER_MESSAGE
     first, result = sessions[0], worst(sessions)
+    first_view = session_view(first)
     view = {
-        **session_view(first),
+        **first_view,
         "count": len(sessions),
         "summary": summary_of(sessions),
         "part": part,
         "part_count": part_count,
         "decision": decision,
-        "emoji": Markup(EMOJI.get(result, ":grey_question:")),
+        "emoji": _EMOJI_MARKUP.get(result, _NO_EMOJI),
         "ended": slack_date(max((s.ended for s in sessions if s.ended), default=None)),
         "vms": ", ".join(s.vm for s in sessions[:10]) + (" …" if len(sessions) > 10 else ""),
     }
@@ -268,7 +274,7 @@ def alert_message(
     else:
         budget = min(MAX_SECTION, MESSAGE_BUDGET // len(sessions))
         for s in sessions:
-            sv = session_view(s)
+            sv = first_view if s is first else session_view(s)
             body.append(section(r.fitted("alert_vm.md.j2", sv, sv["reason"], budget)))
     body.append(context(r.text("alert_context.md.j2", view)))
     fallback = r.fitted("alert_fallback.md.j2", view, view["reason"], 1000)
