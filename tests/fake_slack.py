@@ -7,6 +7,7 @@
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
 Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls),
 `lose_answers` (store the message, then answer 500), `delay` (seconds before answering).
+`stored` is set each time a chat.postMessage is stored (tests clear it and wait on it).
 Run standalone: `python -m tests.fake_slack --port 0` prints its base URL.
 """
 
@@ -44,6 +45,7 @@ class FakeSlack:
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    stored: threading.Event = field(default_factory=threading.Event)
     _ts: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: _Server | None = None
@@ -158,6 +160,7 @@ class FakeSlack:
                 "metadata": _json_field(body.get("metadata")),
             }
             self.messages.setdefault(channel, []).append(message)
+        self.stored.set()
         if self.lose_answers:
             self.lose_answers -= 1
             return 500, {"ok": False, "error": "internal_error"}, {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import EmSession, SessionStore, generate
+from bot.emulator.data import EmSession, SessionStore, generate, inject_failures
 from bot.emulator.server import Emulator
 from tests.fake_slack import FakeSlack
 from tests.helpers import ROOT, bot_env, run_bot
@@ -109,10 +109,12 @@ def test_sigkill_at_random_moments_never_loses_or_doubles(
     env = env_for(em, slack, tmp_path)
     slack.delay = 0.06  # a slow Slack: each post is stored, then answered 60 ms later
     rng = random.Random(1234)
-    kills = 0
-    for _ in range(25):
-        if kills >= 12:
-            break
+    kills = runs = 0
+    while kills < 12 and runs < 40:
+        runs += 1
+        for _ in range(4):  # new job runs with failures, so that every run has posts to make
+            inject_failures(em.store, datetime.now(UTC), rng)
+        slack.stored.clear()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "poll", "--once"],
             cwd=ROOT,
@@ -120,12 +122,15 @@ def test_sigkill_at_random_moments_never_loses_or_doubles(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.3, 1.5))  # choose the kill moment
+        # Kill at a random moment while Slack is receiving this run's posts: the message
+        # stored but not answered, answered but not recorded, recorded but not committed…
+        if slack.stored.wait(20):
+            time.sleep(rng.uniform(0, 0.25))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=30)
-    assert kills >= 10
+    assert kills >= 10, f"only {kills} of {runs} runs were killed while posting"
     slack.delay = 0
     final = poll(env)
     assert final.returncode == 0, final.stderr
