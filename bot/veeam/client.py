@@ -143,8 +143,10 @@ class EMClient:
     ) -> Iterator[TaskSession]:
         """Yield every matching task session, walking pages while PageNum < PagesCount.
 
-        Once the page count is known, the next page is requested while this one is parsed
-        and consumed (one request in flight at a time), so EM and the bot work side by side."""
+        The next page is requested as soon as the page count is known: while this page is
+        parsed (from the second page on) and while its sessions are consumed. One request is
+        in flight at a time, so EM and the bot work side by side; a caller that stops early
+        has asked for at most one page more than it read."""
         size = page_size or self.settings.page_size
 
         def fetch(num: int) -> bytes:
@@ -153,20 +155,26 @@ class EMClient:
             )
 
         pool: ThreadPoolExecutor | None = None
+
+        def ask(num: int) -> Future[bytes]:
+            nonlocal pool
+            pool = pool or ThreadPoolExecutor(1, thread_name_prefix="em-next-page")
+            return pool.submit(fetch, num)
+
         try:
             num, body, count = 1, fetch(1), 0
             while True:
-                ahead: Future[bytes] | None = None
-                if num < count:  # the count of the page before; EM may have changed since
-                    pool = pool or ThreadPoolExecutor(1, thread_name_prefix="em-next-page")
-                    ahead = pool.submit(fetch, num + 1)
+                # The page count of the page before (EM may have changed since).
+                ahead = ask(num + 1) if num < count else None
                 sessions, info = parse_page(body)
-                yield from sessions
                 if info is None or info.num >= info.count or not sessions:
+                    yield from sessions
                     return
                 wanted, count = info.num + 1, info.count
-                body = ahead.result() if ahead is not None and wanted == num + 1 else fetch(wanted)
-                num = wanted
+                if ahead is None or wanted != num + 1:  # the first page, or EM renumbered
+                    ahead = ask(wanted)
+                yield from sessions
+                body, num = ahead.result(), wanted
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -183,6 +191,5 @@ class EMClient:
         return head, (info.count - 1) * size + len(last)
 
     def ping(self) -> None:
-        """Cheap reachability check: log on (if needed) and run a one-item query."""
-        for _ in self.query("ReplicaTaskSession", "", page_size=1):
-            break
+        """Cheap reachability check: log on (if needed) and ask for one page of one item."""
+        self.page("ReplicaTaskSession", "", page=1, size=1)
