@@ -14,10 +14,12 @@ Run standalone: `python -m tests.fake_slack --port 0` prints its base URL.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
+import traceback
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -235,115 +237,134 @@ def block_problems(blocks: list[Any], attachments: list[Any], text: Any) -> str:
 
 
 class _Server:
-    """A small asyncio HTTP/1.1 server (in its own thread) so that the fake, not being the
-    bottleneck, lets benchmarks measure the bot. It answers like Slack's Web API. Requests
-    are parsed in a plain Protocol: no task or stream per connection, so an answer goes out
-    in the loop turn that read its request."""
+    """A small HTTP/1.1 server in its own thread, so that the fake, not being the bottleneck,
+    lets benchmarks measure the bot. urllib (slack-sdk, response_url posts) sends one
+    request per connection; the accepting thread answers those inline, with no event loop
+    or thread per connection. A connection kept open, or an answer held back by `delay`,
+    gets a thread of its own, so it never holds up other clients."""
 
     def __init__(self, fake: FakeSlack, port: int) -> None:
         self.fake = fake
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(lambda _loop, _ctx: None)  # killed clients are expected
-        self.open: set[_Connection] = set()
-        ready = threading.Event()
-        self.port = 0
-
-        async def serve() -> None:
-            server = await self.loop.create_server(
-                lambda: _Connection(self), "127.0.0.1", port, backlog=512
-            )
-            self.port = server.sockets[0].getsockname()[1]
-            self.server = server
-            ready.set()
-
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", port), backlog=512)
+        self.port = int(self.listener.getsockname()[1])
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.closing = False
+        self.thread = threading.Thread(target=self.accept_loop, daemon=True)
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(serve(), self.loop)
-        ready.wait(5)
+
+    def accept_loop(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.closing:
+                sock.close()
+                return
+            sock.settimeout(10)  # a client that connects and goes quiet holds nothing long
+            with self.lock:
+                self.open.add(sock)
+            _Connection(self, sock).serve(inline=True)
+
+    def forget(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(sock)
+        sock.close()
 
     def close(self) -> None:
-        async def stop() -> None:
-            self.server.close()
-            for conn in list(self.open):
-                conn.transport.abort()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.closing = True
+        with contextlib.suppress(OSError):  # wake the accepting thread
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
         self.thread.join(5)
-        self.loop.close()
+        self.listener.close()
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: requests in order, each answered after the fake's `delay`
-    when it is a chat.postMessage."""
+class _Connection:
+    """One client connection: requests in order; a chat.postMessage is answered after the
+    fake's `delay` (the message is stored first)."""
 
-    transport: asyncio.Transport
-
-    def __init__(self, server: _Server) -> None:
-        self.server = server
+    def __init__(self, server: _Server, sock: socket.socket) -> None:
+        self.server, self.sock = server, sock
         self.buffer = b""
-        self.waiting = False  # an answer is held back; later requests wait for it
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.server.open.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.open.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
+    def serve(self, *, inline: bool) -> None:
         try:
-            self.serve()
-        except Exception:  # a garbled request or a bug in the fake: drop the connection
-            self.transport.abort()
+            while (request := self.read()) is not None:
+                verb, target, headers, body = request
+                fake = self.server.fake
+                status, doc, extra = fake.dispatch(verb, target, headers, body)
+                close = headers.get("connection", "").lower() == "close"
+                delay = fake.delay if target.endswith("/chat.postMessage") else 0.0
+                if inline and (delay or not close):
+                    thread = threading.Thread(
+                        target=self.finish, args=(status, doc, extra, close, delay), daemon=True
+                    )
+                    thread.start()
+                    return
+                if not self.answer(status, doc, extra, close, delay):
+                    break
+        except (OSError, ValueError):
+            pass  # a client that vanished (killed mid-request) or a garbled request
+        except Exception:
+            traceback.print_exc()  # a bug in the fake: show it, drop only this connection
+        self.server.forget(self.sock)
 
-    def serve(self) -> None:
-        while not self.waiting and not self.transport.is_closing():
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+    def finish(
+        self, status: int, doc: dict[str, Any], extra: dict[str, str], close: bool, delay: float
+    ) -> None:
+        try:
+            if self.answer(status, doc, extra, close, delay):
+                self.serve(inline=False)
                 return
-            lines = self.buffer[:end].decode("latin-1").split("\r\n")
-            headers: dict[str, str] = {}
-            for h in lines[1:]:
-                name, _, value = h.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            size = int(headers.get("content-length") or 0)
-            if len(self.buffer) < end + 4 + size:
-                return
-            body = self.buffer[end + 4 : end + 4 + size]
-            self.buffer = self.buffer[end + 4 + size :]
-            verb, target, _ = lines[0].split(" ", 2)
-            fake = self.server.fake
-            status, doc, extra = fake.dispatch(verb, target, headers, body)
-            close = headers.get("connection", "").lower() == "close"
-            data = json.dumps(doc).encode()
-            head = [
-                f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
-                "Content-Type: application/json; charset=utf-8",
-                f"Content-Length: {len(data)}",
-                "Connection: close" if close else "Connection: keep-alive",
-            ]
-            head += [f"{k}: {v}" for k, v in extra.items()]
-            reply = ("\r\n".join(head) + "\r\n\r\n").encode() + data
-            if fake.delay and target.endswith("/chat.postMessage"):
-                self.waiting = True
-                self.server.loop.call_later(fake.delay, self.answer_late, reply, close)
-                return
-            self.answer(reply, close)
+        except OSError:
+            pass  # the client gave up (timeout, or killed) while the answer was held back
+        self.server.forget(self.sock)
 
-    def answer(self, reply: bytes, close: bool) -> None:
-        self.transport.write(reply)
-        if close:
-            self.transport.close()
+    def answer(
+        self, status: int, doc: dict[str, Any], extra: dict[str, str], close: bool, delay: float
+    ) -> bool:
+        """Send one answer; False when the connection is to be closed."""
+        if delay:
+            time.sleep(delay)
+        data = json.dumps(doc).encode()
+        head = [
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+            "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(data)}",
+            "Connection: close" if close else "Connection: keep-alive",
+        ]
+        head += [f"{k}: {v}" for k, v in extra.items()]
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        return not close
 
-    def answer_late(self, reply: bytes, close: bool) -> None:
-        self.waiting = False
-        if self.transport.is_closing():
-            return  # the client gave up (timeout, or killed)
-        self.answer(reply, close)
-        self.data_received(b"")
+    def read(self) -> tuple[str, str, dict[str, str], bytes] | None:
+        """The next whole request, or None when the client has closed the connection."""
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            if not self.fill():
+                return None
+        lines = self.buffer[:end].decode("latin-1").split("\r\n")
+        headers: dict[str, str] = {}
+        for h in lines[1:]:
+            name, _, value = h.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        size = int(headers.get("content-length") or 0)
+        while len(self.buffer) < end + 4 + size:
+            if not self.fill():
+                return None
+        body = self.buffer[end + 4 : end + 4 + size]
+        self.buffer = self.buffer[end + 4 + size :]
+        verb, target, _ = lines[0].split(" ", 2)
+        return verb, target, headers, body
+
+    def fill(self) -> bool:
+        chunk = self.sock.recv(262144)
+        self.buffer += chunk
+        return bool(chunk)
 
 
 def main() -> None:
