@@ -64,16 +64,24 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 400
     xml, js = pages()
     bare_parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    assert xml.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<QueryResult xmlns:xsi=')
     print(f"page of {N} sessions: XML {len(xml) / 1024:.0f} KiB, JSON {len(js) / 1024:.0f} KiB")
-    for kind, bare_name, ours, bare in (
-        ("xml", "bare lxml", lambda: parse_page(xml), lambda: etree.fromstring(xml, bare_parser)),
-        ("json", "bare json.loads", lambda: parse_page(js), lambda: json.loads(js)),
+    print("XML root as EM 13.1 writes it: xmlns:xsi, xmlns:xsd, then the default xmlns")
+    for kind, bare_name, target, ours, bare in (
+        (
+            "xml",
+            "bare lxml",
+            "about 2x",
+            lambda: parse_page(xml),
+            lambda: etree.fromstring(xml, bare_parser),
+        ),
+        ("json", "bare json.loads", "1.5x", lambda: parse_page(js), lambda: json.loads(js)),
     ):
         r = paired(ours, bare, rounds)
         print(
             f"{kind:4s}: ours {r['ours']:9,.0f} sessions/s, {bare_name} {r['bare']:9,.0f}/s; "
             f"ours takes {r['ratio_median']:.2f}x the bare parse (median of {rounds} paired "
-            f"rounds; best vs best {r['ratio_best']:.2f}x; target 1.5x)"
+            f"rounds; best vs best {r['ratio_best']:.2f}x; target {target})"
         )
 
 

@@ -17,9 +17,12 @@ from bot.emulator.wire import camel
 from bot.errors import EMRejected, ParseError
 from bot.models import TaskSession
 from bot.veeam.client import EMClient
-from bot.veeam.parse import job_name, parse_page, parse_time
+from bot.veeam.parse import _drop_default_namespace, job_name, parse_page, parse_time
 from tests.conftest import CAPTURES, SEED_XML, veeam_settings
 
+NS = b"http://www.veeam.com/ent/v1.0"
+XSI = b"http://www.w3.org/2001/XMLSchema-instance"
+XSD = b"http://www.w3.org/2001/XMLSchema"
 V12_TASKS = CAPTURES / "backup_jobs_tasks_sessions_metrics_v12.json"
 V13_TASKS = CAPTURES / "backup_jobs_tasks_sessions_metrics_v13.json"
 
@@ -258,16 +261,43 @@ def _variants(xml: bytes) -> dict[str, bytes]:
     commented = etree.fromstring(xml)
     for el in commented.iter("{*}ReplicaTaskSession"):
         el.insert(0, etree.Comment(" note "))
-    prefixed = xml.replace(b"<QueryResult xmlns=", b"<v:QueryResult xmlns:v=", 1)
+    prefixed = xml.replace(b" xmlns=", b" xmlns:v=", 1).replace(b"<QueryResult", b"<v:QueryResult")
     prefixed = re.sub(rb"<(/?)(?!v:)([A-Za-z])", rb"<\1v:\2", prefixed)
     no_ns = xml.replace(b' xmlns="http://www.veeam.com/ent/v1.0"', b"", 1)
+    em12_root = re.sub(rb"<QueryResult [^>]*>", b'<QueryResult xmlns="%s">' % NS, xml, count=1)
     return {
+        "EM 12 root (default namespace only)": em12_root,
         "pretty": pretty,
         "reordered attributes": etree.tostring(reordered),
         "comments": etree.tostring(commented),
         "prefixed namespace": prefixed,
         "no namespace": no_ns,
     }
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        # EM 13.1 as its reference shows it: the default namespace after xsi and xsd.
+        (
+            b'<QueryResult xmlns:xsi="%s" xmlns:xsd="%s" xmlns="%s"><Entities/>' % (XSI, XSD, NS),
+            b'<QueryResult xmlns:xsi="%s" xmlns:xsd="%s"><Entities/>' % (XSI, XSD),
+        ),
+        (b'<QueryResult xmlns="%s"><Entities/>' % NS, b"<QueryResult><Entities/>"),
+        (
+            b'<?xml version="1.0" encoding="utf-8"?>\n<QueryResult\n  xmlns = \'%s\' >' % NS,
+            b'<?xml version="1.0" encoding="utf-8"?>\n<QueryResult >',
+        ),
+        # A prefixed namespace and no namespace are left alone.
+        (b'<v:QueryResult xmlns:v="%s">' % NS, b'<v:QueryResult xmlns:v="%s">' % NS),
+        (b"<QueryResult><Entities/>", b"<QueryResult><Entities/>"),
+    ],
+)
+def test_the_root_default_namespace_is_dropped_wherever_it_stands(
+    root: bytes, expected: bytes
+) -> None:
+    """The fast path reads plain tag names; EM 13 writes its default namespace last."""
+    assert _drop_default_namespace(root) == expected
 
 
 def test_xml_layout_differences_do_not_change_what_is_read(emulator: Emulator) -> None:

@@ -13,6 +13,12 @@ from xml.sax.saxutils import quoteattr as _quoteattr
 from bot.emulator.data import EmSession
 
 NS = "http://www.veeam.com/ent/v1.0"
+# The root's declarations as EM 13.1 writes them (Help Center, GET /query?type=...): the
+# default namespace comes last.
+ROOT_NAMESPACES = (
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    f'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns="{NS}"'
+)
 ENTITY_KEYS = (
     "Jobs",
     "FailoverPlans",
@@ -158,7 +164,7 @@ def xml_query(items: list[EmSession], type_name: str, base: str, paging: dict[st
     )
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
-        f'<QueryResult xmlns="{NS}">\n<Entities>\n<{type_name}s>\n{body}\n</{type_name}s>\n'
+        f"<QueryResult {ROOT_NAMESPACES}>\n<Entities>\n<{type_name}s>\n{body}\n</{type_name}s>\n"
         f'</Entities>\n<PagingInfo PagesCount="{paging["count"]}" PageSize="{paging["size"]}" '
         f'PageNum="{paging["num"]}">\n<Links>{links}</Links>\n</PagingInfo>\n</QueryResult>\n'
     )

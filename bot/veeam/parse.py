@@ -111,10 +111,12 @@ def _page(num: Any, size: Any, count: Any) -> Page | None:
 
 
 # ------------------------------------------------------------------------ XML
-# EM writes one default namespace on the root. Dropping that one declaration before parsing
-# leaves every tag a plain name, which lxml hands out several times faster than "{ns}Name";
-# nothing here depends on the namespace URI.
-_ROOT_XMLNS = re.compile(rb'\A(\s*(?:<\?xml[^>]*\?>\s*)?<[A-Za-z_][\w.-]*)\s+xmlns="[^"<>]*"')
+# EM writes one default namespace on the root, among other declarations and in any position
+# (EM 13: `<QueryResult xmlns:xsi="…" xmlns:xsd="…" xmlns="…">`). Dropping that one
+# declaration before parsing leaves every tag a plain name, which lxml hands out several times
+# faster than "{ns}Name"; nothing here depends on the namespace URI.
+_ROOT_TAG = re.compile(rb"\A\s*(?:<\?xml[^>]*\?>\s*)?<[A-Za-z_][\w.-]*[^>]*>")
+_DEFAULT_XMLNS = re.compile(rb"""\s+xmlns\s*=\s*(?:"[^"<>]*"|'[^'<>]*')""")
 # The order EM's serializer writes a task session's children in.
 _FIELDS = (
     "Links",
@@ -133,8 +135,18 @@ def _local(tag: Any) -> str:
     return tag[tag.rfind("}") + 1 :] if isinstance(tag, str) else ""
 
 
+def _drop_default_namespace(data: bytes) -> bytes:
+    """The document with its root's default `xmlns="…"` declaration removed."""
+    head = _ROOT_TAG.match(data, 0, 2048)
+    if head is None:
+        return data
+    tag = head.group()
+    plain = _DEFAULT_XMLNS.sub(b"", tag, count=1)
+    return data if plain == tag else plain + data[head.end() :]
+
+
 def _xml_root(data: bytes) -> Any:
-    data = _ROOT_XMLNS.sub(rb"\1", data[:1024], count=1) + data[1024:]
+    data = _drop_default_namespace(data)
     try:
         root = etree.fromstring(data, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
