@@ -16,6 +16,7 @@ from bot.emulator.data import EmSession, SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.errors import AuthError, EMRejected, SourceError
 from bot.settings import Secret
+from bot.veeam.auth import logout_path
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 
@@ -136,13 +137,59 @@ def test_server_errors_become_source_errors(client: EMClient, emulator: Emulator
         list(client.query("ReplicaTaskSession", ""))
 
 
-def test_logout_on_close(emulator: Emulator) -> None:
-    c = EMClient(veeam_settings(emulator))
+@pytest.mark.parametrize(
+    ("fmt", "camel", "location"),
+    [("xml", False, False), ("json", False, False), ("json", True, False), ("xml", False, True)],
+)
+def test_logout_on_close_ends_the_em_session(
+    emulator: Emulator, fmt: str, camel: bool, location: bool
+) -> None:
+    """EM documents its logon answer as a LogonSession body (SessionId and a Delete link)
+    with no Location header; the bot logs out through the body, in XML, v12 and v13 JSON."""
+    emulator.camel_case, emulator.location_header = camel, location
+    c = EMClient(veeam_settings(emulator, format=fmt))
     list(c.query("ReplicaTaskSession", 'VmDisplayName=="apache02"'))
+    logon = next(r for r in emulator.requests if r.method == "POST")
     assert len(emulator.tokens) == 1
+    session_id = next(iter(emulator.tokens.values()))[0]
     c.close()
     assert emulator.tokens == {}
-    assert emulator.requests[-1].method == "DELETE"
+    last = emulator.requests[-1]
+    assert (last.method, last.path) == ("DELETE", f"/api/logonSessions/{session_id}")
+    assert logon.path == "/api/sessionMngr/"
+
+
+XML_LOGON = (
+    b'<LogonSession xmlns="http://www.veeam.com/ent/v1.0" Type="LogonSession">'
+    b'<Links><Link Rel="Up" Href="https://em.example:9398/api/" />'
+    b'<Link Rel="Delete" Href="https://srv12.tech.local:9398/api/logonSessions/abc-1" /></Links>'
+    b"<UserName>SRV12\\Administrator</UserName><SessionId>abc-1</SessionId></LogonSession>"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "location", "expected"),
+    [
+        # EM's host name in the link is not used: the bot talks to the URL it was given.
+        (XML_LOGON, "", "/api/logonSessions/abc-1"),
+        (
+            b'{"sessionId": "s-2", "links": [{"rel": "Up", "href": "x"}]}',
+            "",
+            "/api/logonSessions/s-2",
+        ),
+        (
+            b'\xef\xbb\xbf{"SessionId": "s-3", "Links": [{"Rel": "Delete", '
+            b'"Href": "https://em:9398/api/logonSessions/s-3", "Name": null}]}',
+            "",
+            "/api/logonSessions/s-3",
+        ),
+        (b"", "https://em:9398/api/logonSessions/s-4", "/api/logonSessions/s-4"),
+        (b"<LogonSession><broken", "", None),
+        (b"", "", None),
+    ],
+)
+def test_logout_path_prefers_the_body(body: bytes, location: str, expected: str | None) -> None:
+    assert logout_path(body, location) == expected
 
 
 def test_em_down_gives_one_sentence() -> None:

@@ -48,6 +48,7 @@ class Emulator:
     port: int = 0
     camel_case: bool = False  # v13-style JSON keys
     bom: bool = False  # prefix JSON answers with a UTF-8 BOM
+    location_header: bool = False  # also send `Location` on logon (EM's docs list none)
     delay: float = 0.0  # seconds to wait before answering /api/query
     fail_queries: list[int] = field(
         default_factory=list, repr=False
@@ -249,11 +250,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         token, session_id = got
         base = self.base()
+        # As EM's reference documents it: the token header and cookie, a LogonSession body
+        # with SessionId and a Delete link, and no Location header (unless asked for).
         headers = {
             "X-RestSvcSessionId": token,
             "Set-Cookie": f"X-RestSvcSessionId={token}; Path=/api;",
-            "Location": f"{base}/api/logonSessions/{session_id}",
         }
+        if self.emulator.location_header:
+            headers["Location"] = f"{base}/api/logonSessions/{session_id}"
         self.send_doc(
             201,
             wire.xml_logon(base, session_id, self.emulator.username),

@@ -6,11 +6,13 @@ import base64
 import logging
 import threading
 from collections.abc import Generator
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from bot.errors import AuthError, SourceError
 from bot.settings import Secret
+from bot.veeam.parse import parse_logon
 
 log = logging.getLogger(__name__)
 TOKEN_HEADER = "X-RestSvcSessionId"  # noqa: S105 - a header name, not a secret
@@ -27,7 +29,7 @@ class EMSessionAuth(httpx.Auth):
         self._password = password
         self._lock = threading.Lock()
         self.token: str | None = None
-        self.session_id: str | None = None
+        self.logout_path: str | None = None
         self.logons = 0
 
     def __repr__(self) -> str:
@@ -54,8 +56,7 @@ class EMSessionAuth(httpx.Auth):
         if not token:
             raise SourceError(f"EM logon answered without a {TOKEN_HEADER} header")
         self.token = token
-        location = response.headers.get("Location", "")
-        self.session_id = location.rstrip("/").rsplit("/", 1)[-1] or None
+        self.logout_path = logout_path(response.content, response.headers.get("Location", ""))
         self.logons += 1
         log.info("logged on to EM as %s", self._username)
 
@@ -85,9 +86,23 @@ class EMSessionAuth(httpx.Auth):
 
     def logout_request(self) -> httpx.Request | None:
         """The DELETE that ends the EM session, or None when not logged on."""
-        if not self.token or not self.session_id:
+        if not self.token or not self.logout_path:
             return None
-        request = httpx.Request("DELETE", f"{self._base}/api/logonSessions/{self.session_id}")
+        request = httpx.Request("DELETE", f"{self._base}{self.logout_path}")
         request.headers[TOKEN_HEADER] = self.token
-        self.token = self.session_id = None
+        self.token = self.logout_path = None
         return request
+
+
+def logout_path(body: bytes, location: str) -> str | None:
+    """Where to DELETE the logon session, as a path on the configured EM URL: the body's
+    `Rel="Delete"` link (EM's documented answer), else its SessionId, else a `Location`
+    header. Only the path is kept: EM names itself by a host name the bot may not resolve."""
+    session_id, delete = parse_logon(body)
+    path = urlsplit(delete).path if delete else ""
+    if "/logonsessions/" in path.lower():
+        return path
+    if session_id:
+        return f"/api/logonSessions/{quote(session_id, safe='')}"
+    path = urlsplit(location).path if location else ""
+    return path if "/logonsessions/" in path.lower() else None

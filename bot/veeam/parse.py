@@ -460,3 +460,37 @@ def _json_links(links: Any, link_values: Callable[[Any], tuple[Any, ...]]) -> tu
             elif job is None and ltype.endswith("JobSessionReference"):
                 job = job_name(lname)
     return job or "", server or ""
+
+
+def parse_logon(body: bytes) -> tuple[str, str]:
+    """(SessionId, Delete link) of a `LogonSession` answer, XML or JSON; empty strings for
+    what it lacks. Never raises: a logon without a readable body still works, it only
+    cannot be logged out of except through a `Location` header."""
+    data = body.removeprefix(_BOM).lstrip()
+    try:
+        if data.startswith(b"<"):
+            root = _xml_root(data)
+            session_id, delete = "", ""
+            for el in root.iter():
+                name = _local(el.tag)
+                if name == "SessionId" and not session_id:
+                    session_id = (el.text or "").strip()
+                elif name == "Link" and (el.get("Rel") or "").lower() == "delete" and not delete:
+                    delete = el.get("Href") or ""
+            return session_id, delete
+        if data.startswith(b"{"):
+            doc = _lower(json.loads(data))
+            raw = doc.get("links")
+            links: list[Any] = raw if isinstance(raw, list) else []
+            delete = next(
+                (
+                    str(link.get("href") or "")
+                    for link in map(_lower, links)
+                    if str(link.get("rel") or "").lower() == "delete"
+                ),
+                "",
+            )
+            return str(doc.get("sessionid") or ""), delete
+    except (ParseError, ValueError, TypeError, AttributeError):
+        pass
+    return "", ""
