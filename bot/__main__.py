@@ -95,6 +95,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    from stamina.instrumentation import set_on_retry_hooks
+
+    from bot.veeam.client import log_retry
+
+    set_on_retry_hooks([log_retry])
     try:
         return int(args.func(args, environ))
     except ConfigError as exc:

@@ -15,7 +15,18 @@ class ConfigError(BotError):
 
 
 class SourceError(BotError):
-    """Enterprise Manager could not be reached, or it rejected the request."""
+    """Enterprise Manager could not be reached, or it rejected the request.
+
+    `transient` marks what may pass if the same request is sent again: a 5xx, a refused or
+    dropped connection, a timeout. Idempotent EM requests are retried on those."""
+
+    transient = False
+
+
+class EMUnavailable(SourceError):
+    """EM did not answer usably this time (connection, timeout, 5xx); worth a retry."""
+
+    transient = True
 
 
 class EMRejected(SourceError):
@@ -24,6 +35,7 @@ class EMRejected(SourceError):
     def __init__(self, message: str, status: int) -> None:
         self.em_message = message
         self.status = status
+        self.transient = status >= 500
         super().__init__(f"EM rejected the query: {message} (HTTP {status})")
 
 

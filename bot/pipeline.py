@@ -34,6 +34,7 @@ class PollResult:
     new: int = 0
     announced: int = 0
     pending: int = 0
+    retries: int = 0  # EM requests and Slack posts sent again after a transient failure
     em_error: str = ""
     slack_error: str = ""
 
@@ -46,7 +47,7 @@ class PollResult:
     def summary(self, seconds: float) -> str:
         return (
             f"fetched {self.fetched}, new {self.new}, announced {self.announced}, "
-            f"pending {self.pending}, {seconds:.2f}s"
+            f"pending {self.pending}, retries {self.retries}, {seconds:.2f}s"
         )
 
 
@@ -120,6 +121,7 @@ class Pipeline:
         self.em, self.store, self.notifier, self.renderer = em, store, notifier, renderer
         self.sleep, self.retries, self.backoff = sleep, retries, backoff
         self.channel = settings.alerts.channel
+        self.slack_retries = 0  # posts sent again after a 5xx, a lost connection or a 429
 
     def _resolve_channel(self) -> None:
         """Post to (and read the history of) the channel's ID once it is known."""
@@ -137,6 +139,7 @@ class Pipeline:
 
     def poll_once(self, now: datetime) -> PollResult:
         result = PollResult()
+        retries_before = self.em.retries + self.slack_retries
         self._resolve_channel()
         try:
             carried = self._reconcile(self.store.pending(), now)
@@ -162,6 +165,7 @@ class Pipeline:
             self._deliver(group_sessions([*carried, *fresh]), now, result, {u.uid for u in carried})
         pending = self.store.pending()
         result.pending = len(pending)
+        result.retries = self.em.retries + self.slack_retries - retries_before
         self._advance(high, pending)
         self._remember(now, result)
         self.store.commit()
@@ -275,6 +279,7 @@ class Pipeline:
                     raise
                 delay = self.backoff * 2**attempt
                 log.warning("%s; retrying in %.1fs", exc, delay)
+                self.slack_retries += 1
                 self.sleep(delay)
                 if exc.outcome_unknown:
                     found = self._look(uids, now)

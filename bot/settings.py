@@ -67,6 +67,8 @@ class VeeamSettings:
     format: str = "xml"
     page_size: int = 500
     timeout: timedelta = timedelta(seconds=30)
+    attempts: int = 3  # tries of each idempotent EM request (1: no retry)
+    backoff: timedelta = timedelta(seconds=1)  # before the first retry; doubles, plus jitter
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "format": ("format", _choices(("xml", "json"), many=False)),
         "page_size": ("page_size", _int_range(1, 5000)),
         "timeout": ("timeout", _positive_duration),
+        "attempts": ("attempts", _int_range(1, 10)),
+        "backoff": ("backoff", parse_duration),
     },
     "poll": {
         "interval": ("interval", _positive_duration),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,7 @@ def veeam_settings(emu: Emulator, **kw: object) -> VeeamSettings:
         "username": "demo",
         "password": Secret("demo"),
         "page_size": 100,
+        "backoff": timedelta(milliseconds=5),
     }
     base.update(kw)
     return VeeamSettings(**base)  # type: ignore[arg-type]

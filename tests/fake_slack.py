@@ -6,7 +6,8 @@
   `limit` and cursors, and drops `metadata` unless `include_all_metadata` is true.
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
 Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls),
-`lose_answers` (store the message, then answer 500), `delay` (seconds before answering).
+`lose_answers` (store the message, then answer 500), `fail_rate` and `lose_rate` (the same at
+random, seeded), `delay` (seconds before answering).
 `stored` is set each time a chat.postMessage is stored (tests clear it and wait on it).
 Run standalone: `python -m tests.fake_slack --port 0` prints its base URL.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import socket
 import threading
 import time
@@ -43,6 +45,9 @@ class FakeSlack:
     fail_next: list[int] = field(default_factory=list)
     retry_after: int = 1
     lose_answers: int = 0
+    fail_rate: float = 0.0  # share of chat.postMessage calls answered 500, not stored
+    lose_rate: float = 0.0  # share of the rest stored but answered 500
+    faults: random.Random = field(default_factory=lambda: random.Random(0))
     delay: float = 0.0
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -140,6 +145,8 @@ class FakeSlack:
                     {"Retry-After": str(self.retry_after)},
                 )
             return status, {"ok": False, "error": "fatal_error"}, {}
+        if self.fail_rate and self.faults.random() < self.fail_rate:
+            return 500, {"ok": False, "error": "fatal_error"}, {}
         channel = self.resolve(str(body.get("channel", "")))
         if channel is None:
             return 200, {"ok": False, "error": "channel_not_found"}, {}
@@ -163,8 +170,8 @@ class FakeSlack:
             }
             self.messages.setdefault(channel, []).append(message)
         self.stored.set()
-        if self.lose_answers:
-            self.lose_answers -= 1
+        if self.lose_answers or (self.lose_rate and self.faults.random() < self.lose_rate):
+            self.lose_answers = max(0, self.lose_answers - 1)
             return 500, {"ok": False, "error": "internal_error"}, {}
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}, {}
 

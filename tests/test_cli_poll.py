@@ -177,3 +177,28 @@ def test_run_with_a_rejected_token_stops_with_one_line(
     assert proc.returncode == 78
     assert "SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_flaky_em_and_flaky_slack_settle_with_every_alert_once(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """30 % of EM requests answer 500, 30 % of posts answer 500, and a tenth of the rest
+    are stored by Slack but answered 500. `poll --once`, run again and again as cron would,
+    reaches two clean runs in a row within a few runs, each session announced once."""
+    em.fault_rate, em.faults = 0.3, random.Random(3)
+    slack.fail_rate, slack.lose_rate, slack.faults = 0.3, 0.1, random.Random(4)
+    env = env_for(em, slack, tmp_path, '[veeam]\nattempts = 3\nbackoff = "5ms"\n')
+    codes: list[int] = []
+    retried = 0
+    while len(codes) < 5 and codes[-2:] != [0, 0]:
+        proc = poll(env)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        codes.append(proc.returncode)
+        if proc.returncode in (0, 2):
+            retried += int(proc.stdout.split(", retries ")[1].split(",")[0])
+    assert codes[-2:] == [0, 0], codes
+    print(f"exit codes of successive runs: {codes}; {retried} retries")
+    assert retried > 0  # the faults did happen, and the summary line counts them
+    assert Counter(slack.announced_uids()) == Counter(expected_uids(em))
+    calls = sum(1 for name, _ in slack.calls if name == "chat.postMessage")
+    assert calls > len(slack.posted())  # some posts failed and were sent again

@@ -97,5 +97,7 @@ def test_bad_word_goes_to_stderr_with_usage(small_em: Emulator, tmp_path: Path) 
 def test_em_unreachable_is_one_line(tmp_path: Path) -> None:
     proc = run_bot(bot_env(tmp_path, "http://127.0.0.1:9"), "query", "failed", timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.strip().startswith("error: cannot reach EM at http://127.0.0.1:9")
+    *retries, last = proc.stderr.strip().splitlines()
+    assert last.startswith("error: cannot reach EM at http://127.0.0.1:9")
+    assert len(retries) == 2 and all("retry" in line for line in retries)  # 3 attempts
     assert "Traceback" not in proc.stderr

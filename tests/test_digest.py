@@ -224,7 +224,7 @@ def test_em_unreachable_says_so_once_then_retries(
     )
     runner, client, store = runner_for(settings, now)
     try:
-        em.fail_queries.extend([503] * 2)  # each failed attempt stops at its first query
+        em.fail_queries.extend([503] * 6)  # two digest runs fail all three attempts of a query
         runner.run_scheduled(now)
         runner.run_scheduled(now + timedelta(minutes=15))
         posted = slack.posted("C0DIGEST")

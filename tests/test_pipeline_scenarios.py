@@ -224,11 +224,22 @@ def test_em_down_is_exit_1_and_nothing_lost(
     rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
 ) -> None:
     job_run(em, now, [("sql09", "Failed", "x")])
-    em.fail_queries.append(503)
+    em.fail_queries += [503] * 3  # every attempt of the first query
     r = rig.pipeline.poll_once(now)
     assert r.exit_code == 1 and "HTTP 503" in r.em_error and slack.posted() == []
+    assert r.retries == 2
     r2 = rig.pipeline.poll_once(now + timedelta(minutes=1))
     assert r2.announced == 1 and r2.exit_code == 0
+
+
+def test_one_em_hiccup_costs_a_retry_not_the_poll(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("sql09", "Failed", "x")])
+    em.fail_queries.append(500)
+    r = rig.pipeline.poll_once(now)
+    assert (r.exit_code, r.announced, r.retries) == (0, 1, 1)
+    assert ", retries 1, " in r.summary(0.1)
 
 
 def test_rendered_messages_respect_limits_for_hostile_emulator_data(

@@ -194,7 +194,7 @@ def test_ack_stays_fast_while_em_takes_5_seconds(bot: Bot) -> None:
 
 
 def test_em_down_is_one_sentence(bot: Bot) -> None:
-    bot.em.fail_queries.extend([503, 503])
+    bot.em.fail_queries.extend([503] * 6)  # every attempt fails
     bot.send("failed")
     text = blocks_text(bot.answer())
     assert text.startswith("EM rejected the query: Service temporarily unavailable")

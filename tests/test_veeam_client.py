@@ -46,14 +46,14 @@ def test_generator_reads_at_most_one_page_ahead(emulator: Emulator) -> None:
 
 def test_a_failing_later_page_ends_the_walk_with_a_clear_error(emulator: Emulator) -> None:
     """Pages after the first are read ahead; a failure there still surfaces in order."""
-    emulator.fail_queries.extend([0, 0, 503])  # pages 1 and 2 answer, page 3 fails
+    emulator.fail_queries.extend([0, 0, 503, 503, 503])  # page 3 fails all three attempts
     with EMClient(veeam_settings(emulator, page_size=5)) as c:
         it = c.query("ReplicaTaskSession", "", sort_asc="CreationTime")
         got = [next(it) for _ in range(10)]
         with pytest.raises(SourceError, match="503"):
             next(it)
     assert len({s.uid for s in got}) == 10
-    assert [q.params["page"] for q in emulator.queries()] == ["1", "2", "3"]
+    assert [q.params["page"] for q in emulator.queries()] == ["1", "2", "3", "3", "3"]
 
 
 ORDER = {"Success": 0, "Warning": 1, "Failed": 2}
@@ -132,9 +132,47 @@ def test_malformed_filter_is_rejected_by_em(client: EMClient) -> None:
 
 
 def test_server_errors_become_source_errors(client: EMClient, emulator: Emulator) -> None:
-    emulator.fail_queries.append(503)
+    emulator.fail_queries += [503, 503, 503]
     with pytest.raises(SourceError, match=r"\(HTTP 503\)"):
         list(client.query("ReplicaTaskSession", ""))
+    assert len(emulator.queries()) == 3  # three attempts, then the error
+
+
+def test_a_passing_em_hiccup_is_retried_within_the_request(
+    client: EMClient, emulator: Emulator
+) -> None:
+    """One 500 (or two) on a query page, or on the logon, costs a retry, not the poll."""
+    expected = [s.uid for s in client.query("ReplicaTaskSession", "")]
+    emulator.fail_queries = [500, 502]
+    got = [s.uid for s in client.query("ReplicaTaskSession", "")]
+    assert got == expected
+    assert client.retries == 2
+
+
+def test_a_failing_logon_is_retried(emulator: Emulator) -> None:
+    emulator.fault_rate = 1.0
+    with EMClient(veeam_settings(emulator)) as c:
+        with pytest.raises(SourceError, match=r"EM logon failed with HTTP 500"):
+            c.ping()
+        assert sum(r.method == "POST" for r in emulator.requests) == 3
+        assert c.retries == 2
+        emulator.fault_rate = 0.0
+        c.ping()
+
+
+def test_client_errors_are_not_retried(client: EMClient, emulator: Emulator) -> None:
+    with pytest.raises(EMRejected, match=r"HTTP 400"):
+        list(client.query("ReplicaTaskSession", 'VmDisplayName=="unterminated'))
+    assert len(emulator.queries()) == 1
+    assert client.retries == 0
+
+
+def test_attempts_and_backoff_come_from_settings(emulator: Emulator) -> None:
+    emulator.fail_queries = [500] * 5
+    settings = veeam_settings(emulator, attempts=1)
+    with EMClient(settings) as c, pytest.raises(SourceError, match=r"HTTP 500"):
+        c.ping()
+    assert len(emulator.queries()) == 1
 
 
 @pytest.mark.parametrize(
@@ -199,10 +237,13 @@ def test_em_down_gives_one_sentence() -> None:
     emu_url = f"http://127.0.0.1:{port}"
     from bot.settings import VeeamSettings
 
-    settings = VeeamSettings(url=emu_url, username="u", password=Secret("p"))
+    settings = VeeamSettings(
+        url=emu_url, username="u", password=Secret("p"), backoff=timedelta(milliseconds=5)
+    )
     with EMClient(settings) as c, pytest.raises(SourceError) as err:
         list(c.query("ReplicaTaskSession", ""))
     assert str(err.value).startswith(f"cannot reach EM at {emu_url}")
+    assert c.retries == 2  # a refused connection is tried three times
 
 
 def test_slow_em_times_out_clearly(emulator: Emulator) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import random
 import ssl
 import sys
 import threading
@@ -50,6 +51,8 @@ class Emulator:
     bom: bool = False  # prefix JSON answers with a UTF-8 BOM
     location_header: bool = False  # also send `Location` on logon (EM's docs list none)
     delay: float = 0.0  # seconds to wait before answering /api/query
+    fault_rate: float = 0.0  # share of logons, queries and logouts answered 500 (seeded)
+    faults: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
     fail_queries: list[int] = field(
         default_factory=list, repr=False
     )  # statuses for the next queries (0: answer normally)
@@ -101,6 +104,11 @@ class Emulator:
         """Forget every logon session, as EM does after its idle timeout."""
         with self._lock:
             self.tokens.clear()
+
+    def faulty(self) -> bool:
+        """True when this request is to fail with a 500 (`fault_rate`)."""
+        with self._lock:
+            return self.fault_rate > 0 and self.faults.random() < self.fault_rate
 
     def queries(self) -> list[Logged]:
         return [r for r in self.requests if r.path.lower() == "/api/query"]
@@ -244,6 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/api/sessionmngr":
             self.error(404, "Not found")
             return
+        if self.emulator.faulty():
+            self.error(500, "The operation has timed out (emulated failure)")
+            return
         got = self.emulator.logon(self.headers.get("Authorization", ""))
         if got is None:
             self.error(401, "Unauthorized", {"WWW-Authenticate": "Basic Realm=RestSvc"})
@@ -267,6 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         path, _ = self.route()
+        if self.emulator.faulty():
+            self.error(500, "The operation has timed out (emulated failure)")
+            return
         if self.authed() is None:
             return
         if path.startswith("/api/logonsessions/") and self.emulator.logout(path.rsplit("/", 1)[1]):
@@ -310,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         if emu.delay:
             time.sleep(emu.delay)
         status = emu.fail_queries.pop(0) if emu.fail_queries else 0
+        status = status or (500 if emu.faulty() else 0)
         if status:
             self.error(status, "Service temporarily unavailable (emulated failure)")
             return

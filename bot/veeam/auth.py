@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from bot.errors import AuthError, SourceError
+from bot.errors import AuthError, EMUnavailable, SourceError
 from bot.settings import Secret
 from bot.veeam.parse import parse_logon
 
@@ -50,6 +50,8 @@ class EMSessionAuth(httpx.Auth):
                 f"EM refused the logon of {self._username!r}: wrong username or password, "
                 f"or the account lacks a Portal User role (HTTP {response.status_code})"
             )
+        if response.status_code >= 500:
+            raise EMUnavailable(f"EM logon failed with HTTP {response.status_code}")
         if response.status_code not in (200, 201):
             raise SourceError(f"EM logon failed with HTTP {response.status_code}")
         token = response.headers.get(TOKEN_HEADER)  # httpx headers are case-insensitive

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
+from typing import TypeVar
 
 import httpx
+import stamina
+from stamina.instrumentation import RetryDetails
 
-from bot.errors import EMRejected, SourceError
+from bot.errors import EMRejected, EMUnavailable, SourceError
 from bot.models import Page, TaskSession
 from bot.settings import VeeamSettings
 from bot.veeam.auth import EMSessionAuth
@@ -19,6 +23,17 @@ from bot.veeam.parse import parse_page
 
 log = logging.getLogger(__name__)
 ACCEPT = {"xml": "application/xml", "json": "application/json"}
+T = TypeVar("T")
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, SourceError) and exc.transient
+
+
+def log_retry(details: RetryDetails) -> None:
+    """stamina's retry hook: one readable line per retry (its own says only
+    "stamina.retry_scheduled"). Installed by the CLI entry point."""
+    log.warning("%s; retry %d in %.1fs", details.caused_by, details.retry_num, details.wait_for)
 
 
 def tls_verify(setting: bool | str) -> bool | ssl.SSLContext:
@@ -48,6 +63,8 @@ class EMClient:
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
         self.requests = 0
+        self.retries = 0  # requests sent again after a transient failure
+        self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"EMClient(url={self.base_url!r}, user={self.settings.username!r})"
@@ -61,38 +78,73 @@ class EMClient:
         self.close()
 
     def close(self) -> None:
-        """Log out of EM (best effort) and close the connection pool."""
+        """Log out of EM (best effort, retried like any idempotent request) and close the
+        connection pool."""
         request = self.auth.logout_request()
         if request is not None:
             try:
-                self._http.send(request, auth=None)
-            except httpx.HTTPError as exc:
+                self._retried(lambda: self._send_logout(request))
+            except SourceError as exc:
                 log.info("EM logout failed: %s", exc)
         self._http.close()
 
+    def _send_logout(self, request: httpx.Request) -> None:
+        try:
+            response = self._http.send(request, auth=None)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if response.status_code >= 500:
+            raise EMUnavailable(f"EM logout failed with HTTP {response.status_code}")
+
+    def _retried(self, call: Callable[[], T]) -> T:
+        """Run one idempotent request; on a transient failure (5xx, connection, timeout) run
+        it again with jittered exponential backoff, `attempts` times in all."""
+        backoff = self.settings.backoff.total_seconds()
+        for attempt in stamina.retry_context(
+            on=_transient,
+            attempts=self.settings.attempts,
+            timeout=None,
+            wait_initial=backoff,
+            wait_max=max(backoff, 30.0),
+            wait_jitter=backoff,
+        ):
+            with attempt:
+                if attempt.num > 1:
+                    with self._count_lock:
+                        self.retries += 1
+                return call()
+        raise AssertionError("unreachable")  # stamina re-raises the last failure
+
     def _get(self, path: str, params: dict[str, str | int]) -> bytes:
+        return self._retried(lambda: self._get_once(path, params))
+
+    def _get_once(self, path: str, params: dict[str, str | int]) -> bytes:
         self.requests += 1
         try:
             response = self._http.get(path, params=params)
-        except httpx.ConnectError as exc:
-            raise SourceError(self._connect_message(exc)) from exc
-        except httpx.TimeoutException as exc:
-            seconds = self.settings.timeout.total_seconds()
-            raise SourceError(f"EM at {self.base_url} did not answer within {seconds:g}s") from exc
         except httpx.HTTPError as exc:
-            raise SourceError(f"EM at {self.base_url} failed: {exc}") from exc
+            raise self._transport_error(exc) from exc
         if response.status_code >= 400:
             self._raise_for(response)
         return response.content
 
-    def _connect_message(self, exc: httpx.ConnectError) -> str:
+    def _transport_error(self, exc: httpx.HTTPError) -> SourceError:
+        """One sentence for a request that got no HTTP answer. A certificate EM's CA bundle
+        does not vouch for is final; anything else may pass on the next attempt."""
         text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text:
-            return (
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in text:
+            return SourceError(
                 f"EM's TLS certificate at {self.base_url} is not trusted; set VEEAM_VERIFY_TLS "
                 "to the path of the CA bundle (or certificate) that signed it"
             )
-        return f"cannot reach EM at {self.base_url}: {text or type(exc).__name__}"
+        if isinstance(exc, httpx.ConnectError):
+            return EMUnavailable(
+                f"cannot reach EM at {self.base_url}: {text or type(exc).__name__}"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            seconds = self.settings.timeout.total_seconds()
+            return EMUnavailable(f"EM at {self.base_url} did not answer within {seconds:g}s")
+        return EMUnavailable(f"EM at {self.base_url} failed: {text or type(exc).__name__}")
 
     def _raise_for(self, response: httpx.Response) -> None:
         try:
