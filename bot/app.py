@@ -93,7 +93,7 @@ class Services:
 
     def prune(self, now: datetime) -> None:
         with self._lock:
-            removed = self.store.prune(now, self.settings.alerts.retention)
+            removed = self.pipeline.prune(now)
         log.info("retention: forgot %d announced session(s)", removed)
 
     def close(self) -> None:

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.errors import NotifyError, SourceError
-from bot.models import TaskSession
-from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, alert_message
+from bot.models import TaskSession, iso_z
+from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, alert_message, rough_duration
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
 from bot.store import Pending, Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
+from bot.veeam.parse import parse_time
 
 log = logging.getLogger(__name__)
 # Messages between commits of delivery records. The committed pending marks cover a crash;
@@ -65,10 +66,54 @@ def alertable(s: TaskSession, results: tuple[str, ...], not_before: datetime) ->
 
 
 def window_start(checkpoint: datetime | None, now: datetime, settings: Settings) -> datetime:
-    """Where this poll's query starts: checkpoint minus overlap, or now minus lookback."""
+    """Where an ordinary poll's query starts: checkpoint minus overlap, or now minus lookback."""
     if checkpoint is None:
         return now - settings.poll.initial_lookback
     return checkpoint - settings.poll.overlap
+
+
+def sweep_start(
+    checkpoint: datetime | None, floor: datetime | None, now: datetime, settings: Settings
+) -> datetime:
+    """Where a sweep's query starts: the late window back from now, but never before what a
+    first run chose not to announce (`floor`: the first run's now minus initial_lookback),
+    and never after where an ordinary poll would start."""
+    start = now - settings.poll.late_window
+    if floor is not None:
+        start = max(start, floor)
+    return min(start, window_start(checkpoint, now, settings))
+
+
+def is_sweep_due(last_sweep: datetime | None, now: datetime, interval: timedelta) -> bool:
+    """The first poll of a process sweeps, and then one poll every `interval`."""
+    return last_sweep is None or now - last_sweep >= interval
+
+
+def next_checkpoint(
+    top: datetime | None, now: datetime, waiting: list[datetime], overlap: timedelta
+) -> datetime:
+    """After a successful fetch: EM has been read up to the latest end time it listed, and at
+    least up to `now - overlap` (a quiet spell moves the checkpoint too, so the query window
+    never reaches back to old failures); never past a session still pending."""
+    reached = now - overlap if top is None else max(top, now - overlap)
+    return min([reached, *waiting])
+
+
+def late_by(ended: datetime | None, ordinary_start: datetime, now: datetime) -> float | None:
+    """Seconds between a session's end and the poll that found it, when only a sweep could
+    have found it (it ended before an ordinary poll's window): EM listed it late."""
+    if ended is None or ended >= ordinary_start:
+        return None
+    return (now - ended).total_seconds()
+
+
+def prune_cutoff(now: datetime, settings: Settings, checkpoints: list[datetime | None]) -> datetime:
+    """Announced sessions recorded before this may be forgotten: older than retention, and
+    older than anything a query window (ordinary, or a sweep over the late window) can still
+    return, so a forgotten session is never fetched and announced again."""
+    starts = [now - settings.poll.late_window - settings.poll.overlap]
+    starts += [window_start(c, now, settings) for c in checkpoints if c is not None]
+    return min([now - settings.alerts.retention, *starts])
 
 
 def group_sessions(sessions: Iterable[TaskSession]) -> list[list[TaskSession]]:
@@ -122,6 +167,7 @@ class Pipeline:
         self.sleep, self.retries, self.backoff = sleep, retries, backoff
         self.channel = settings.alerts.channel
         self.slack_retries = 0  # posts sent again after a 5xx, a lost connection or a 429
+        self.last_sweep: datetime | None = None  # None: this process has not swept yet
 
     def _resolve_channel(self) -> None:
         """Post to (and read the history of) the channel's ID once it is known."""
@@ -141,40 +187,55 @@ class Pipeline:
         result = PollResult()
         retries_before = self.em.retries + self.slack_retries
         self._resolve_channel()
+        pending_before = self.store.pending()
+        late = {p.session.uid: p.late for p in pending_before if p.late is not None}
         try:
-            carried = self._reconcile(self.store.pending(), now)
+            carried = self._reconcile(pending_before, now)
         except NotifyError as exc:
             result.slack_error = str(exc)
             carried = []
+        sweep = is_sweep_due(self.last_sweep, now, self.settings.poll.sweep_interval)
         fresh: list[TaskSession] = []
-        high: dict[str, datetime] = {}
+        high: dict[str, datetime | None] = {}
         try:
             for type_ in self.settings.veeam.session_types:
-                sessions, fetched, top = self._fetch(type_, now)
+                sessions, fetched, top = self._fetch(type_, now, sweep, late)
                 fresh += sessions
                 result.fetched += fetched
-                if top is not None:
-                    high[type_] = top
+                high[type_] = top
         except SourceError as exc:
             result.em_error = str(exc)
             fresh, high = [], {}
+        else:
+            if sweep:
+                self.last_sweep = now
         result.new = len(fresh)
         if fresh:
-            self.store.mark_pending(fresh, self.channel, now)
+            self.store.mark_pending(fresh, self.channel, now, late=late)
         if not result.slack_error:
-            self._deliver(group_sessions([*carried, *fresh]), now, result, {u.uid for u in carried})
+            chunks = group_sessions([*carried, *fresh])
+            self._deliver(chunks, now, result, {u.uid for u in carried}, late)
         pending = self.store.pending()
         result.pending = len(pending)
         result.retries = self.em.retries + self.slack_retries - retries_before
-        self._advance(high, pending)
+        self._advance(high, pending, now)
         self._remember(now, result)
         self.store.commit()
         return result
 
-    def _fetch(self, type_: str, now: datetime) -> tuple[list[TaskSession], int, datetime | None]:
-        """(new sessions, sessions fetched, latest end time seen) for one session type."""
+    def _fetch(
+        self, type_: str, now: datetime, sweep: bool, late: dict[str, float]
+    ) -> tuple[list[TaskSession], int, datetime | None]:
+        """(new sessions, sessions fetched, latest end time seen) for one session type. A
+        sweep looks back over the late window; what only it finds goes into `late`."""
         checkpoint = self.store.checkpoint(type_)
-        since = window_start(checkpoint, now, self.settings)
+        ordinary = window_start(checkpoint, now, self.settings)
+        floor = self.store.meta(f"floor:{type_}")
+        if checkpoint is None and floor is None:  # a first run: nothing before this, ever
+            floor = iso_z(ordinary)
+            self.store.set_meta(f"floor:{type_}", floor)
+        floor_at = parse_time(floor) if isinstance(floor, str) else None
+        since = sweep_start(checkpoint, floor_at, now, self.settings) if sweep else ordinary
         results = self.settings.alerts.results
         out: list[TaskSession] = []
         batch: list[TaskSession] = []
@@ -188,7 +249,18 @@ class Pipeline:
             if len(batch) >= 400:
                 out += self._select(batch)
                 batch = []
-        return out + self._select(batch), fetched, top
+        out += self._select(batch)
+        for s in out:
+            seconds = late_by(s.ended, ordinary, now) if checkpoint is not None else None
+            if seconds is not None:
+                late[s.uid] = seconds
+                log.info(
+                    "%s (%s) was listed late, %s after it ended",
+                    s.vm,
+                    s.job,
+                    rough_duration(seconds),
+                )
+        return out, fetched, top
 
     def _select(self, batch: list[TaskSession]) -> list[TaskSession]:
         """Drop sessions already announced or pending; the store answers, not EM."""
@@ -230,6 +302,7 @@ class Pipeline:
         now: datetime,
         result: PollResult,
         redelivered: set[str],
+        late: dict[str, float],
     ) -> None:
         count_by_group: dict[str, int] = {}
         for chunk in chunks:
@@ -249,6 +322,7 @@ class Pipeline:
                 part=seen[key],
                 part_count=count_by_group[key],
                 decision=decision,
+                late_by=max((late[s.uid] for s in chunk if s.uid in late), default=None),
             )
             try:
                 receipt = self._send(msg, now)
@@ -303,13 +377,21 @@ class Pipeline:
             return next(iter(found.values()))
         return None
 
-    def _advance(self, high: dict[str, datetime], pending: list[Pending]) -> None:
-        """Move each checkpoint past what was fully handled, never past a pending session."""
+    def _advance(
+        self, high: dict[str, datetime | None], pending: list[Pending], now: datetime
+    ) -> None:
+        """Move the checkpoint of each type EM answered for, never past a pending session."""
         for type_, top in high.items():
             waiting = [
                 p.session.ended for p in pending if p.session.type == type_ and p.session.ended
             ]
-            self.store.set_checkpoint(type_, min([top, *waiting]))
+            overlap = self.settings.poll.overlap
+            self.store.set_checkpoint(type_, next_checkpoint(top, now, waiting, overlap))
+
+    def prune(self, now: datetime) -> int:
+        """Forget announced sessions past retention that no query window can return."""
+        checkpoints = [self.store.checkpoint(t) for t in self.settings.veeam.session_types]
+        return self.store.prune(prune_cutoff(now, self.settings, checkpoints))
 
     def _remember(self, now: datetime, result: PollResult) -> None:
         outcome = "ok"

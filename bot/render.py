@@ -69,6 +69,17 @@ def human_duration(seconds: float | None) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+def rough_duration(seconds: float) -> str:
+    """A duration to the unit that matters: "40 min", "3 h", "2 d 5 h"."""
+    minutes = max(1, round(seconds / 60))
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = round(minutes / 60)
+    if hours < 48:
+        return f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -250,6 +261,7 @@ def alert_message(
     part: int = 1,
     part_count: int = 1,
     decision: str = "first",
+    late_by: float | None = None,
 ) -> Message:
     """One alert message for sessions of one job session (at most 40)."""
     assert 0 < len(sessions) <= MAX_SESSIONS_PER_MESSAGE
@@ -262,6 +274,8 @@ def alert_message(
         "part": part,
         "part_count": part_count,
         "decision": decision,
+        # "3 h" when EM listed the session that long after it ended (late); "" otherwise
+        "late_by": rough_duration(late_by) if late_by is not None else "",
         "emoji": _EMOJI_MARKUP.get(result, _NO_EMOJI),
         "ended": slack_date(max((s.ended for s in sessions if s.ended), default=None)),
         "vms": ", ".join(s.vm for s in sessions[:10]) + (" …" if len(sessions) > 10 else ""),

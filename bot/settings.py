@@ -76,6 +76,10 @@ class PollSettings:
     interval: timedelta = timedelta(minutes=5)
     initial_lookback: timedelta = timedelta(hours=24)
     overlap: timedelta = timedelta(minutes=30)
+    # A session EM lists up to this long after it ended is still announced (once).
+    late_window: timedelta = timedelta(hours=24)
+    # How often a poll looks back over the whole late window (and the first poll of a process).
+    sweep_interval: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "interval": ("interval", _positive_duration),
         "initial_lookback": ("initial_lookback", parse_duration),
         "overlap": ("overlap", parse_duration),
+        "late_window": ("late_window", parse_duration),
+        "sweep_interval": ("sweep_interval", _positive_duration),
     },
     "alerts": {
         "channel": ("channel", _str),

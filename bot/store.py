@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class Pending:
     session: TaskSession
     channel: str
     since: float  # epoch seconds when first marked
+    late: float | None = None  # seconds EM took to list it, when it listed it late
 
 
 def session_to_json(s: TaskSession) -> dict[str, Any]:
@@ -201,15 +202,23 @@ class Store:
         return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ pending
-    def mark_pending(self, sessions: list[TaskSession], channel: str, now: datetime) -> None:
-        """Mark sessions pending and commit, before anything is posted."""
-        rows = [
-            (
-                f"p:{s.uid}",
-                json.dumps({"s": session_to_json(s), "c": channel, "t": now.timestamp()}),
-            )
-            for s in sessions
-        ]
+    def mark_pending(
+        self,
+        sessions: list[TaskSession],
+        channel: str,
+        now: datetime,
+        *,
+        late: dict[str, float] | None = None,
+    ) -> None:
+        """Mark sessions pending and commit, before anything is posted. `late` (UID →
+        seconds) travels with them, so a redelivered alert still says it came late."""
+        late = late or {}
+        rows = []
+        for s in sessions:
+            row: dict[str, Any] = {"s": session_to_json(s), "c": channel, "t": now.timestamp()}
+            if s.uid in late:
+                row["l"] = late[s.uid]
+            rows.append((f"p:{s.uid}", json.dumps(row)))
         self._flush()
         self._replace(rows)
         self.commit()
@@ -223,7 +232,7 @@ class Store:
         out = []
         for _key, raw in rows:
             d = json.loads(raw)
-            out.append(Pending(session_from_json(d["s"]), d["c"], d["t"]))
+            out.append(Pending(session_from_json(d["s"]), d["c"], d["t"], d.get("l")))
         return out
 
     # --------------------------------------------------------- checkpoints, meta
@@ -241,9 +250,10 @@ class Store:
         self._db[f"m:{name}"] = value
 
     # ---------------------------------------------------------------- retention
-    def prune(self, now: datetime, retention: timedelta) -> int:
-        """Forget announced sessions older than `retention`; returns how many."""
-        cutoff = (now - retention).timestamp()
+    def prune(self, before: datetime) -> int:
+        """Forget sessions announced before `before`; returns how many. The caller chooses
+        `before` so that no query window can return them again (pipeline.prune_cutoff)."""
+        cutoff = before.timestamp()
         where = (
             f"FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' AND json_extract(value, '$.at') < ?"
         )

@@ -97,7 +97,7 @@ def test_retention_prunes_old_announcements_only(tmp_path: Path) -> None:
     store.record_sent([session("old")], "C1", "1", NOW - timedelta(days=20))
     store.record_sent([session("new")], "C1", "2", NOW - timedelta(days=2))
     store.mark_pending([session("waiting")], "C1", NOW - timedelta(days=30))
-    assert store.prune(NOW, timedelta(days=14)) == 1
+    assert store.prune(NOW - timedelta(days=14)) == 1
     assert not store.is_announced("old") and store.is_announced("new")
     assert [p.session.uid for p in store.pending()] == ["waiting"], "pending is never pruned"
     assert store.count_announced_since(NOW - timedelta(days=3)) == 1
