@@ -11,6 +11,7 @@ from bot.models import TaskSession
 from bot.render import (
     MAX_BLOCKS,
     MAX_SECTION,
+    TEXT_BUDGET,
     Renderer,
     fit,
     section,
@@ -79,8 +80,15 @@ def query_reply(r: Renderer, answer: Answer, words: str, *, share: bool) -> Repl
             "filters": [(t, flt) for t, flt in answer.filters.items()],
         },
     )
-    blocks = [asked, *_pack(rows, MAX_BLOCKS - 2), section(footer)]
     summary = f"{answer.total} session(s) match /veeam {words}".strip()
+    room = TEXT_BUDGET - len(summary) - len(asked["text"]["text"]) - len(footer) - 100
+    kept = 0
+    while kept < len(rows) and room - len(rows[kept]) - 2 >= 0:
+        room -= len(rows[kept]) + 2
+        kept += 1
+    if kept < len(rows):  # Slack refuses a message of much more than 13,000 characters
+        rows = [*rows[:kept], f"_… {len(rows) - kept} more not shown here; narrow the query_"]
+    blocks = [asked, *_pack(rows, MAX_BLOCKS - 2), section(footer)]
     return Reply(slack_escape(summary), blocks, share)
 
 
@@ -89,7 +97,8 @@ def session_reply(r: Renderer, s: TaskSession, *, share: bool) -> Reply:
     blocks = [section(r.text("session.md.j2", session_view(s)))]
     reason = s.reason or "(no reason given)"
     chunks = _split(slack_escape(reason), MAX_SECTION - 20)
-    room = MAX_BLOCKS - 1
+    # At most the blocks and the characters Slack takes in one message (about 13,000).
+    room = min(MAX_BLOCKS - 1, (TEXT_BUDGET - 1000) // MAX_SECTION)
     if len(chunks) > room:
         kept = "".join(chunks[: room - 1])
         chunks = [*chunks[: room - 1], str(fit(reason[len(kept) :], MAX_SECTION - 20))]

@@ -19,6 +19,7 @@ from bot.render import (
     EMOJI,
     MAX_BLOCKS,
     MAX_SECTION,
+    TEXT_BUDGET,
     Message,
     Renderer,
     context,
@@ -29,6 +30,7 @@ from bot.render import (
     section,
     slack_date,
     slack_escape,
+    texts_of,
 )
 from bot.veeam import filters as F
 
@@ -145,12 +147,13 @@ def digest_message(
     ]
     if failing:
         tail.insert(0, section(_still_failing(r, failing)))
-    blocks += _job_sections(r, summary, MAX_BLOCKS - len(blocks) - len(tail))
-    blocks += tail
     text = (
         f"Veeam digest: {c['Failed']} failed, {c['Warning']} warning, {c['Success']} "
         f"succeeded, {len(failing)} VM(s) still failing"
     )
+    used = len(text) + sum(len(t) for t in texts_of([*blocks, *tail]))
+    blocks += _job_sections(r, summary, MAX_BLOCKS - len(blocks) - len(tail), TEXT_BUDGET - used)
+    blocks += tail
     return Message(
         text=text,
         blocks=blocks,
@@ -167,7 +170,9 @@ def digest_message(
     )
 
 
-def _job_sections(r: Renderer, summary: Summary, room: int) -> list[dict[str, Any]]:
+def _job_sections(r: Renderer, summary: Summary, room: int, chars: int) -> list[dict[str, Any]]:
+    """A section per job, newest failure first, within `room` blocks and `chars` characters
+    (Slack refuses a message of much more than 13,000); "and N more jobs" ends a cut list."""
     by_job: dict[str, list[TaskSession]] = {}
     for _, _, s in sorted(summary.recent, reverse=True):
         by_job.setdefault(s.job, []).append(s)
@@ -176,8 +181,12 @@ def _job_sections(r: Renderer, summary: Summary, room: int) -> list[dict[str, An
         key=lambda j: -max((x.ended.timestamp() for x in by_job.get(j, []) if x.ended), default=0),
     )
     out: list[dict[str, Any]] = []
+    reserve = 80  # for the "and N more jobs" line
     for i, job in enumerate(jobs):
-        if len(out) == room - 1 and len(jobs) > i + 1:
+        block = _job_section(r, summary, job, by_job)
+        last = i == len(jobs) - 1
+        size = len(block["text"]["text"])
+        if (len(out) == room - 1 and not last) or size > chars - (0 if last else reserve):
             rest = len(jobs) - i
             out.append(
                 section(
@@ -185,24 +194,31 @@ def _job_sections(r: Renderer, summary: Summary, room: int) -> list[dict[str, An
                 )
             )
             break
-        counts = summary.job_counts[job]
-        shown = by_job.get(job, [])[:ROWS_PER_JOB]
-        rows = [
-            {
-                "emoji": Markup(EMOJI[s.result]),
-                "vm": s.vm,
-                "result": s.result,
-                "ended": slack_date(s.ended),
-                "reason": fit(s.reason.replace("\n", " ") or "(no reason given)", REASON_CHARS),
-            }
-            for s in shown
-        ]
-        total = counts["Failed"] + counts["Warning"]
-        parts = [f"{counts['Failed']} failed"] if counts["Failed"] else []
-        parts += [f"{counts['Warning']} warning(s)"] if counts["Warning"] else []
-        view = {"job": job, "summary": ", ".join(parts), "rows": rows, "more": total - len(rows)}
-        out.append(section(r.text("digest_job.md.j2", view)))
+        out.append(block)
+        chars -= size
     return out
+
+
+def _job_section(
+    r: Renderer, summary: Summary, job: str, by_job: dict[str, list[TaskSession]]
+) -> dict[str, Any]:
+    counts = summary.job_counts[job]
+    shown = by_job.get(job, [])[:ROWS_PER_JOB]
+    rows = [
+        {
+            "emoji": Markup(EMOJI[s.result]),
+            "vm": s.vm,
+            "result": s.result,
+            "ended": slack_date(s.ended),
+            "reason": fit(s.reason.replace("\n", " ") or "(no reason given)", REASON_CHARS),
+        }
+        for s in shown
+    ]
+    total = counts["Failed"] + counts["Warning"]
+    parts = [f"{counts['Failed']} failed"] if counts["Failed"] else []
+    parts += [f"{counts['Warning']} warning(s)"] if counts["Warning"] else []
+    view = {"job": job, "summary": ", ".join(parts), "rows": rows, "more": total - len(rows)}
+    return section(r.text("digest_job.md.j2", view))
 
 
 def _still_failing(r: Renderer, failing: list[tuple[tuple[str, str], VmState]]) -> str:

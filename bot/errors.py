@@ -54,9 +54,19 @@ class QueryError(BotError):
 class NotifyError(BotError):
     """Slack refused or failed to take a message."""
 
-    def __init__(self, message: str, *, retryable: bool, outcome_unknown: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        outcome_unknown: bool = False,
+        content: bool = False,
+    ) -> None:
         self.retryable = retryable
         # True when Slack may have posted the message although we saw an error
         # (5xx or timeout on chat.postMessage): reconcile before posting again.
         self.outcome_unknown = outcome_unknown
+        # True when Slack refused what the message holds (too long, invalid blocks): the same
+        # message will never pass; a smaller form of it may.
+        self.content = content
         super().__init__(message)

@@ -15,7 +15,15 @@ from datetime import datetime, timedelta
 
 from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession, iso_z
-from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, alert_message, rough_duration
+from bot.render import (
+    MAX_SESSIONS_PER_MESSAGE,
+    Message,
+    Renderer,
+    alert_message,
+    minimal_message,
+    plain_message,
+    rough_duration,
+)
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
 from bot.store import Pending, Store
@@ -337,6 +345,19 @@ class Pipeline:
         self.store.commit()
 
     def _send(self, msg: Message, now: datetime) -> Receipt:
+        """Post; when Slack refuses the content, post a smaller form of it at once, and then
+        plain text, rather than the same message again."""
+        forms = [msg, minimal_message(self.renderer, msg), plain_message(msg)]
+        for n, form in enumerate(forms):
+            try:
+                return self._send_form(form, now)
+            except NotifyError as exc:
+                if not exc.content or n == len(forms) - 1:
+                    raise
+                log.warning("%s; sending the alert again in a smaller form", exc)
+        raise AssertionError("unreachable")
+
+    def _send_form(self, msg: Message, now: datetime) -> Receipt:
         """Post with backoff; after an unknown outcome, look in the channel before retrying."""
         uids = {s.uid for s in msg.sessions}
         for attempt in range(self.retries + 1):

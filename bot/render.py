@@ -23,7 +23,11 @@ from bot.models import TYPE_SHORT, TaskSession
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_BLOCKS, MAX_SECTION, MAX_HEADER, MAX_CONTEXT = 50, 3000, 150, 2000
 MAX_SESSIONS_PER_MESSAGE = 40
-MESSAGE_BUDGET = 36000  # characters of section text per message, well under Slack's caps
+# Slack refuses a message whose texts add up to about 13,000 characters (msg_blocks_too_long;
+# reports put the limit between 13,172 and 13,297, far below the documented caps), counting
+# the blocks inside attachments too. Every alert keeps all its texts under this.
+TEXT_BUDGET = 12000
+REASON_EXCERPT = 300  # characters of each VM's Reason in a group message (its first line)
 EMOJI = {
     "Failed": ":red_circle:",
     "Warning": ":large_yellow_circle:",
@@ -172,13 +176,16 @@ class Renderer:
         self._templates[name] = template
         return template
 
-    def fitted(self, name: str, view: Mapping[str, Any], raw: str, limit: int) -> str:
+    def fitted(
+        self, name: str, view: Mapping[str, Any], raw: str, limit: int, cap: int | None = None
+    ) -> str:
         """Render once with a unique placeholder for `reason`, then put the reason in, cut so
-        that the whole text fits in `limit` characters."""
+        that the whole text fits in `limit` characters (and the reason in `cap`)."""
         text = self.text(name, {**view, "reason": _PLACEHOLDER})
         if _PLACEHOLDER not in text:  # a user template that does not show the reason
             return cut_markup(text, limit)
         budget = limit - (len(text) - len(_PLACEHOLDER) * text.count(_PLACEHOLDER))
+        budget = budget if cap is None else min(cap, budget)
         return cut_markup(text.replace(_PLACEHOLDER, fit(raw, max(0, budget))), limit)
 
 
@@ -199,8 +206,15 @@ class Message:
         return out
 
 
+def mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object. `verbatim` keeps Slack from turning bare `@here`, `#name` or URLs
+    in VM names and Reasons into mentions or links; explicit markup the bot builds (dates)
+    still renders."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": cut_markup(text, MAX_SECTION)}}
+    return {"type": "section", "text": mrkdwn(cut_markup(text, MAX_SECTION))}
 
 
 def header(text: str) -> dict[str, Any]:
@@ -209,10 +223,38 @@ def header(text: str) -> dict[str, Any]:
 
 
 def context(text: str) -> dict[str, Any]:
-    return {
-        "type": "context",
-        "elements": [{"type": "mrkdwn", "text": cut_markup(text, MAX_CONTEXT)}],
-    }
+    return {"type": "context", "elements": [mrkdwn(cut_markup(text, MAX_CONTEXT))]}
+
+
+def texts_of(obj: Any) -> list[str]:
+    """Every `text` and `fallback` string in a block, an attachment or a list of them."""
+    if isinstance(obj, list):
+        return [t for item in obj for t in texts_of(item)]
+    if not isinstance(obj, dict):
+        return []
+    out = [v for k, v in obj.items() if k in ("text", "fallback") and isinstance(v, str)]
+    for v in obj.values():
+        if isinstance(v, dict | list):
+            out += texts_of(v)
+    return out
+
+
+def message_chars(message: Message) -> int:
+    """What Slack counts against its ~13,000-character message limit, and a bit more: the
+    fallback text, every block text and every attachment text."""
+    return len(message.text) + sum(
+        len(t) for t in texts_of(message.blocks) + texts_of(message.attachments)
+    )
+
+
+def excerpt(reason: str, limit: int = REASON_EXCERPT) -> tuple[str, bool]:
+    """A Reason's first non-empty line, at most `limit` characters, and whether anything was
+    left out (the whole Reason is a `/veeam session` away)."""
+    text = reason.strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if len(first) > limit:
+        return first[: limit - 1].rstrip() + "…", True
+    return first, first != text
 
 
 def summary_of(sessions: list[TaskSession]) -> str:
@@ -282,31 +324,103 @@ def alert_message(
     }
     if len(sessions) == 1:
         view["result"] = first.result
-    body = [section(r.text("alert_details.md.j2", view))]
-    if len(sessions) == 1:
-        body.append(section(r.fitted("alert_reason.md.j2", view, view["reason"], MAX_SECTION)))
-    else:
-        budget = min(MAX_SECTION, MESSAGE_BUDGET // len(sessions))
-        for s in sessions:
-            sv = first_view if s is first else session_view(s)
-            body.append(section(r.fitted("alert_vm.md.j2", sv, sv["reason"], budget)))
-    body.append(context(r.text("alert_context.md.j2", view)))
+    head = [header(r.text("alert_header.txt.j2", view))]
+    details = section(r.text("alert_details.md.j2", view))
+    foot = context(r.text("alert_context.md.j2", view))
     fallback = r.fitted("alert_fallback.md.j2", view, view["reason"], 1000)
+    fixed = sum(len(t) for t in texts_of([*head, details, foot])) + 2 * len(fallback)
+    room = TEXT_BUDGET - fixed
+    if len(sessions) == 1:
+        reason = r.fitted("alert_reason.md.j2", view, view["reason"], min(MAX_SECTION, room))
+        vms = [section(reason)]
+    else:
+        vms = _vm_sections(r, sessions, first_view, room)
     return Message(
         text=fallback,
-        blocks=[header(r.text("alert_header.txt.j2", view))],
+        blocks=head,
         attachments=[
-            {"color": COLOUR.get(result, "#888888"), "fallback": fallback, "blocks": body}
+            {
+                "color": COLOUR.get(result, "#888888"),
+                "fallback": fallback,
+                "blocks": [details, *vms, foot],
+            }
         ],
-        metadata={
-            "event_type": ALERT_EVENT,
-            "event_payload": {
-                "job_session_uid": first.job_session_uid,
-                "sessions": [{"uid": s.uid, "vm": s.vm, "result": s.result} for s in sessions],
-            },
-        },
+        metadata=_metadata(sessions),
         sessions=list(sessions),
     )
+
+
+def _vm_sections(
+    r: Renderer, sessions: list[TaskSession], first_view: dict[str, Any], room: int
+) -> list[dict[str, Any]]:
+    """One section per VM with an excerpt of its Reason, all within `room` characters."""
+    share = min(MAX_SECTION, max(0, room) // len(sessions))
+    out = []
+    for s in sessions:
+        sv = dict(first_view) if s is sessions[0] else session_view(s)
+        short, cut = excerpt(s.reason)
+        sv["more"] = f"/veeam session {s.uid.rsplit(':', 1)[-1]}" if cut else ""
+        out.append(section(r.fitted("alert_vm.md.j2", sv, short or sv["reason"], share)))
+    return out
+
+
+def _metadata(sessions: list[TaskSession]) -> dict[str, Any]:
+    return {
+        "event_type": ALERT_EVENT,
+        "event_payload": {
+            "job_session_uid": sessions[0].job_session_uid,
+            "sessions": [{"uid": s.uid, "vm": s.vm, "result": s.result} for s in sessions],
+        },
+    }
+
+
+def minimal_message(r: Renderer, message: Message) -> Message:
+    """The same alert in its smallest form (header and VM list, no Reasons), for when Slack
+    refuses the content of the full one. Same metadata, so reconciliation still finds it."""
+    sessions = message.sessions
+    rows = [
+        f"{EMOJI.get(s.result, ':grey_question:')} *{cut_plain(slack_escape(s.vm), 200)}* · "
+        f"{s.result}"
+        for s in sessions
+    ]
+    text = "\n".join(rows)
+    while len(text) > TEXT_BUDGET // 2 and rows:
+        rows = rows[: len(rows) // 2]
+        text = "\n".join(rows) + f"\n… and {len(sessions) - len(rows)} more"
+    blocks = [*message.blocks[:1], *(section(part) for part in _chunks(text, MAX_SECTION))]
+    job = sessions[0].job
+    how = (
+        f' `/veeam failed warning job:"{slack_escape(job)}"` lists them.' if '"' not in job else ""
+    )
+    blocks.append(context(f"Reasons left out to fit Slack's limits.{how}"))
+    return Message(
+        text=cut_markup(message.text, 300),
+        blocks=blocks,
+        metadata=message.metadata,
+        sessions=sessions,
+    )
+
+
+def plain_message(message: Message) -> Message:
+    """The last resort when Slack refuses even the minimal form: the fallback text alone."""
+    return Message(
+        text=cut_markup(message.text, 1000),
+        blocks=[],
+        metadata=message.metadata,
+        sessions=message.sessions,
+    )
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Lines of `text` packed into pieces of at most `size` characters."""
+    out, current = [], ""
+    for line in text.splitlines():
+        joined = f"{current}\n{line}" if current else line
+        if len(joined) > size and current:
+            out.append(current)
+            joined = line
+        current = joined
+    return [*out, current] if current else out
 
 
 def limit_problems(message: Message) -> list[str]:

@@ -38,6 +38,16 @@ AUTH_ERRORS = {
 }
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}\Z")
 CHANNEL_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action"}
+# Slack refused the message's content; the same payload will never pass.
+CONTENT_ERRORS = {
+    "msg_blocks_too_long",
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "msg_too_long",
+    "invalid_attachments",
+    "too_many_attachments",
+    "markdown_text_conflict",
+}
 
 
 def web_client(
@@ -111,6 +121,10 @@ def classify(exc: Exception, channel: str) -> NotifyError:
                 "and the app's scopes",
                 retryable=False,
             )
+        if error in CONTENT_ERRORS:
+            return NotifyError(
+                f"Slack refused the message's content ({error})", retryable=False, content=True
+            )
         if error in CHANNEL_ERRORS:
             return NotifyError(
                 f"Slack cannot post to channel {channel}: {error}; invite the bot "
@@ -156,11 +170,14 @@ class SlackNotifier:
             resp = self.client.chat_postMessage(
                 channel=channel,
                 text=message.text,
-                blocks=message.blocks,
+                blocks=message.blocks or None,
                 attachments=message.attachments or None,
                 metadata=message.metadata,
                 unfurl_links=False,
                 unfurl_media=False,
+                # The fallback text carries EM text too: no mentions or links made from it.
+                parse="none",
+                link_names=False,
             )
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
             raise classify(exc, label or channel) from exc

@@ -1,7 +1,8 @@
 """A fake Slack Web API on loopback, faithful where the bot depends on it.
 
 - `POST /api/<method>`: bearer token checked; JSON or form bodies; answers shaped like Slack's.
-- chat.postMessage validates Block Kit limits (as Slack does: `invalid_blocks`) and stores
+- chat.postMessage validates Block Kit limits (as Slack does: `invalid_blocks`, and
+  `msg_blocks_too_long` past about 13,000 characters of text in all) and stores
   the message with a `ts`; conversations.history returns newest first, honours `oldest`,
   `limit` and cursors, and drops `metadata` unless `include_all_metadata` is true.
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
@@ -32,6 +33,10 @@ from slack_sdk.signature import SignatureVerifier
 
 TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
+# Slack refuses a message whose texts add up to more than about 13,000 characters with
+# msg_blocks_too_long (reports: between 13,172 and 13,297), blocks in attachments included.
+MESSAGE_TEXT_LIMIT = 13172
+
 CHANNELS = {"#veeam-alerts": "C0ALERTS", "#veeam-digest": "C0DIGEST", "#ops": "C0OPS"}
 
 
@@ -45,6 +50,7 @@ class FakeSlack:
     fail_next: list[int] = field(default_factory=list)
     retry_after: int = 1
     lose_answers: int = 0
+    text_limit: int = MESSAGE_TEXT_LIMIT  # msg_blocks_too_long past this many characters
     fail_rate: float = 0.0  # share of chat.postMessage calls answered 500, not stored
     lose_rate: float = 0.0  # share of the rest stored but answered 500
     faults: random.Random = field(default_factory=lambda: random.Random(0))
@@ -154,9 +160,10 @@ class FakeSlack:
             return 200, {"ok": False, "error": "not_in_channel"}, {}
         blocks = _json_field(body.get("blocks")) or []
         attachments = _json_field(body.get("attachments")) or []
-        problem = block_problems(blocks, attachments, body.get("text"))
-        if problem:
-            return 200, {"ok": False, "error": "invalid_blocks", "errors": [problem]}, {}
+        error = content_error(blocks, attachments, body.get("text"), self.text_limit)
+        if error:
+            problem = block_problems(blocks, attachments, body.get("text")) or error
+            return 200, {"ok": False, "error": error, "errors": [problem]}, {}
         with self._lock:
             self._ts = max(time.time(), self._ts + 0.000001)  # Slack ts: epoch seconds, unique
             ts = f"{self._ts:.6f}"
@@ -221,6 +228,26 @@ def _json_field(value: Any) -> Any:
     if isinstance(value, str):
         return json.loads(value)
     return value
+
+
+def _texts(obj: Any) -> list[str]:
+    if isinstance(obj, list):
+        return [t for item in obj for t in _texts(item)]
+    if not isinstance(obj, dict):
+        return []
+    out = [v for k, v in obj.items() if k in ("text", "fallback") and isinstance(v, str)]
+    return out + [t for v in obj.values() if isinstance(v, dict | list) for t in _texts(v)]
+
+
+def content_error(
+    blocks: list[Any], attachments: list[Any], text: Any, limit: int = MESSAGE_TEXT_LIMIT
+) -> str:
+    """The error code Slack answers for a message it will not take, or ""."""
+    if sum(len(t) for t in _texts(blocks) + _texts(attachments)) > limit:
+        return "msg_blocks_too_long"
+    if len(str(text or "")) > 40000:
+        return "msg_too_long"
+    return "invalid_blocks" if block_problems(blocks, attachments, text) else ""
 
 
 def block_problems(blocks: list[Any], attachments: list[Any], text: Any) -> str:
