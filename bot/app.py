@@ -33,7 +33,13 @@ def em_client(settings: Settings) -> EMClient:
 
 
 def build_renderer(settings: Settings) -> Renderer:
-    return Renderer(settings.templates_dir)
+    """The templates, overrides first, each rendered once against sample sessions: an
+    override that breaks on some data stops the bot at start with its file and line."""
+    from bot.template_check import check_templates
+
+    renderer = Renderer(settings.templates_dir)
+    check_templates(renderer)
+    return renderer
 
 
 def open_store(settings: Settings, now: datetime) -> Store:

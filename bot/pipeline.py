@@ -20,6 +20,7 @@ from bot.render import (
     Message,
     Renderer,
     alert_message,
+    bare_alert,
     minimal_message,
     plain_message,
     rough_duration,
@@ -324,14 +325,18 @@ class Pipeline:
             key = chunk[0].job_session_uid
             seen[key] = seen.get(key, 0) + 1
             decision = "redelivery" if chunk[0].uid in redelivered else "first"
-            msg = alert_message(
-                self.renderer,
-                chunk,
-                part=seen[key],
-                part_count=count_by_group[key],
-                decision=decision,
-                late_by=max((late[s.uid] for s in chunk if s.uid in late), default=None),
-            )
+            try:
+                msg = alert_message(
+                    self.renderer,
+                    chunk,
+                    part=seen[key],
+                    part_count=count_by_group[key],
+                    decision=decision,
+                    late_by=max((late[s.uid] for s in chunk if s.uid in late), default=None),
+                )
+            except Exception:  # a template bug must not hold the alert back either
+                log.exception("cannot render the alert for %s; sending it bare", chunk[0].uid)
+                msg = bare_alert(chunk)
             try:
                 receipt = self._send(msg, now)
             except NotifyError as exc:
@@ -347,7 +352,7 @@ class Pipeline:
     def _send(self, msg: Message, now: datetime) -> Receipt:
         """Post; when Slack refuses the content, post a smaller form of it at once, and then
         plain text, rather than the same message again."""
-        forms = [msg, minimal_message(self.renderer, msg), plain_message(msg)]
+        forms = [msg, minimal_message(msg), plain_message(msg)]
         for n, form in enumerate(forms):
             try:
                 return self._send_form(form, now)

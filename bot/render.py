@@ -7,6 +7,8 @@ feed plain_text fields and are not escaped. Slack's limits are enforced here.
 
 from __future__ import annotations
 
+import logging
+import traceback
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from markupsafe import Markup
 from bot.errors import ConfigError
 from bot.models import TYPE_SHORT, TaskSession
 
+log = logging.getLogger(__name__)
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_BLOCKS, MAX_SECTION, MAX_HEADER, MAX_CONTEXT = 50, 3000, 150, 2000
 MAX_SESSIONS_PER_MESSAGE = 40
@@ -124,22 +127,56 @@ def cut_markup(text: str, limit: int) -> str:
     return cut + "…"
 
 
+def _environments(loader: jinja2.BaseLoader) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """(mrkdwn, plain text) environments: mrkdwn escapes every value from EM for Slack."""
+    common: dict[str, Any] = {
+        "loader": loader,
+        "undefined": jinja2.StrictUndefined,
+        "keep_trailing_newline": False,
+        "autoescape": False,
+        "auto_reload": False,
+    }
+    md = jinja2.Environment(finalize=_finalize, **common)  # noqa: S701 - Slack escaping
+    txt = jinja2.Environment(**common)  # noqa: S701 - plain_text is shown literally
+    return md, txt
+
+
+def _plain_globals(template: jinja2.Template) -> jinja2.Template:
+    # Jinja keeps a template's globals as a ChainMap and walks it twice per render; a
+    # plain copy (the globals never change here) makes short renders about 40 % cheaper.
+    template.globals = dict(template.globals)
+    return template
+
+
+def template_problem(name: str, template: jinja2.Template, exc: Exception) -> str:
+    """One line naming the template file, the line in it and what went wrong."""
+    filename = template.filename or name
+    lineno = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == filename:
+            lineno = line
+    where = f", line {lineno}" if lineno else ""
+    message = exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else exc
+    return f"template {filename}{where}: {type(exc).__name__}: {message}"
+
+
 class Renderer:
     """Loads templates (user folder first, then the packaged ones) and renders strings."""
 
     def __init__(self, user_dir: str = "") -> None:
-        dirs = [d for d in (user_dir, str(PACKAGED_TEMPLATES)) if d]
-        loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in dirs])
-        common: dict[str, Any] = {
-            "loader": loader,
-            "undefined": jinja2.StrictUndefined,
-            "keep_trailing_newline": False,
-            "autoescape": False,
-            "auto_reload": False,
-        }
-        self._md = jinja2.Environment(finalize=_finalize, **common)  # noqa: S701 - Slack escaping
-        self._txt = jinja2.Environment(**common)  # noqa: S701 - plain_text is shown literally
+        packaged = jinja2.FileSystemLoader(str(PACKAGED_TEMPLATES))
+        user = [jinja2.FileSystemLoader(user_dir)] if user_dir else []
+        self._md, self._txt = _environments(jinja2.ChoiceLoader([*user, packaged]))
+        self._pkg_md, self._pkg_txt = _environments(packaged)
+        self.overridden = frozenset(
+            p.name for p in Path(user_dir).glob("*.j2") if user_dir and p.is_file()
+        )
+        # In strict mode (the start-up check) a failing override raises instead of falling
+        # back to the packaged template.
+        self.strict = False
         self._templates: dict[str, jinja2.Template] = {}
+        self._packaged: dict[str, jinja2.Template] = {}
+        self._reported: set[tuple[str, str]] = set()
         # Every template the bot uses (alerts, digest, /veeam) is compiled now, so a broken
         # override fails at start-up, not at 3 a.m. when it is first needed.
         self._check(tuple(sorted(p.name for p in PACKAGED_TEMPLATES.glob("*.j2"))))
@@ -158,22 +195,38 @@ class Renderer:
         if problems:
             raise ConfigError(problems)
 
-    def _env(self, name: str) -> jinja2.Environment:
-        return self._txt if name.endswith(".txt.j2") else self._md
-
     def text(self, name: str, view: Mapping[str, Any]) -> str:
+        """Render a template. An override that fails on this data (an undefined name, a
+        filter on an empty value) is reported once and the packaged template renders this
+        message instead: a template never holds an alert back."""
+        template = self._templates.get(name) or self._load(name)
         try:
-            template = self._templates.get(name) or self._load(name)
             return template.render(view).strip()
-        except jinja2.UndefinedError as exc:
-            raise ConfigError([f"template {name}: {exc.message}"]) from exc
+        except Exception as exc:
+            problem = template_problem(name, template, exc)
+            if self.strict or name not in self.overridden:
+                raise ConfigError([problem]) from exc
+            subject = str(view.get("uid") or view.get("job_session_uid") or "-")
+            if (problem, subject) not in self._reported:
+                self._reported.add((problem, subject))
+                log.error(
+                    "%s (session %s); this message uses the packaged %s instead",
+                    problem,
+                    subject,
+                    name,
+                )
+            return self._packaged_template(name).render(view).strip()
 
     def _load(self, name: str) -> jinja2.Template:
-        template = self._env(name).get_template(name)
-        # Jinja keeps a template's globals as a ChainMap and walks it twice per render; a
-        # plain copy (the globals never change here) makes short renders about 40 % cheaper.
-        template.globals = dict(template.globals)
-        self._templates[name] = template
+        env = self._txt if name.endswith(".txt.j2") else self._md
+        self._templates[name] = template = _plain_globals(env.get_template(name))
+        return template
+
+    def _packaged_template(self, name: str) -> jinja2.Template:
+        template = self._packaged.get(name)
+        if template is None:
+            env = self._pkg_txt if name.endswith(".txt.j2") else self._pkg_md
+            self._packaged[name] = template = _plain_globals(env.get_template(name))
         return template
 
     def fitted(
@@ -374,7 +427,7 @@ def _metadata(sessions: list[TaskSession]) -> dict[str, Any]:
     }
 
 
-def minimal_message(r: Renderer, message: Message) -> Message:
+def minimal_message(message: Message) -> Message:
     """The same alert in its smallest form (header and VM list, no Reasons), for when Slack
     refuses the content of the full one. Same metadata, so reconciliation still finds it."""
     sessions = message.sessions
@@ -399,6 +452,19 @@ def minimal_message(r: Renderer, message: Message) -> Message:
         metadata=message.metadata,
         sessions=sessions,
     )
+
+
+def bare_alert(sessions: list[TaskSession]) -> Message:
+    """An alert built without any template, for when even a packaged template fails."""
+    first = sessions[0]
+    title = f"{worst(sessions)}: {first.job} ({summary_of(sessions)})"
+    bare = Message(
+        text=slack_escape(f"{title} on {first.server}"),
+        blocks=[header(title)],
+        metadata=_metadata(sessions),
+        sessions=list(sessions),
+    )
+    return minimal_message(bare)
 
 
 def plain_message(message: Message) -> Message:

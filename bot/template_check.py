@@ -1,0 +1,114 @@
+"""The start-up check of every template, overrides included, against sample sessions.
+
+Compiling catches a syntax error; only rendering catches an override that breaks on some
+data (an undefined name under StrictUndefined, a filter on an empty value). The samples are
+the data that breaks templates in the field: hostile names, an empty Reason, a running
+session with no end time, and a 40-VM group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from bot.answers import Status, help_reply, query_reply, session_reply, status_reply
+from bot.digest import Summary, digest_message, unavailable_message
+from bot.errors import ConfigError
+from bot.lookup import Answer
+from bot.models import TaskSession
+from bot.render import Renderer, alert_message
+
+SAMPLE_TIME = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)
+HOSTILE = '<!channel> & <@U123> {{ x }} "quoted" \\ 数据库 ' + "x" * 200
+
+
+def _session(n: int, **kw: object) -> TaskSession:
+    base: dict[str, object] = {
+        "uid": f"urn:veeam:ReplicaTaskSession:00000000-0000-4000-8000-{n:012d}",
+        "type": "ReplicaTaskSession",
+        "name": f"vm-{n}@2026-01-15 02:00:00",
+        "vm": f"vm-{n}",
+        "job": "Replication Job 1",
+        "job_session_uid": "urn:veeam:ReplicaJobSession:00000000-0000-4000-8000-000000000001",
+        "server": "vbr01.example.local",
+        "state": "Completed",
+        "result": "Failed",
+        "reason": "Error: There is not enough space on the disk.\nFailed to write data.",
+        "created": SAMPLE_TIME - timedelta(hours=1),
+        "ended": SAMPLE_TIME,
+        "total_size": 8589934592,
+    }
+    base.update(kw)
+    return TaskSession(**base)  # type: ignore[arg-type]
+
+
+def sample_sessions() -> dict[str, list[TaskSession]]:
+    """Named groups of sessions, each the content of one alert."""
+    return {
+        "a failure": [_session(1)],
+        "hostile names": [_session(2, vm=HOSTILE, job=HOSTILE, server=HOSTILE, reason=HOSTILE)],
+        "an empty Reason": [_session(3, result="Warning", reason="")],
+        "a running session": [
+            _session(4, state="InProgress", result="None", ended=None, reason="", total_size=0)
+        ],
+        "a 40-VM group": [
+            _session(100 + i, result=("Failed", "Warning")[i % 2]) for i in range(40)
+        ],
+    }
+
+
+def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
+    samples = sample_sessions()
+    everyone = [s for group in samples.values() for s in group]
+    summary = Summary(SAMPLE_TIME - timedelta(days=1), SAMPLE_TIME + timedelta(seconds=1))
+    for s in everyone:
+        summary.add(s)
+    summary.add(_session(999, result="Success", reason=""))
+    status = Status(SAMPLE_TIME, "ok", "reachable", 3, 0, "0")
+    out: list[tuple[str, Callable[[], object]]] = []
+    for label, group in samples.items():
+        out += [
+            (f"an alert for {label}", partial(alert_message, r, group)),
+            (
+                f"an alert for {label}, listed late",
+                partial(alert_message, r, group, late_by=3 * 3600.0, decision="redelivery"),
+            ),
+            (f"/veeam session for {label}", partial(session_reply, r, group[0], share=False)),
+        ]
+    answer = Answer(everyone, len(everyone) + 5, {"ReplicaTaskSession": 'Result=="Failed"'})
+    empty = Answer([], 0, {"ReplicaTaskSession": 'Result=="Failed"'})
+    out += [
+        ("a /veeam answer", lambda: query_reply(r, answer, "failed vm:x", share=False)),
+        ("an empty /veeam answer", lambda: query_reply(r, empty, "", share=False)),
+        ("/veeam help", lambda: help_reply(r)),
+        ("/veeam status", lambda: status_reply(r, status)),
+        ("/veeam status before a poll", lambda: status_reply(r, Status(None, "", "?", 0, 0, "0"))),
+        (
+            "the digest",
+            lambda: digest_message(r, summary, {"Success": 1, "Warning": 0, "Failed": 9}, "UTC"),
+        ),
+        (
+            "an empty digest",
+            lambda: digest_message(r, Summary(SAMPLE_TIME, SAMPLE_TIME), None, "UTC"),
+        ),
+        ("digest unavailable", lambda: unavailable_message(r, HOSTILE, SAMPLE_TIME)),
+    ]
+    return out
+
+
+def check_templates(r: Renderer) -> None:
+    """Render every message the bot sends from the samples; a failing template is a
+    configuration error naming the template, the line and the sample."""
+    problems: list[str] = []
+    r.strict = True
+    try:
+        for label, render in _renders(r):
+            try:
+                render()
+            except ConfigError as exc:
+                problems += [f"{p} (rendering {label})" for p in exc.problems]
+    finally:
+        r.strict = False
+    if problems:
+        raise ConfigError(sorted(set(problems), key=problems.index))
