@@ -1,4 +1,4 @@
-"""Command line: `python -m bot {run,poll,query,digest,demo,emulator,check}`.
+"""Command line: `python -m bot {run,poll,query,digest,demo,emulator,check,example-config}`.
 
 This is the only module that reads `os.environ` and the process clock for the CLI; it hands
 both down. stdout carries only each command's output; logs and errors go to stderr.
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check", help="validate the configuration and templates, reach EM")
     s.set_defaults(func=cli.cmd_check)
+
+    s = sub.add_parser(
+        "example-config", help="print the documented example config/bot.toml (every key)"
+    )
+    s.set_defaults(func=cli.cmd_example_config)
     return p
 
 

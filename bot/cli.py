@@ -143,3 +143,10 @@ def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         client.ping()
     print(f"configuration OK; EM at {settings.veeam.url} answered")
     return 0
+
+
+def cmd_example_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from bot.resources import example_config
+
+    print(example_config(), end="")
+    return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,11 +19,11 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from bot import resources
 from bot.errors import ConfigError
 from bot.models import TYPE_SHORT, TaskSession
 
 log = logging.getLogger(__name__)
-PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_BLOCKS, MAX_SECTION, MAX_HEADER, MAX_CONTEXT = 50, 3000, 150, 2000
 MAX_SESSIONS_PER_MESSAGE = 40
 # Slack refuses a message whose texts add up to about 13,000 characters (msg_blocks_too_long;
@@ -127,6 +127,14 @@ def cut_markup(text: str, limit: int) -> str:
     return cut + "…"
 
 
+def _packaged_source(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+    """A packaged template's source, read through importlib.resources (works installed)."""
+    item = resources.templates() / name
+    if not item.is_file():
+        return None
+    return item.read_text(encoding="utf-8"), str(item), lambda: True
+
+
 def _environments(loader: jinja2.BaseLoader) -> tuple[jinja2.Environment, jinja2.Environment]:
     """(mrkdwn, plain text) environments: mrkdwn escapes every value from EM for Slack."""
     common: dict[str, Any] = {
@@ -164,7 +172,7 @@ class Renderer:
     """Loads templates (user folder first, then the packaged ones) and renders strings."""
 
     def __init__(self, user_dir: str = "") -> None:
-        packaged = jinja2.FileSystemLoader(str(PACKAGED_TEMPLATES))
+        packaged = jinja2.FunctionLoader(_packaged_source)
         user = [jinja2.FileSystemLoader(user_dir)] if user_dir else []
         self._md, self._txt = _environments(jinja2.ChoiceLoader([*user, packaged]))
         self._pkg_md, self._pkg_txt = _environments(packaged)
@@ -179,7 +187,7 @@ class Renderer:
         self._reported: set[tuple[str, str]] = set()
         # Every template the bot uses (alerts, digest, /veeam) is compiled now, so a broken
         # override fails at start-up, not at 3 a.m. when it is first needed.
-        self._check(tuple(sorted(p.name for p in PACKAGED_TEMPLATES.glob("*.j2"))))
+        self._check(resources.template_names())
 
     def _check(self, names: tuple[str, ...]) -> None:
         problems = []
