@@ -7,12 +7,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.console import format_message
 from bot.digest_run import DigestRunner
+from bot.errors import ConfigError
 from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.settings import Settings
@@ -107,19 +109,26 @@ class Services:
         self.store.close()
 
 
-def slash_surface(settings: Settings, services: Services, pool: ThreadPoolExecutor) -> Surface:
+def slash_surface(
+    settings: Settings,
+    services: Services,
+    pool: ThreadPoolExecutor,
+    on_fatal: Callable[[str], None] | None = None,
+) -> Surface:
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
     # Imported here: `poll --once` and `digest` start faster without Bolt and the scheduler.
     from bot.commands import SlashDeps, register
     from bot.schedule import utcnow
-    from bot.surface import Surface, bolt_app, check_token
+    from bot.surface import Surface, bolt_app, check_app_token, check_token
 
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
     check_token(client)
+    if settings.slack.socket_mode:
+        check_app_token(client, settings.slack.app_token.value)
     app = bolt_app(settings, client)
     deps = SlashDeps(settings, services.em, services.store, services.renderer, pool, utcnow)
     register(app, deps)
-    return Surface(settings, app)
+    return Surface(settings, app, on_fatal=on_fatal)
 
 
 def run_forever(settings: Settings) -> int:
@@ -130,6 +139,11 @@ def run_forever(settings: Settings) -> int:
     from bot.schedule import build_scheduler, utcnow
 
     stop = threading.Event()
+    fatal: list[str] = []
+
+    def on_fatal(problem: str) -> None:
+        fatal.append(problem)
+        stop.set()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
@@ -140,7 +154,7 @@ def run_forever(settings: Settings) -> int:
     services = Services(settings, utcnow(), stop)
     pool = ThreadPoolExecutor(max_workers=settings.slash.workers, thread_name_prefix="veeam-cmd")
     try:
-        surface = slash_surface(settings, services, pool)
+        surface = slash_surface(settings, services, pool, on_fatal)
     except BaseException:
         pool.shutdown()
         services.close()
@@ -168,6 +182,8 @@ def run_forever(settings: Settings) -> int:
         scheduler.shutdown(wait=True)
         pool.shutdown(wait=True, cancel_futures=True)
         services.close()
+    if fatal:
+        raise ConfigError(fatal)
     log.info("stopped")
     return 0
 

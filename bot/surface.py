@@ -41,6 +41,36 @@ def check_token(client: WebClient) -> None:
         log.warning("cannot reach Slack at start (%s); continuing, alerts wait as pending", exc)
 
 
+APP_TOKEN_ERRORS = {*AUTH_ERRORS, "not_allowed_token_type"}
+
+
+def app_token_problem(exc: Exception) -> str | None:
+    """The configuration error behind a failed `apps.connections.open`, or None when it may
+    pass on a later attempt (network, Slack's own 5xx, rate limit)."""
+    if not isinstance(exc, SlackApiError):
+        return None
+    error = str(exc.response.get("error", "")) if exc.response.data else ""
+    if error not in APP_TOKEN_ERRORS:
+        return None
+    return (
+        f"SLACK_APP_TOKEN: Slack rejected it ({error}); it must be an app-level token "
+        "(xapp-…) with the connections:write scope"
+    )
+
+
+def check_app_token(client: WebClient, app_token: str) -> None:
+    """apps.connections.open at start, as Socket Mode will call it: a rejected app token
+    stops the bot with one sentence (exit 78); Slack being unreachable does not."""
+    probe = WebClient(token=app_token, base_url=client.base_url, timeout=client.timeout)
+    try:
+        probe.apps_connections_open(app_token=app_token)
+    except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+        problem = app_token_problem(exc)
+        if problem:
+            raise ConfigError([problem]) from None
+        log.warning("cannot open a Socket Mode connection at start (%s); retrying", exc)
+
+
 def bolt_app(settings: Settings, client: WebClient) -> App:
     """A Bolt app with every secret passed explicitly (Bolt's environment fallbacks unused).
     In Socket Mode requests are not signed; a placeholder keeps Bolt from reading the
@@ -79,8 +109,18 @@ def wsgi_app(app: App) -> WSGIApp:
 class Surface:
     """Starts and stops whichever transport the settings ask for."""
 
-    def __init__(self, settings: Settings, app: App, *, host: str = "0.0.0.0") -> None:  # noqa: S104 - Slack must reach HTTP mode
+    def __init__(
+        self,
+        settings: Settings,
+        app: App,
+        *,
+        host: str = "0.0.0.0",  # noqa: S104 - Slack must reach HTTP mode
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings, self.app, self.host = settings, app, host
+        # Called with one sentence when /veeam cannot work until the configuration changes
+        # (a rejected app token); `run` then stops with exit 78.
+        self.on_fatal = on_fatal
         self._socket: SocketModeHandler | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -118,6 +158,10 @@ class Surface:
                 assert self._socket is not None
                 self._socket.connect()  # type: ignore[no-untyped-call]
             except Exception as exc:  # any failure: keep the bot up, try again later
+                problem = app_token_problem(exc)
+                if problem and self.on_fatal is not None:
+                    self.on_fatal(problem)
+                    return
                 log.warning("Socket Mode connection failed (%s); retrying in %.0fs", exc, delay)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 60.0)

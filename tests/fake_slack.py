@@ -99,6 +99,8 @@ class FakeSlack:
         method = path.rsplit("/", 1)[-1]
         self.calls.append((method, body))
         if method == "apps.connections.open":
+            if headers.get("authorization", "").startswith("Bearer xoxb-"):
+                return 200, {"ok": False, "error": "not_allowed_token_type"}, {}
             if headers.get("authorization", "") != f"Bearer {self.app_token}":
                 return 200, {"ok": False, "error": "invalid_auth"}, {}
             return 200, {"ok": True, "url": self.ws_url}, {}

@@ -179,6 +179,26 @@ def test_run_with_a_rejected_token_stops_with_one_line(
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("app_token", "error"),
+    [("xapp-revoked", "invalid_auth"), ("xoxb-a-bot-token", "not_allowed_token_type")],
+)
+def test_run_with_a_rejected_app_token_stops_with_one_line(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, app_token: str, error: str
+) -> None:
+    """Socket Mode with a token Slack refuses: /veeam would be dead, so `run` stops at once
+    (exit 78) naming SLACK_APP_TOKEN, instead of retrying forever."""
+    env = env_for(em, slack, tmp_path)
+    env["SLACK_APP_TOKEN"] = app_token
+    started = time.monotonic()
+    proc = run_bot(env, "run", timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "SLACK_APP_TOKEN" in ln]
+    assert len(lines) == 1 and f"Slack rejected it ({error})" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 20
+
+
 def test_flaky_em_and_flaky_slack_settle_with_every_alert_once(
     em: Emulator, slack: FakeSlack, tmp_path: Path
 ) -> None:

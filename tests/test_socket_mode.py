@@ -154,3 +154,34 @@ def test_slash_command_over_socket_mode(socket_bot: tuple[FakeSocket, FakeSlack,
     name, answer = slack.hooks[0]
     assert name == "sock1"
     assert "showing 3 of" in "".join(b["text"]["text"] for b in answer["blocks"])
+
+
+def test_an_app_token_revoked_while_running_stops_the_bot(tmp_path: Path, now: datetime) -> None:
+    """Slack refuses the app token when Socket Mode (re)connects: no endless retries, the
+    bot is told to stop with the sentence naming SLACK_APP_TOKEN."""
+    slack = FakeSlack(app_token="xapp-the-new-one").start()
+    settings = Settings(
+        slack=SlackSettings(
+            bot_token=Secret(TOKEN), app_token=Secret(APP_TOKEN), api_url=slack.url
+        ),
+        state_path=str(tmp_path / "state.sqlite"),
+    )
+    told: list[str] = []
+    stopped = threading.Event()
+
+    def on_fatal(problem: str) -> None:
+        told.append(problem)
+        stopped.set()
+
+    surface = Surface(settings, bolt_app(settings, web_client(TOKEN, slack.url)), on_fatal=on_fatal)
+    surface.start()
+    try:
+        assert stopped.wait(10)
+    finally:
+        surface.stop()
+        slack.stop()
+    assert told == [
+        "SLACK_APP_TOKEN: Slack rejected it (invalid_auth); it must be an app-level token "
+        "(xapp-…) with the connections:write scope"
+    ]
+    assert len(slack.method_calls("apps.connections.open")) == 1
