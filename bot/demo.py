@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from random import Random
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.console import DIM, RESET, format_message
 from bot.emulator.data import SessionStore, generate, inject_failures
@@ -36,6 +36,11 @@ class ConsoleSink:
 
     def find_posted(self, channel: str, uids: set[str], oldest: float) -> dict[str, Receipt]:
         return {}
+
+    def find_events(
+        self, channel: str, event_type: str, oldest: float
+    ) -> list[tuple[dict[str, Any], Receipt]]:
+        return []
 
     def post(self, channel: str, message: Message, *, label: str = "") -> Receipt:
         self.count += 1

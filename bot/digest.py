@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -261,6 +261,19 @@ def scheduled_for(now: datetime, at: time, zone: str) -> tuple[date, datetime]:
         day -= timedelta(days=1)
         when = datetime.combine(day, at, tzinfo=tz)
     return day, when.astimezone(now.tzinfo)
+
+
+def local_instant(day: date, at: time, zone: str) -> datetime:
+    """`at` o'clock local time on `day`, as an aware UTC instant (a time skipped by a DST
+    change falls on the instant after the jump)."""
+    return datetime.combine(day, at, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def digest_window(day: date, at: time, zone: str) -> tuple[datetime, datetime]:
+    """The scheduled digest of `day` covers the previous scheduled time to this one: 24 h,
+    or 23 h and 25 h on the days the clocks change; the same window however late it is
+    posted."""
+    return local_instant(day - timedelta(days=1), at, zone), local_instant(day, at, zone)
 
 
 def due(

@@ -6,8 +6,17 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from bot.digest import Summary, digest_message, due, unavailable_message, window_filter
+from bot.digest import (
+    DIGEST_EVENT,
+    Summary,
+    digest_message,
+    digest_window,
+    due,
+    unavailable_message,
+    window_filter,
+)
 from bot.errors import NotifyError, SourceError
+from bot.models import iso_z
 from bot.render import Message, Renderer
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
@@ -16,6 +25,7 @@ from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)
 DAY = timedelta(hours=24)
+ONE_DAY = timedelta(days=1)  # a calendar day (local dates), not 24 h
 
 
 class DigestRunner:
@@ -35,25 +45,53 @@ class DigestRunner:
 
     def build(self, now: datetime, window: timedelta = DAY) -> Message:
         """The digest for [now - window, now), compared with the window before it."""
-        current = self._stream(Summary(now - window, now))
-        previous = self._stream(Summary(now - 2 * window, now - window)).counts
+        return self.build_window(now - window, now, now - 2 * window)
+
+    def build_window(self, start: datetime, end: datetime, previous_start: datetime) -> Message:
+        """The digest for [start, end), compared with [previous_start, start)."""
+        current = self._stream(Summary(start, end))
+        previous = self._stream(Summary(previous_start, start)).counts
         return digest_message(self.renderer, current, previous, self.settings.digest.timezone)
 
     def post(self, message: Message) -> Receipt:
-        return self.notifier.post(self.settings.digest_channel, message)
+        return self.notifier.post(self._channel(), message)
+
+    def _channel(self) -> str:
+        """The digest channel's ID once known (history needs it), else as configured."""
+        configured = self.settings.digest_channel
+        known = self.store.meta(f"channel-id:{configured}")
+        if not known:
+            known = self.notifier.channel_id(configured)
+            if known:
+                self.store.set_meta(f"channel-id:{configured}", known)
+        return str(known or configured)
 
     def run_scheduled(self, now: datetime) -> None:
-        """Post today's digest if it is due and not yet posted (cron, retries, start-up)."""
+        """Post the digest of the last scheduled time if it is due and not yet posted (cron,
+        retries, start-up). It covers the previous scheduled local time to that one (23 or
+        25 h across a DST change), however late it is posted, and it is posted once: an
+        attempt whose outcome is unknown (5xx, timeout, crash) is looked up in the channel's
+        history before the next one."""
         d = self.settings.digest
         with self._lock:
             day = due(now, d.at, d.timezone, d.grace, self.store.meta("digest:last_day"))
             if day is None:
                 return
+            start, end = digest_window(day, d.at, d.timezone)
+            if self.store.meta("digest:attempted_day") == day.isoformat():
+                found = self._already_posted(end)
+                if found is not None:
+                    self._posted(day.isoformat(), found, "found in the channel")
+                    return
             try:
-                message = self.build(now)
+                message = self.build_window(
+                    start, end, digest_window(day - ONE_DAY, d.at, d.timezone)[0]
+                )
             except SourceError as exc:
                 self._unavailable(day.isoformat(), str(exc), now)
                 return
+            self.store.set_meta("digest:attempted_day", day.isoformat())
+            self.store.commit()  # before the post: a crash during it is looked up next time
             try:
                 receipt = self.post(message)
             except NotifyError as exc:
@@ -61,9 +99,25 @@ class DigestRunner:
                     "digest for %s not posted (%s); retrying within the grace period", day, exc
                 )
                 return
-            self.store.set_meta("digest:last_day", day.isoformat())
-            self.store.commit()
-            log.info("posted the digest for %s to %s (ts %s)", day, receipt.channel, receipt.ts)
+            self._posted(day.isoformat(), receipt, "posted")
+
+    def _already_posted(self, end: datetime) -> Receipt | None:
+        """The digest ending at `end` if an earlier attempt did reach the channel."""
+        wanted = iso_z(end)
+        try:
+            events = self.notifier.find_events(self._channel(), DIGEST_EVENT, end.timestamp() - 60)
+        except NotifyError as exc:
+            log.warning("cannot read the digest channel's history (%s); posting again", exc)
+            return None
+        for payload, receipt in events:
+            if payload.get("window_end") == wanted:
+                return receipt
+        return None
+
+    def _posted(self, day: str, receipt: Receipt, how: str) -> None:
+        self.store.set_meta("digest:last_day", day)
+        self.store.commit()
+        log.info("%s the digest for %s in %s (ts %s)", how, day, receipt.channel, receipt.ts)
 
     def _unavailable(self, day: str, reason: str, now: datetime) -> None:
         log.error("digest for %s unavailable: %s", day, reason)

@@ -155,6 +155,10 @@ class Notifier(Protocol):
 
     def find_posted(self, channel: str, uids: set[str], oldest: float) -> dict[str, Receipt]: ...
 
+    def find_events(
+        self, channel: str, event_type: str, oldest: float
+    ) -> list[tuple[dict[str, Any], Receipt]]: ...
+
 
 class SlackNotifier:
     """Posts alert messages and finds alerts already in a channel."""
@@ -231,6 +235,39 @@ class SlackNotifier:
             if not resp.get("has_more") or not cursor:
                 break
         return found
+
+    def find_events(
+        self, channel: str, event_type: str, oldest: float
+    ) -> list[tuple[dict[str, Any], Receipt]]:
+        """(metadata payload, receipt) of the bot's messages of `event_type` in `channel`
+        since `oldest` (epoch seconds). Raises NotifyError when history is unreadable."""
+        return _payloads(self.client, channel, event_type, oldest)
+
+
+def _payloads(
+    client: WebClient, channel: str, event_type: str, oldest: float
+) -> list[tuple[dict[str, Any], Receipt]]:
+    out = []
+    cursor = None
+    while True:
+        try:
+            resp = client.conversations_history(
+                channel=channel,
+                oldest=f"{oldest:.6f}",
+                limit=200,
+                cursor=cursor,
+                include_all_metadata=True,
+            )
+        except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+            raise classify(exc, channel) from exc
+        for msg in resp.get("messages") or []:
+            meta = msg.get("metadata") or {}
+            if meta.get("event_type") == event_type:
+                receipt = Receipt(str(resp.get("channel") or channel), str(msg["ts"]))
+                out.append((dict(meta.get("event_payload") or {}), receipt))
+        cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+        if not resp.get("has_more") or not cursor:
+            return out
 
 
 def _alert_uids(msg: dict[str, Any]) -> set[str]:

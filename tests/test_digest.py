@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.digest import Summary, due, scheduled_for
+from bot.digest import Summary, digest_window, due, scheduled_for
 from bot.digest_run import DigestRunner
 from bot.emulator.data import EmSession, SessionStore, generate
 from bot.emulator.server import Emulator
@@ -273,3 +273,93 @@ def test_due(now: datetime, posted: str | None, expected: str | None) -> None:
 def test_scheduled_for_uses_the_local_day() -> None:
     day, when = scheduled_for(datetime(2026, 11, 29, 23, 30, tzinfo=UTC), time(8, 0), "Asia/Tokyo")
     assert day.isoformat() == "2026-11-30" and when == datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("day", "hours"),
+    [
+        ("2026-03-28", 24),  # a Saturday like any other
+        ("2026-03-29", 23),  # clocks go forward that night: 23 h from 08:00 to 08:00
+        ("2026-10-25", 25),  # clocks go back: 25 h
+        ("2026-10-26", 24),
+    ],
+)
+def test_the_window_runs_from_the_previous_scheduled_time(day: str, hours: int) -> None:
+    start, end = digest_window(date.fromisoformat(day), time(8, 0), "Europe/Berlin")
+    assert end - start == timedelta(hours=hours)
+    assert end.astimezone(BERLIN).hour == 8 and start.astimezone(BERLIN).hour == 8
+    assert end.tzinfo is UTC
+
+
+def test_a_late_digest_counts_the_same_window_and_each_hour_once(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """Posted 5 h late, the digest still covers 08:00 to 08:00 local: the hours after 08:00
+    belong to tomorrow's digest, and none is counted twice or left out."""
+    settings = settings_for(
+        em, slack, tmp_path, at=time(8, 0), timezone="Europe/Berlin", grace=timedelta(hours=6)
+    )
+    today = now.astimezone(BERLIN).date()
+    start, end = digest_window(today, time(8, 0), "Europe/Berlin")
+    if end > now:  # the emulator's history ends now; use yesterday's digest
+        start, end = digest_window(today - timedelta(days=1), time(8, 0), "Europe/Berlin")
+    runner, client, store = runner_for(settings, now)
+    try:
+        runner.run_scheduled(end + timedelta(hours=5))
+    finally:
+        client.close()
+        store.close()
+    (posted,) = slack.posted("C0DIGEST")
+    payload = posted["metadata"]["event_payload"]
+    assert payload["window_start"] == start.isoformat().replace("+00:00", "Z")
+    assert payload["window_end"] == end.isoformat().replace("+00:00", "Z")
+    counts = expected_counts(em, start, end)
+    assert (payload["success"], payload["warning"], payload["failed"]) == (
+        counts["Success"],
+        counts["Warning"],
+        counts["Failed"],
+    )
+
+
+def test_a_digest_whose_answer_was_lost_is_not_posted_again(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """Slack stored the digest but answered 500: the next attempt finds it in the channel
+    by its veeam_digest metadata and does not post a second one."""
+    settings = settings_for(
+        em, slack, tmp_path, at=time(0, 0), timezone="UTC", grace=timedelta(hours=23, minutes=59)
+    )
+    runner, client, store = runner_for(settings, now)
+    try:
+        slack.lose_answers = 1
+        runner.run_scheduled(now)
+        assert len(slack.posted("C0DIGEST")) == 1
+        runner.run_scheduled(now + timedelta(minutes=15))
+        runner.run_scheduled(now + timedelta(minutes=30))
+        assert store.meta("digest:last_day") == now.date().isoformat()
+    finally:
+        client.close()
+        store.close()
+    assert len(slack.posted("C0DIGEST")) == 1
+    assert len(slack.method_calls("conversations.history")) == 1
+
+
+def test_a_digest_that_never_reached_slack_is_posted_on_the_next_attempt(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(
+        em, slack, tmp_path, at=time(0, 0), timezone="UTC", grace=timedelta(hours=23, minutes=59)
+    )
+    runner, client, store = runner_for(settings, now)
+    try:
+        slack.fail_next = [500]
+        runner.run_scheduled(now)
+        assert slack.posted("C0DIGEST") == []
+        runner.run_scheduled(now + timedelta(minutes=15))
+    finally:
+        client.close()
+        store.close()
+    assert len(slack.posted("C0DIGEST")) == 1
