@@ -13,11 +13,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.commands import SlashDeps, register
+from bot.commands import SlashDeps, SlashPool, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.render import Renderer
@@ -51,7 +50,7 @@ def main(n: int, delay: float) -> None:
             port=0,
         )
         em, store = EMClient(settings.veeam), Store(settings.state_path, now=now)
-        pool = ThreadPoolExecutor(max_workers=settings.slash.workers)
+        pool = SlashPool(settings.slash.workers)
         app = bolt_app(settings, web_client(TOKEN, slack.url))
         register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
         surface = Surface(settings, app, host="127.0.0.1")

@@ -23,8 +23,7 @@ from bot.store import Store
 from bot.veeam.client import EMClient
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
+    from bot.commands import SlashPool
     from bot.surface import Surface
 
 log = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ class Services:
 def slash_surface(
     settings: Settings,
     services: Services,
-    pool: ThreadPoolExecutor,
+    pool: SlashPool,
     on_fatal: Callable[[str], None] | None = None,
 ) -> Surface:
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
@@ -134,8 +133,7 @@ def slash_surface(
 def run_forever(settings: Settings) -> int:
     """`run`: poll at once and then on the interval, serve `/veeam`; stop cleanly on SIGTERM
     or SIGINT."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    from bot.commands import SlashPool
     from bot.schedule import build_scheduler, utcnow
 
     stop = threading.Event()
@@ -152,7 +150,7 @@ def run_forever(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     services = Services(settings, utcnow(), stop)
-    pool = ThreadPoolExecutor(max_workers=settings.slash.workers, thread_name_prefix="veeam-cmd")
+    pool = SlashPool(settings.slash.workers)
     try:
         surface = slash_surface(settings, services, pool, on_fatal)
     except BaseException:

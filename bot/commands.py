@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,14 +41,65 @@ UID = re.compile(r"urn:veeam:(\w+):[0-9a-fA-F-]{36}\Z|[0-9a-fA-F-]{36}\Z")
 Respond = Callable[..., Any]
 
 
+RESPONSE_URL_LIFETIME = 30 * 60.0  # seconds Slack accepts answers on a response_url
+BUSY = (
+    "The bot is busy answering other /veeam queries; try again in a minute. "
+    "(Enterprise Manager may be slow right now.)"
+)
+
+
+class SlashPool:
+    """The workers that run `/veeam` queries, with a bounded queue: beyond `queue` waiting
+    queries (4× the workers by default) a new one is refused at once, so that no answer can
+    wait past the 30 minutes Slack keeps a response_url open."""
+
+    def __init__(
+        self,
+        workers: int,
+        queue: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="veeam-cmd")
+        self._slots = threading.BoundedSemaphore(
+            workers + (4 * workers if queue is None else queue)
+        )
+        self._clock = clock
+
+    def try_submit(self, work: Callable[[float], None]) -> bool:
+        """Queue `work(queued_at)`; False when the queue is full."""
+        if not self._slots.acquire(blocking=False):
+            return False
+        try:
+            future = self._executor.submit(work, self._clock())
+        except RuntimeError:  # shutting down
+            self._slots.release()
+            return False
+        future.add_done_callback(lambda _: self._slots.release())
+        return True
+
+    def expired(self, queued_at: float) -> bool:
+        return self._clock() - queued_at > RESPONSE_URL_LIFETIME - 60
+
+    def shutdown(self, *, wait: bool = True, cancel_futures: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 @dataclass
 class SlashDeps:
     settings: Settings
     em: EMClient
     store: Store
     renderer: Renderer
-    pool: ThreadPoolExecutor
+    pool: SlashPool
     clock: Callable[[], datetime]
+
+
+def unescape_slack(text: str) -> str:
+    """Slack sends command text with `&`, `<` and `>` as entities; the words mean the
+    characters (`vm:"R&D lab"` looks for the VM named R&D lab)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def allowed(settings: Settings, channel: str, user: str) -> bool:
@@ -61,7 +114,7 @@ def register(app: App, deps: SlashDeps) -> None:
 
     @app.command("/veeam")
     def veeam(ack: Callable[..., None], command: dict[str, Any], respond: Respond) -> None:
-        text = (command.get("text") or "").strip()
+        text = unescape_slack(command.get("text") or "").strip()
         if not allowed(deps.settings, command.get("channel_id", ""), command.get("user_id", "")):
             ack(
                 **plain(
@@ -79,8 +132,11 @@ def register(app: App, deps: SlashDeps) -> None:
         if isinstance(job, Reply):
             ack(**job.payload())
             return
+        if not deps.pool.try_submit(lambda queued_at: _answer(job, respond, deps, queued_at)):
+            log.warning("/veeam refused: %d queries already waiting", deps.pool.workers * 4)
+            ack(**plain(BUSY).payload())
+            return
         ack()
-        deps.pool.submit(_answer, job, respond)
 
 
 Work = Callable[[], Reply]
@@ -110,7 +166,10 @@ def prepare(text: str, deps: SlashDeps, now: datetime) -> Reply | Work:
     return lambda: query_answer(deps, query, text)
 
 
-def _answer(work: Work, respond: Respond) -> None:
+def _answer(work: Work, respond: Respond, deps: SlashDeps, queued_at: float) -> None:
+    if deps.pool.expired(queued_at):  # Slack would no longer take the answer
+        log.warning("/veeam query dropped: it waited past response_url's 30 minutes")
+        return
     try:
         reply = work()
     except BotError as exc:

@@ -8,7 +8,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.commands import SlashDeps, register
+from bot.commands import SlashDeps, SlashPool, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
@@ -79,7 +78,7 @@ def blocks_text(payload: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def bot(tmp_path: Path, now: datetime) -> Iterator[Bot]:
+def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterator[Bot]:
     emu = Emulator(SessionStore(generate(400, now=now, seed=4))).start()
     slack = FakeSlack().start()
     settings = Settings(
@@ -94,7 +93,8 @@ def bot(tmp_path: Path, now: datetime) -> Iterator[Bot]:
     )
     em = EMClient(settings.veeam)
     store = Store(settings.state_path, now=now)
-    pool = ThreadPoolExecutor(max_workers=4)
+    marker = request.node.get_closest_marker("pool")  # pool(workers, queue)
+    pool = SlashPool(*(marker.args if marker else (4,)))
     app = bolt_app(settings, web_client(TOKEN, slack.url))
     register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
     surface = Surface(settings, app, host="127.0.0.1")
@@ -213,3 +213,34 @@ def test_status(bot: Bot) -> None:
     assert "*Last poll:* none yet" in text
     assert "*Enterprise Manager:* reachable" in text
     assert "*Pending deliveries:* 0" in text and "*Version:* 0.1.0" in text
+
+
+def test_command_text_arrives_escaped_and_is_read_as_characters(bot: Bot, now: datetime) -> None:
+    """Slack sends `&`, `<` and `>` in command text as entities: `vm:"R&D lab"` arrives as
+    `vm:"R&amp;D lab"` and must still find that VM, and the echo is escaped once."""
+    from tests.helpers import job_run
+
+    job_run(bot.em, now, [("R&D lab", "Failed", "disk <full>")], job="Lab <jobs>")
+    bot.send('vm:"R&amp;D lab" job:"Lab &lt;jobs&gt;" since:1d')
+    text = blocks_text(bot.answer())
+    assert "*/veeam vm:R&amp;D lab job:Lab &lt;jobs&gt; since:1d*" in text
+    assert "&amp;amp;" not in text and "&amp;lt;" not in text
+    assert ":red_circle: *R&amp;D lab* · Lab &lt;jobs&gt;" in text
+    (query,) = [q for q in bot.em.queries() if "R&D lab" in q.params.get("filter", "")]
+    assert 'VmDisplayName=="R&D lab"' in query.params["filter"]
+
+
+@pytest.mark.pool(1, 1)
+def test_a_full_queue_answers_busy_in_the_ack(bot: Bot) -> None:
+    """One worker and one waiting place: a third query while EM is slow is refused at once,
+    in the ack, rather than waiting where its response_url could expire."""
+    bot.em.delay = 1.0
+    first = bot.send("failed", hook="h1")
+    second = bot.send("warning", hook="h2")
+    status, body, took = bot.send("success", hook="h3")
+    assert first[:2] == (200, "") and second[:2] == (200, "")
+    assert status == 200 and took < 1
+    assert "busy" in body and "try again in a minute" in body
+    assert "match" in blocks_text(bot.answer("h1", timeout=30))
+    assert "match" in blocks_text(bot.answer("h2", timeout=30))
+    assert all(name != "h3" for name, _ in bot.slack.hooks)

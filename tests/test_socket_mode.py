@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import websockets
 
-from bot.commands import SlashDeps, register
+from bot.commands import SlashDeps, SlashPool, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.render import Renderer
@@ -103,7 +102,7 @@ def socket_bot(tmp_path: Path, now: datetime) -> Iterator[tuple[FakeSocket, Fake
     em, store, pool = (
         EMClient(settings.veeam),
         Store(settings.state_path, now=now),
-        ThreadPoolExecutor(2),
+        SlashPool(2),
     )
     app = bolt_app(settings, web_client(TOKEN, slack.url))
     register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
