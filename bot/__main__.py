@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 
 from bot import __version__, cli
 from bot.errors import BotError, ConfigError
+from bot.lock import StateLocked
 
-EX_USAGE, EX_CONFIG = 64, 78
+EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 64, 75, 78
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +111,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except StateLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlitedict import SqliteDict
 
+from bot.lock import StateLock
 from bot.models import TaskSession, iso_z
 from bot.veeam.parse import parse_time
 
@@ -91,6 +92,15 @@ class Store:
     def __init__(self, path: str | Path, *, now: datetime) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = StateLock(self.path)
+        self._lock.acquire(now)  # one bot process per state file (StateLocked otherwise)
+        try:
+            self._open(now)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, now: datetime) -> None:
         self.first_run = not self.path.exists()
         if not self.first_run and not _usable(self.path):
             aside = self.path.with_name(f"{self.path.name}.corrupt-{now:%Y%m%dT%H%M%SZ}")
@@ -123,9 +133,12 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     def close(self) -> None:
-        self._flush()
-        self._db.commit()
-        self._db.close()
+        try:
+            self._flush()
+            self._db.commit()
+            self._db.close()
+        finally:
+            self._lock.release()
 
     def commit(self, *, wait: bool = True) -> None:
         """Make buffered writes durable. `wait=False` lets sqlitedict's thread do the work

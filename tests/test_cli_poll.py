@@ -222,3 +222,35 @@ def test_flaky_em_and_flaky_slack_settle_with_every_alert_once(
     assert Counter(slack.announced_uids()) == Counter(expected_uids(em))
     calls = sum(1 for name, _ in slack.calls if name == "chat.postMessage")
     assert calls > len(slack.posted())  # some posts failed and were sent again
+
+
+def test_a_second_process_on_the_same_state_file_exits_75_naming_the_first(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    env = env_for(em, slack, tmp_path)
+    em.delay = 2.0  # the first poll holds the state file while EM answers slowly
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bot", "poll", "--once"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not em.queries() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert em.queries(), "the first poll never reached EM"
+        second = run_bot(env, "poll", "--once", timeout=30)
+        assert second.returncode == 75
+        assert second.stdout == ""
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith("error: the state file ") and "is in use by process " in line
+        assert f"process {first.pid} (python -m bot poll" in line
+        assert len(em.queries()) == 1  # the second never queried EM
+    finally:
+        _out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    third = run_bot(env, "poll", "--once")  # the lock went with the first process
+    assert third.returncode == 0, third.stderr

@@ -20,7 +20,6 @@ def env_for(path: Path, **extra: str) -> dict[str, str]:
 
 def test_the_shipped_example_config_is_valid() -> None:
     s = load_settings({"BOT_CONFIG": str(EXAMPLE)})
-    assert s.veeam.url == "https://em.corp.local:9398"
     assert s.veeam.session_types == ("ReplicaTaskSession",)
     assert s.poll.overlap == timedelta(minutes=30)
     assert s.alerts.results == ("Failed", "Warning")
@@ -119,3 +118,30 @@ def test_secrets_never_show_in_reprs_or_logs(
     for text in (repr(s), str(s), caplog.text):
         assert "SeCrEt" not in text
     assert s.slack.socket_mode and s.veeam.password.value == "pw-SeCrEt"
+
+
+def test_the_example_config_satisfies_no_required_setting() -> None:
+    """No placeholder stands in for a missing URL, account or channel: each is an error
+    naming the variable that sets it."""
+    with pytest.raises(ConfigError) as err:
+        load_settings({"BOT_CONFIG": str(EXAMPLE)}, require=("veeam", "slack"))
+    text = str(err.value)
+    for name in ("VEEAM_URL", "VEEAM_USERNAME", "VEEAM_PASSWORD", "SLACK_BOT_TOKEN"):
+        assert name in text
+    assert "SLACK_ALERT_CHANNEL (or [alerts] channel): not set" in text
+    s = load_settings(
+        {
+            "BOT_CONFIG": str(EXAMPLE),
+            "VEEAM_URL": "https://em.example.local:9398",
+            "VEEAM_USERNAME": "u",
+            "VEEAM_PASSWORD": "p",
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_ALERT_CHANNEL": "C0123",
+        },
+        require=("veeam", "slack"),
+    )
+    assert (s.veeam.url, s.alerts.channel, s.veeam.verify_tls) == (
+        "https://em.example.local:9398",
+        "C0123",
+        True,
+    )

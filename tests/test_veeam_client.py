@@ -309,3 +309,16 @@ def test_reprs_hide_secrets(client: EMClient) -> None:
     assert "demo" not in repr(client.settings.password)
     assert "<SECRET>" in repr(client.settings)
     assert "password=<SECRET>" in repr(client.auth)
+
+
+def test_turning_tls_verification_off_is_warned_about(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    with EMClient(veeam_settings(emulator)) as c:
+        c.ping()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    with EMClient(veeam_settings(emulator, verify_tls=False)) as c:
+        c.ping()
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "TLS verification of Enterprise Manager" in warning.getMessage()
+    assert "VEEAM_VERIFY_TLS to the path of the CA bundle" in warning.getMessage()

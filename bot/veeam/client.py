@@ -49,6 +49,14 @@ class EMClient:
     def __init__(self, settings: VeeamSettings, *, transport: httpx.BaseTransport | None = None):
         self.settings = settings
         self.base_url = settings.url
+        if settings.verify_tls is False:
+            log.warning(
+                "TLS verification of Enterprise Manager at %s is off (verify_tls = false): "
+                "anyone on the network path can read the EM password and the alerts. Set "
+                "VEEAM_VERIFY_TLS to the path of the CA bundle (PEM) that signed EM's "
+                "certificate instead",
+                settings.url,
+            )
         self.auth = EMSessionAuth(settings.url, settings.username, settings.password)
         timeout = settings.timeout.total_seconds()
         self._http = httpx.Client(
