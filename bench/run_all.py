@@ -12,6 +12,7 @@ SCRIPTS = [
     "parse_bench.py",
     "catchup_bench.py",
     "steady_bench.py",
+    "sweep_bench.py",
     "slash_bench.py",
     "digest_bench.py",
 ]

@@ -200,8 +200,12 @@ class Store:
             chunk = uids[i : i + 400]
             keys = [f"a:{u}" for u in chunk] + [f"p:{u}" for u in chunk]
             marks = ",".join("?" * len(keys))
-            sql = f'SELECT key FROM "{TABLE}" WHERE key IN ({marks})'
-            for (key,) in self._db.conn.select(sql, tuple(keys)):
+            # One row for the whole chunk: sqlitedict hands each result row through a queue
+            # between threads, which cost more than the lookup (a 24 h sweep of 5,000
+            # announced sessions spent about 100 ms there).
+            sql = f'SELECT json_group_array(key) FROM "{TABLE}" WHERE key IN ({marks})'
+            row = self._db.conn.select_one(sql, tuple(keys))
+            for key in json.loads(row[0]) if row and row[0] else ():
                 (announced if key[0] == "a" else pending).add(key[2:])
         return announced, pending
 

@@ -157,8 +157,27 @@ def xml_session(s: EmSession, base: str, root: bool = False) -> str:
     return "".join(parts)
 
 
+_XML_MEMO: dict[tuple[Any, ...], str] = {}  # session fields → its XML (at most 20,000)
+
+
+def _cached_xml(s: EmSession, base: str) -> str:
+    """A session's XML in a query page. Completed sessions do not change, and a poll that
+    sweeps a day asks for the same thousands every time: the text is kept, keyed by every
+    field, so a session changed in place is written anew."""
+    key = (
+        base, s.uid, s.type, s.name, s.vm, s.vm_uid, s.job_session_uid, s.job_session_name,
+        s.server, s.server_uid, s.state, s.result, s.reason, s.created, s.ended, s.total_size,
+    )  # fmt: skip
+    text = _XML_MEMO.get(key)
+    if text is None:
+        if len(_XML_MEMO) >= 20_000:
+            _XML_MEMO.clear()
+        text = _XML_MEMO[key] = xml_session(s, base)
+    return text
+
+
 def xml_query(items: list[EmSession], type_name: str, base: str, paging: dict[str, Any]) -> str:
-    body = "\n".join(xml_session(s, base) for s in items)
+    body = "\n".join(_cached_xml(s, base) for s in items)
     links = "".join(
         f"<Link Rel={quoteattr(rel)} Href={quoteattr(href)} />" for rel, href in paging["links"]
     )

@@ -1,0 +1,83 @@
+"""Sweep: a poll that looks back over the whole late window (24 h) while EM holds about
+5,000 Failed/Warning sessions in it, all already announced. That is what the first poll of
+every process, and one poll an hour, costs at a busy site. Reports the median time of
+`poll_once` in the running bot (EM logon kept), next to an ordinary poll.
+
+    .venv/bin/python bench/sweep_bench.py [SESSIONS] [POLLS]   (default: 80000 30)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from common import start_emulator, start_fake_slack
+
+from bot.pipeline import Pipeline
+from bot.render import Renderer
+from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
+from bot.slack import Pacer, SlackNotifier, web_client
+from bot.store import Store
+from bot.veeam.client import EMClient
+
+
+def main(sessions: int, polls: int) -> None:
+    now = datetime.now(UTC)
+    em_proc, em_url = start_emulator(sessions, "24h", 0.1)
+    slack_proc, slack_url = start_fake_slack()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
+                poll=PollSettings(initial_lookback=timedelta(hours=24)),
+                alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
+                slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
+                state_path=str(Path(tmp) / "state.sqlite"),
+            )
+            store = Store(settings.state_path, now=now)
+            em = EMClient(settings.veeam)
+            notifier = SlackNotifier(web_client("xoxb-test-token", slack_url), Pacer(0, 1))
+            pipeline = Pipeline(settings, em, store, notifier, Renderer())
+            t0 = time.monotonic()
+            first = pipeline.poll_once(now)  # announces the whole day
+            took = time.monotonic() - t0
+            sweeps: list[float] = []
+            ordinary: list[float] = []
+            fetched = 0
+            for i in range(1, polls + 1):
+                at = now + timedelta(seconds=i)
+                for sweep in (True, False) if i % 2 else (False, True):
+                    if sweep:
+                        pipeline.last_sweep = None  # as on the first poll of a process
+                    t = time.perf_counter()
+                    r = pipeline.poll_once(at)
+                    (sweeps if sweep else ordinary).append((time.perf_counter() - t) * 1000)
+                    assert r.new == 0 and r.announced == 0 and r.exit_code == 0, r
+                    fetched = r.fetched if sweep else fetched
+            em.close()
+            store.close()
+    finally:
+        em_proc.terminate()
+        slack_proc.terminate()
+    print(
+        f"first poll announced {first.announced} Failed/Warning sessions of the last 24 h "
+        f"in {took:.1f}s (pacing off)"
+    )
+    print(
+        f"sweep over 24 h, {fetched} sessions fetched, all announced: median "
+        f"{statistics.median(sweeps):.0f} ms (min {min(sweeps):.0f}, max {max(sweeps):.0f}) "
+        f"over {polls} sweeps (target < 250 ms)"
+    )
+    print(
+        f"ordinary poll next to it: median {statistics.median(ordinary):.1f} ms "
+        f"(min {min(ordinary):.1f})"
+    )
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    main(args[0] if args else 80_000, args[1] if len(args) > 1 else 30)
