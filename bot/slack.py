@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Any, Protocol
@@ -216,23 +216,12 @@ class SlackNotifier:
         """UIDs among `uids` already announced in `channel` since `oldest` (epoch seconds),
         read from the alert messages' metadata. Raises NotifyError when history is unreadable."""
         found: dict[str, Receipt] = {}
-        cursor = None
-        while uids - found.keys():
-            try:
-                resp = self.client.conversations_history(
-                    channel=channel,
-                    oldest=f"{oldest:.6f}",
-                    limit=200,
-                    cursor=cursor,
-                    include_all_metadata=True,
-                )
-            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
-                raise classify(exc, channel) from exc
-            for msg in resp.get("messages") or []:
-                for uid in _alert_uids(msg) & uids:
-                    found.setdefault(uid, Receipt(str(resp.get("channel") or channel), msg["ts"]))
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not resp.get("has_more") or not cursor:
+        if not uids:
+            return found
+        for receipt, msg in _history(self.client, channel, oldest):
+            for uid in _alert_uids(msg) & uids:
+                found.setdefault(uid, receipt)
+            if not uids - found.keys():
                 break
         return found
 
@@ -241,13 +230,19 @@ class SlackNotifier:
     ) -> list[tuple[dict[str, Any], Receipt]]:
         """(metadata payload, receipt) of the bot's messages of `event_type` in `channel`
         since `oldest` (epoch seconds). Raises NotifyError when history is unreadable."""
-        return _payloads(self.client, channel, event_type, oldest)
+        out = []
+        for receipt, msg in _history(self.client, channel, oldest):
+            meta = msg.get("metadata") or {}
+            if meta.get("event_type") == event_type:
+                out.append((dict(meta.get("event_payload") or {}), receipt))
+        return out
 
 
-def _payloads(
-    client: WebClient, channel: str, event_type: str, oldest: float
-) -> list[tuple[dict[str, Any], Receipt]]:
-    out = []
+def _history(
+    client: WebClient, channel: str, oldest: float
+) -> Iterator[tuple[Receipt, dict[str, Any]]]:
+    """Every message of `channel` since `oldest`, newest first, with its metadata, page by
+    page, each with the receipt that names it."""
     cursor = None
     while True:
         try:
@@ -261,13 +256,10 @@ def _payloads(
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
             raise classify(exc, channel) from exc
         for msg in resp.get("messages") or []:
-            meta = msg.get("metadata") or {}
-            if meta.get("event_type") == event_type:
-                receipt = Receipt(str(resp.get("channel") or channel), str(msg["ts"]))
-                out.append((dict(meta.get("event_payload") or {}), receipt))
+            yield Receipt(str(resp.get("channel") or channel), str(msg["ts"])), msg
         cursor = (resp.get("response_metadata") or {}).get("next_cursor")
         if not resp.get("has_more") or not cursor:
-            return out
+            return
 
 
 def _alert_uids(msg: dict[str, Any]) -> set[str]:
