@@ -193,6 +193,8 @@ def poll_once_command(settings: Settings, now: datetime) -> int:
     with em_client(settings) as em, closing(open_store(settings, now)) as store:
         pipeline = build_pipeline(settings, em, store, slack_notifier(settings), renderer)
         result = pipeline.poll_once(now)
+        if not result.em_error:
+            pipeline.prune_if_due(now)  # a cron-driven bot has no scheduler to do it
     print(result.summary(time.monotonic() - started), flush=True)
     if result.em_error:
         print(f"error: {result.em_error}", file=sys.stderr)

@@ -417,7 +417,18 @@ class Pipeline:
     def prune(self, now: datetime) -> int:
         """Forget announced sessions past retention that no query window can return."""
         checkpoints = [self.store.checkpoint(t) for t in self.settings.veeam.session_types]
-        return self.store.prune(prune_cutoff(now, self.settings, checkpoints))
+        removed = self.store.prune(prune_cutoff(now, self.settings, checkpoints))
+        self.store.set_meta("last_prune", now.timestamp())
+        self.store.commit()
+        return removed
+
+    def prune_if_due(self, now: datetime) -> int | None:
+        """Prune once a day for a bot that runs as `poll --once` from cron (`run` prunes on
+        its own schedule); None when it was not due."""
+        last = self.store.meta("last_prune")
+        if isinstance(last, int | float) and now.timestamp() - last < 86400:
+            return None
+        return self.prune(now)
 
     def _remember(self, now: datetime, result: PollResult) -> None:
         outcome = "ok"

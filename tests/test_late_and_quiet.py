@@ -201,3 +201,20 @@ def test_fifteen_quiet_days_post_nothing(
     finally:
         rig.close()
     assert len(slack.posted()) == 1
+
+
+def test_a_cron_driven_bot_prunes_once_a_day(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    job_run(em, now, [("sql01", "Failed", "once")], ended_ago=2 * M)
+    rig = rig_for(em, slack, tmp_path, now)
+    try:
+        rig.pipeline.poll_once(now)
+        assert rig.pipeline.prune_if_due(now) == 0  # the first poll of a new store prunes
+        assert rig.pipeline.prune_if_due(now + 23 * H) is None
+        uid = slack.announced_uids()[0]
+        rig.pipeline.poll_once(now + 15 * 24 * H)
+        assert rig.pipeline.prune_if_due(now + 15 * 24 * H) == 1
+        assert rig.store.receipt(uid) is None
+    finally:
+        rig.close()
