@@ -16,12 +16,12 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.commands import SlashDeps, SlashPool, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.render import Renderer
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings, VeeamSettings
 from bot.slack import web_client
+from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store import Store
 from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import start_emulator, start_fake_slack
 
-from bot.pipeline import Pipeline
+from bot.alerts.pipeline import Pipeline
 from bot.render import Renderer
 from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
 from bot.slack import Pacer, SlackNotifier, web_client

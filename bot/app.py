@@ -12,10 +12,10 @@ from contextlib import closing
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from bot.alerts.pipeline import Pipeline
 from bot.console import format_message
 from bot.digest_run import DigestRunner
 from bot.errors import ConfigError
-from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
@@ -23,7 +23,7 @@ from bot.store import Store
 from bot.veeam.client import EMClient
 
 if TYPE_CHECKING:
-    from bot.commands import SlashPool
+    from bot.slash.commands import SlashPool
     from bot.surface import Surface
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,8 @@ def slash_surface(
 ) -> Surface:
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
     # Imported here: `poll --once` and `digest` start faster without Bolt and the scheduler.
-    from bot.commands import SlashDeps, register
     from bot.schedule import utcnow
+    from bot.slash.commands import SlashDeps, register
     from bot.surface import Surface, bolt_app, check_app_token, check_token
 
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
@@ -133,8 +133,8 @@ def slash_surface(
 def run_forever(settings: Settings) -> int:
     """`run`: poll at once and then on the interval, serve `/veeam`; stop cleanly on SIGTERM
     or SIGINT."""
-    from bot.commands import SlashPool
     from bot.schedule import build_scheduler, utcnow
+    from bot.slash.commands import SlashPool
 
     stop = threading.Event()
     fatal: list[str] = []

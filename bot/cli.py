@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from bot import app
-from bot.lookup import Answer, run_query
 from bot.models import TYPE_SHORT, TaskSession
-from bot.query import parse_query
 from bot.settings import load_settings, parse_duration
+from bot.slash.lookup import Answer, run_query
+from bot.slash.query import parse_query
 
 log = logging.getLogger(__name__)
 

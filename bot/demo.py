@@ -14,10 +14,10 @@ from pathlib import Path
 from random import Random
 from typing import Any, TextIO
 
+from bot.alerts.pipeline import Pipeline
 from bot.console import DIM, RESET, format_message
 from bot.emulator.data import SessionStore, generate, inject_failures
 from bot.emulator.server import Emulator
-from bot.pipeline import Pipeline
 from bot.render import Message, Renderer
 from bot.settings import AlertSettings, PollSettings, Secret, Settings, VeeamSettings
 from bot.slack import Receipt

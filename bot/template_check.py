@@ -12,12 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from bot.answers import Status, help_reply, query_reply, session_reply, status_reply
 from bot.digest import Summary, digest_message, unavailable_message
 from bot.errors import ConfigError
-from bot.lookup import Answer
 from bot.models import TaskSession
 from bot.render import Renderer, alert_message
+from bot.slash.answers import Status, help_reply, query_reply, session_reply, status_reply
+from bot.slash.lookup import Answer
 
 SAMPLE_TIME = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)
 HOSTILE = '<!channel> & <@U123> {{ x }} "quoted" \\ 数据库 ' + "x" * 200

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from random import Random
 
+from bot.alerts.pipeline import Pipeline
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
 from bot.emulator.server import Emulator
-from bot.pipeline import Pipeline
 from bot.render import Renderer
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.slack import Pacer, SlackNotifier, web_client

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
-from bot.lookup import run_query
-from bot.query import parse_query
+from bot.slash.lookup import run_query
+from bot.slash.query import parse_query
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 

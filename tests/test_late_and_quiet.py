@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import SessionStore
-from bot.emulator.server import Emulator
-from bot.pipeline import (
+from bot.alerts.pipeline import (
     is_sweep_due,
     late_by,
     next_checkpoint,
     prune_cutoff,
     sweep_start,
 )
+from bot.emulator.data import SessionStore
+from bot.emulator.server import Emulator
 from bot.settings import AlertSettings, PollSettings, Settings
 from tests.fake_slack import FakeSlack
 from tests.helpers import Rig, job_run, settings_for

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import QueryError
-from bot.query import USAGE, parse_query, tokenize
+from bot.slash.query import USAGE, parse_query, tokenize
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

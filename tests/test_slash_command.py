@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from bot.commands import SlashDeps, SlashPool, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
 from bot.render import Renderer
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
 from bot.slack import web_client
+from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store import Store
 from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient

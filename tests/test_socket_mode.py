@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import websockets
 
-from bot.commands import SlashDeps, SlashPool, register
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.render import Renderer
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.slack import web_client
+from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store import Store
 from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.lookup import Answer
 from bot.models import TaskSession
 from bot.render import (
     MAX_BLOCKS,
@@ -19,6 +18,7 @@ from bot.render import (
     slack_date,
     slack_escape,
 )
+from bot.slash.lookup import Answer
 
 ROW_REASON = 280  # characters of Reason per row; `/veeam session <UID>` shows all of it
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.models import TaskSession
-from bot.query import Query
+from bot.slash.query import Query
 from bot.veeam.client import EMClient
 
 

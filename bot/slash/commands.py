@@ -16,7 +16,11 @@ from typing import Any
 from slack_bolt import App
 
 from bot import __version__
-from bot.answers import (
+from bot.errors import BotError, QueryError
+from bot.models import SESSION_TYPES
+from bot.render import Renderer
+from bot.settings import Settings
+from bot.slash.answers import (
     Reply,
     Status,
     help_reply,
@@ -26,12 +30,8 @@ from bot.answers import (
     status_reply,
     usage_error,
 )
-from bot.errors import BotError, QueryError
-from bot.lookup import run_query
-from bot.models import SESSION_TYPES
-from bot.query import Query, parse_query, tokenize
-from bot.render import Renderer
-from bot.settings import Settings
+from bot.slash.lookup import run_query
+from bot.slash.query import Query, parse_query, tokenize
 from bot.store import Store, utc_from_epoch
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient

@@ -1,0 +1,1 @@
+"""The alert path: fetch → select → group → render → mark pending → send → record."""
