@@ -12,10 +12,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+from bot.alerts.message import alert_message
 from bot.digest import Summary, digest_message, unavailable_message
 from bot.errors import ConfigError
 from bot.models import TaskSession
-from bot.render import Renderer, alert_message
+from bot.render import Renderer
 from bot.slash.answers import Status, help_reply, query_reply, session_reply, status_reply
 from bot.slash.lookup import Answer
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.alerts.message import alert_message
 from bot.errors import ConfigError
 from bot.models import TaskSession
-from bot.render import Renderer, alert_message
+from bot.render import Renderer
 from bot.slack import Pacer
 from bot.store import Store
 

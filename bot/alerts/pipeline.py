@@ -13,18 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.alerts.message import alert_message, bare_alert, minimal_message, plain_message
 from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession, iso_z
-from bot.render import (
-    MAX_SESSIONS_PER_MESSAGE,
-    Message,
-    Renderer,
-    alert_message,
-    bare_alert,
-    minimal_message,
-    plain_message,
-    rough_duration,
-)
+from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
 from bot.store import Pending, Store
