@@ -5,6 +5,8 @@
   `msg_blocks_too_long` past about 13,000 characters of text in all) and stores
   the message with a `ts`; conversations.history returns newest first, honours `oldest`,
   `limit` and cursors, and drops `metadata` unless `include_all_metadata` is true.
+- Threads: a post with `thread_ts` is a reply (in the channel too with `reply_broadcast`);
+  conversations.replies returns the parent and its replies; chat.update edits a message.
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
 Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls),
 `lose_answers` (store the message, then answer 500), `fail_rate` and `lose_rate` (the same at
@@ -56,6 +58,9 @@ class FakeSlack:
     faults: random.Random = field(default_factory=lambda: random.Random(0))
     delay: float = 0.0
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    updates: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    fail_updates: list[int] = field(default_factory=list)  # statuses for the next chat.update
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     stored: threading.Event = field(default_factory=threading.Event)
@@ -106,31 +111,36 @@ class FakeSlack:
             return 200, {"ok": True, "url": self.ws_url}, {}
         if headers.get("authorization", "") != f"Bearer {self.token}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
-        if method == "auth.test":
-            return 200, {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"}, {}
         if method == "chat.postMessage":
             return self.post_message(body)  # the server holds the answer back by `delay`
-        if method == "conversations.list":
-            chans = [{"id": cid, "name": name.lstrip("#")} for name, cid in self.channels.items()]
-            return (
-                200,
-                {"ok": True, "channels": chans, "response_metadata": {"next_cursor": ""}},
-                {},
-            )
-        if method == "conversations.history":
-            return 200, self.history(body), {}
-        return 200, {"ok": True}, {}
+        if method == "chat.update":
+            return self.update_message(body)
+        answer = {
+            "auth.test": lambda: {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"},
+            "conversations.list": self.channel_list,
+            "conversations.history": lambda: self.history(body),
+            "conversations.replies": lambda: self.thread_replies(body),
+        }.get(method, lambda: {"ok": True})
+        return 200, answer(), {}
+
+    def channel_list(self) -> dict[str, Any]:
+        chans = [{"id": cid, "name": name.lstrip("#")} for name, cid in self.channels.items()]
+        return {"ok": True, "channels": chans, "response_metadata": {"next_cursor": ""}}
 
     # ---------------------------------------------------------- inspection
     def posted(self, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
         return list(self.messages.get(channel, []))
 
     def announced_uids(self, channel: str = "C0ALERTS") -> list[str]:
-        """Every session UID announced in the channel, once per message that lists it."""
+        """Every session UID announced in the channel or in its threads, once per message
+        that lists it (a reply also shown in the channel counts once)."""
         out = []
-        for m in self.posted(channel):
+        replies = [m for (c, _), msgs in self.replies.items() if c == channel for m in msgs]
+        for m in self.posted(channel) + replies:
             meta = m.get("metadata") or {}
-            if meta.get("event_type") == "veeam_session_alert":
+            if m.get("subtype") != "thread_broadcast" and meta.get("event_type") == (
+                "veeam_session_alert"
+            ):
                 out += [s["uid"] for s in meta["event_payload"]["sessions"]]
         return out
 
@@ -166,7 +176,11 @@ class FakeSlack:
         if error:
             problem = block_problems(blocks, attachments, body.get("text")) or error
             return 200, {"ok": False, "error": error, "errors": [problem]}, {}
+        thread_ts = str(body.get("thread_ts") or "")
         with self._lock:
+            parent = self._find(channel, thread_ts) if thread_ts else None
+            if thread_ts and parent is None:
+                return 200, {"ok": False, "error": "thread_not_found"}, {}
             self._ts = max(time.time(), self._ts + 0.000001)  # Slack ts: epoch seconds, unique
             ts = f"{self._ts:.6f}"
             message = {
@@ -177,12 +191,84 @@ class FakeSlack:
                 "attachments": attachments,
                 "metadata": _json_field(body.get("metadata")),
             }
-            self.messages.setdefault(channel, []).append(message)
+            if parent is not None:
+                message["thread_ts"] = thread_ts
+                parent["thread_ts"] = thread_ts
+                parent["reply_count"] = parent.get("reply_count", 0) + 1
+                self.replies.setdefault((channel, thread_ts), []).append(message)
+                if str(body.get("reply_broadcast", "")).lower() in ("true", "1"):
+                    broadcast = dict(message, subtype="thread_broadcast")
+                    self.messages.setdefault(channel, []).append(broadcast)
+            else:
+                self.messages.setdefault(channel, []).append(message)
         self.stored.set()
         if self.lose_answers or (self.lose_rate and self.faults.random() < self.lose_rate):
             self.lose_answers = max(0, self.lose_answers - 1)
             return 500, {"ok": False, "error": "internal_error"}, {}
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}, {}
+
+    def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """The top-level message `ts` in `channel`, or None."""
+        return next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
+
+    def update_message(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """chat.update: replaces the text, blocks and attachments of a message (top-level or
+        a reply); validated like a post."""
+        if self.fail_updates:
+            return self.fail_updates.pop(0), {"ok": False, "error": "fatal_error"}, {}
+        channel = self.resolve(str(body.get("channel", "")))
+        if channel is None or str(body.get("channel")) != channel:
+            return 200, {"ok": False, "error": "channel_not_found"}, {}
+        blocks = _json_field(body.get("blocks")) or []
+        attachments = _json_field(body.get("attachments")) or []
+        error = content_error(blocks, attachments, body.get("text"), self.text_limit)
+        if error:
+            return 200, {"ok": False, "error": error}, {}
+        ts = str(body.get("ts", ""))
+        with self._lock:
+            target = self._find(channel, ts)
+            if target is None:
+                thread = (m for r in self.replies.values() for m in r if m["ts"] == ts)
+                target = next(thread, None)
+            if target is None:
+                return 200, {"ok": False, "error": "message_not_found"}, {}
+            target.update(text=body.get("text", ""), blocks=blocks, attachments=attachments)
+            if body.get("metadata"):
+                target["metadata"] = _json_field(body.get("metadata"))
+            target["edited"] = {"user": "UBOT", "ts": f"{time.time():.6f}"}
+            self.updates.append((channel, ts, dict(target)))
+        return 200, {"ok": True, "channel": channel, "ts": ts, "text": target["text"]}, {}
+
+    def thread_replies(self, body: dict[str, Any]) -> dict[str, Any]:
+        """conversations.replies: the parent first, then its replies, oldest first."""
+        channel = self.resolve(str(body.get("channel", "")))
+        if channel is None or str(body.get("channel")) != channel:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = str(body.get("ts", ""))
+        parent = self._find(channel, ts)
+        if parent is None:
+            return {"ok": False, "error": "thread_not_found"}
+        with_meta = str(body.get("include_all_metadata", "")).lower() in ("true", "1")
+        everything = [parent, *self.replies.get((channel, ts), [])]
+        oldest = float(body.get("oldest") or 0)
+        everything = [m for m in everything if m is parent or float(m["ts"]) > oldest]
+        limit = min(int(body.get("limit") or 100), 1000)
+        start = int(body.get("cursor") or 0)
+        page = everything[start : start + limit]
+        out = [
+            dict(m) if with_meta else {k: v for k, v in m.items() if k != "metadata"} for m in page
+        ]
+        more = start + limit < len(everything)
+        return {
+            "ok": True,
+            "messages": out,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def thread(self, ts: str, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
+        """The replies in a thread, oldest first."""
+        return list(self.replies.get((channel, ts), []))
 
     def history(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self.resolve(str(body.get("channel", "")))
