@@ -42,6 +42,12 @@ class ConsoleSink:
     ) -> list[tuple[dict[str, Any], Receipt]]:
         return []
 
+    def update(self, channel: str, ts: str, message: Message) -> None:
+        print(f"(updated {ts})", file=self.out, flush=True)
+
+    def find_in_thread(self, channel: str, thread_ts: str, uids: set[str]) -> dict[str, Receipt]:
+        return {}
+
     def post(self, channel: str, message: Message, *, label: str = "") -> Receipt:
         self.count += 1
         print(

@@ -259,6 +259,8 @@ class Message:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     sessions: list[TaskSession] = field(default_factory=list)
+    thread_ts: str = ""  # a reply in this thread
+    broadcast: bool = False  # a reply also shown in the channel
 
     def all_blocks(self) -> list[dict[str, Any]]:
         out = list(self.blocks)

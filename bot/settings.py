@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
@@ -70,6 +71,11 @@ class VeeamSettings:
     attempts: int = 3  # tries of each idempotent EM request (1: no retry)
     backoff: timedelta = timedelta(seconds=1)  # before the first retry; doubles, plus jitter
 
+    @property
+    def name(self) -> str:
+        """The Enterprise Manager's name in problem identities: its host name."""
+        return urlsplit(self.url).hostname or self.url or "em"
+
 
 @dataclass(frozen=True)
 class PollSettings:
@@ -91,6 +97,8 @@ class AlertSettings:
     retention: timedelta = timedelta(days=14)
     retries: int = 3
     backoff: timedelta = timedelta(seconds=1)
+    recovery: bool = True  # reply in the thread and update the alert when a VM recovers
+    broadcast_escalation: bool = True  # a repeat from Warning to Failed shows in the channel
 
 
 @dataclass(frozen=True)
@@ -266,6 +274,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "retention": ("retention", _positive_duration),
         "retries": ("retries", _int_range(0, 10)),
         "backoff": ("backoff", parse_duration),
+        "recovery": ("recovery", _bool),
+        "broadcast_escalation": ("broadcast_escalation", _bool),
     },
     "digest": {
         "channel": ("channel", _str),

@@ -26,6 +26,8 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.errors import NotifyError
 from bot.render import ALERT_EVENT, Message
 
+RECOVERY_EVENT = "veeam_recovery"
+
 log = logging.getLogger(__name__)
 AUTH_ERRORS = {
     "invalid_auth",
@@ -159,6 +161,12 @@ class Notifier(Protocol):
         self, channel: str, event_type: str, oldest: float
     ) -> list[tuple[dict[str, Any], Receipt]]: ...
 
+    def update(self, channel: str, ts: str, message: Message) -> None: ...
+
+    def find_in_thread(
+        self, channel: str, thread_ts: str, uids: set[str]
+    ) -> dict[str, Receipt]: ...
+
 
 class SlackNotifier:
     """Posts alert messages and finds alerts already in a channel."""
@@ -182,10 +190,53 @@ class SlackNotifier:
                 # The fallback text carries EM text too: no mentions or links made from it.
                 parse="none",
                 link_names=False,
+                thread_ts=message.thread_ts or None,
+                reply_broadcast=True if message.broadcast else None,
             )
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
             raise classify(exc, label or channel) from exc
         return Receipt(str(resp.get("channel") or channel), str(resp["ts"]))
+
+    def update(self, channel: str, ts: str, message: Message) -> None:
+        """Replace a message the bot posted (chat.update keeps its metadata if given)."""
+        try:
+            self.client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=message.text,
+                blocks=message.blocks or [],
+                attachments=message.attachments or [],
+                metadata=message.metadata,
+                parse="none",
+            )
+        except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+            raise classify(exc, channel) from exc
+
+    def find_in_thread(self, channel: str, thread_ts: str, uids: set[str]) -> dict[str, Receipt]:
+        """UIDs among `uids` that a reply in the thread already carries in its metadata
+        (an alert repeat or a recovery). Raises NotifyError when the thread is unreadable."""
+        found: dict[str, Receipt] = {}
+        cursor = None
+        while uids - found.keys():
+            try:
+                resp = self.client.conversations_replies(
+                    channel=channel,
+                    ts=thread_ts,
+                    limit=200,
+                    cursor=cursor,
+                    include_all_metadata=True,
+                )
+            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+                raise classify(exc, channel) from exc
+            for msg in resp.get("messages") or []:
+                if msg.get("ts") == thread_ts:
+                    continue  # the parent
+                for uid in (_alert_uids(msg) | _recovery_uids(msg)) & uids:
+                    found.setdefault(uid, Receipt(channel, str(msg["ts"])))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not resp.get("has_more") or not cursor:
+                break
+        return found
 
     def channel_id(self, channel: str) -> str | None:
         """The ID of a channel given by name (`#veeam-alerts`), via conversations.list;
@@ -260,6 +311,14 @@ def _history(
         cursor = (resp.get("response_metadata") or {}).get("next_cursor")
         if not resp.get("has_more") or not cursor:
             return
+
+
+def _recovery_uids(msg: dict[str, Any]) -> set[str]:
+    meta = msg.get("metadata") or {}
+    if meta.get("event_type") != RECOVERY_EVENT:
+        return set()
+    uid = (meta.get("event_payload") or {}).get("uid")
+    return {uid} if isinstance(uid, str) else set()
 
 
 def _alert_uids(msg: dict[str, Any]) -> set[str]:

@@ -252,6 +252,51 @@ class Store:
             out.append(Pending(session_from_json(d["s"]), d["c"], d["t"], d.get("l")))
         return out
 
+    # ------------------------------------------------- records (problems, threads)
+    def records(self, prefix: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The JSON records `<prefix>:<id>` among `ids`, one query per 400 ids."""
+        self._flush()
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), _ROWS):
+            keys = [f"{prefix}:{x}" for x in ids[i : i + _ROWS]]
+            marks = ",".join("?" * len(keys))
+            sql = (
+                f'SELECT json_group_object(key, json(value)) FROM "{TABLE}" WHERE key IN ({marks})'
+            )
+            row = self._db.conn.select_one(sql, tuple(keys))
+            found = json.loads(row[0]) if row and row[0] else {}
+            out.update({k[len(prefix) + 1 :]: v for k, v in found.items()})
+        return out
+
+    def all_records(self, prefix: str) -> dict[str, dict[str, Any]]:
+        self._flush()
+        low, high = f"{prefix}:", f"{prefix};"
+        row = self._db.conn.select_one(
+            f'SELECT json_group_object(key, json(value)) FROM "{TABLE}" WHERE key >= ? AND key < ?',
+            (low, high),
+        )
+        found = json.loads(row[0]) if row and row[0] else {}
+        return {k[len(prefix) + 1 :]: v for k, v in found.items()}
+
+    def put_records(self, prefix: str, items: dict[str, dict[str, Any]]) -> None:
+        """Write records, durable at the next `commit()`."""
+        if items:
+            self._flush()
+            self._replace([(f"{prefix}:{k}", json.dumps(v)) for k, v in items.items()])
+
+    def drop_records(self, prefix: str, ids: list[str]) -> None:
+        with self._buffer_lock:
+            self._unmark += [f"{prefix}:{x}" for x in ids]
+
+    def count_where(self, prefix: str, field: str, value: str) -> int:
+        self._flush()
+        row = self._db.conn.select_one(
+            f'SELECT COUNT(*) FROM "{TABLE}" WHERE key >= ? AND key < ? '
+            "AND json_extract(value, ?) = ?",
+            (f"{prefix}:", f"{prefix};", f"$.{field}", value),
+        )
+        return int(row[0]) if row else 0
+
     # --------------------------------------------------------- checkpoints, meta
     def checkpoint(self, session_type: str) -> datetime | None:
         value = self._db.get(f"m:checkpoint:{session_type}")

@@ -65,7 +65,10 @@ def test_a_failure_gives_one_post_and_the_next_poll_none(
     later = now + timedelta(minutes=5)
     r2 = rig.pipeline.poll_once(later)
     assert (r2.announced, r2.new) == (0, 0) and len(slack.posted()) == 1
-    assert len(em.queries()) == 2, "a poll with nothing new is one query"
+    # each poll: one query for failures, one for the successes that would close the open
+    # problem (or, in the first poll, the problem it opens)
+    assert len(em.queries()) == 4
+    assert 'Result=="Success"' in em.queries()[-1].params["filter"]
 
 
 def test_only_new_completed_failures_and_warnings_within_the_window(

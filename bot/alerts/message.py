@@ -6,8 +6,12 @@ alert, its smaller forms for when Slack refuses the content, and its metadata.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from markupsafe import Markup
+
+from bot.alerts.problems import Problem
 from bot.models import TaskSession
 from bot.render import (
     ALERT_EVENT,
@@ -25,6 +29,7 @@ from bot.render import (
     cut_markup,
     cut_plain,
     header,
+    human_duration,
     rough_duration,
     section,
     session_view,
@@ -32,6 +37,7 @@ from bot.render import (
     slack_escape,
     texts_of,
 )
+from bot.slack import RECOVERY_EVENT
 
 
 def excerpt(reason: str, limit: int = REASON_EXCERPT) -> tuple[str, bool]:
@@ -67,11 +73,16 @@ def alert_message(
     part_count: int = 1,
     decision: str = "first",
     late_by: float | None = None,
+    status: dict[str, Markup] | None = None,
+    recovered: bool = False,
 ) -> Message:
-    """One alert message for sessions of one job session (at most 40)."""
+    """One alert message for sessions of one job session (at most 40). `status` (UID →
+    a line of mrkdwn) tells what became of each VM's problem since, and `recovered` that
+    all of them recovered: the alert as `chat.update` shows it later."""
     assert 0 < len(sessions) <= MAX_SESSIONS_PER_MESSAGE
+    status = status or {}
     first, result = sessions[0], worst(sessions)
-    first_view = session_view(first)
+    first_view = {**session_view(first), "status": status.get(first.uid, "")}
     view = {
         **first_view,
         "count": len(sessions),
@@ -84,6 +95,7 @@ def alert_message(
         "emoji": EMOJI_MARKUP.get(result, NO_EMOJI),
         "ended": slack_date(max((s.ended for s in sessions if s.ended), default=None)),
         "vms": ", ".join(s.vm for s in sessions[:10]) + (" …" if len(sessions) > 10 else ""),
+        "recovered": recovered,
     }
     if len(sessions) == 1:
         view["result"] = first.result
@@ -97,13 +109,13 @@ def alert_message(
         reason = r.fitted("alert_reason.md.j2", view, view["reason"], min(MAX_SECTION, room))
         vms = [section(reason)]
     else:
-        vms = _vm_sections(r, sessions, first_view, room)
+        vms = _vm_sections(r, sessions, first_view, room, status)
     return Message(
         text=fallback,
         blocks=head,
         attachments=[
             {
-                "color": COLOUR.get(result, "#888888"),
+                "color": COLOUR["Success"] if recovered else COLOUR.get(result, "#888888"),
                 "fallback": fallback,
                 "blocks": [details, *vms, foot],
             }
@@ -114,13 +126,18 @@ def alert_message(
 
 
 def _vm_sections(
-    r: Renderer, sessions: list[TaskSession], first_view: dict[str, Any], room: int
+    r: Renderer,
+    sessions: list[TaskSession],
+    first_view: dict[str, Any],
+    room: int,
+    status: dict[str, Markup],
 ) -> list[dict[str, Any]]:
     """One section per VM with an excerpt of its Reason, all within `room` characters."""
     share = min(MAX_SECTION, max(0, room) // len(sessions))
     out = []
     for s in sessions:
         sv = dict(first_view) if s is sessions[0] else session_view(s)
+        sv["status"] = status.get(s.uid, "")
         short, cut = excerpt(s.reason)
         sv["more"] = f"/veeam session {s.uid.rsplit(':', 1)[-1]}" if cut else ""
         out.append(section(r.fitted("alert_vm.md.j2", sv, short or sv["reason"], share)))
@@ -197,3 +214,68 @@ def _chunks(text: str, size: int) -> list[str]:
             joined = line
         current = joined
     return [*out, current] if current else out
+
+
+_VERB = {"ReplicaTaskSession": "replicated", "BackupTaskSession": "backed up"}
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _at(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def problem_status(p: Problem) -> Markup:
+    """What became of a problem since its alert, as one mrkdwn line (no EM text in it)."""
+    if not p.is_open:
+        took = human_duration((p.recovered_at or p.opened) - p.opened)
+        return Markup(f":white_check_mark: recovered {slack_date(_at(p.recovered_at))}, {took}")
+    if p.count > 1:
+        again = "failed again" if p.last_result == "Failed" else "warned again"
+        times = "once" if p.count == 2 else f"{p.count - 1} times"
+        return Markup(f":repeat: {again} {times}, last {slack_date(_at(p.last_end))}")
+    return Markup("")
+
+
+def repeat_message(r: Renderer, s: TaskSession, p: Problem, *, broadcast: bool) -> Message:
+    """A repeat in the problem's thread: the VM failed again, with the Reason."""
+    view = {
+        **session_view(s),
+        "nth": ordinal(p.count + 1),
+        "opened": slack_date(_at(p.opened)),
+        "escalated": broadcast,
+    }
+    body = r.fitted("alert_repeat.md.j2", view, view["reason"], MAX_SECTION)
+    fallback = r.fitted("alert_repeat_fallback.md.j2", view, view["reason"], 1000)
+    return Message(
+        text=fallback,
+        blocks=[section(body)],
+        metadata=_metadata([s]),
+        sessions=[s],
+        thread_ts=p.ts,
+        broadcast=broadcast,
+    )
+
+
+def recovery_message(r: Renderer, s: TaskSession, p: Problem) -> Message:
+    """The reply that closes a problem: the VM succeeded again."""
+    view = {
+        **session_view(s),
+        "verb": _VERB.get(s.type, "completed"),
+        "after": human_duration((s.ended.timestamp() if s.ended else p.last_end) - p.opened),
+        "failures": p.count,
+    }
+    text = r.text("alert_recovery.md.j2", view)
+    return Message(
+        text=text,
+        blocks=[section(text)],
+        metadata={
+            "event_type": RECOVERY_EVENT,
+            "event_payload": {"problem": p.id, "uid": s.uid, "vm": s.vm},
+        },
+        sessions=[s],
+        thread_ts=p.ts,
+    )

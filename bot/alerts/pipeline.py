@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.alerts.lifecycle import Lifecycle
 from bot.alerts.message import alert_message, bare_alert, minimal_message, plain_message
+from bot.alerts.problems import Plan, plan
 from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession, iso_z
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
@@ -36,6 +38,7 @@ class PollResult:
     new: int = 0
     announced: int = 0
     pending: int = 0
+    recovered: int = 0  # problems closed by a Success
     retries: int = 0  # EM requests and Slack posts sent again after a transient failure
     em_error: str = ""
     slack_error: str = ""
@@ -169,6 +172,7 @@ class Pipeline:
         self.channel = settings.alerts.channel
         self.slack_retries = 0  # posts sent again after a 5xx, a lost connection or a 429
         self.last_sweep: datetime | None = None  # None: this process has not swept yet
+        self.life = Lifecycle(settings, store, notifier, renderer, self._send)
 
     def _resolve_channel(self) -> None:
         """Post to (and read the history of) the channel's ID once it is known."""
@@ -192,11 +196,14 @@ class Pipeline:
         late = {p.session.uid: p.late for p in pending_before if p.late is not None}
         try:
             carried = self._reconcile(pending_before, now)
+            adopted = self.life.adopt_in_threads(carried, now)
+            carried = [s for s in carried if s.uid not in adopted]
         except NotifyError as exc:
             result.slack_error = str(exc)
             carried = []
         sweep = is_sweep_due(self.last_sweep, now, self.settings.poll.sweep_interval)
         fresh: list[TaskSession] = []
+        successes: list[TaskSession] = []
         high: dict[str, datetime | None] = {}
         try:
             for type_ in self.settings.veeam.session_types:
@@ -204,9 +211,12 @@ class Pipeline:
                 fresh += sessions
                 result.fetched += fetched
                 high[type_] = top
+            if self._wants_successes(fresh):
+                for type_ in self.settings.veeam.session_types:
+                    successes += self._successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)
-            fresh, high = [], {}
+            fresh, high, successes = [], {}, []
         else:
             if sweep:
                 self.last_sweep = now
@@ -214,8 +224,13 @@ class Pipeline:
         if fresh:
             self.store.mark_pending(fresh, self.channel, now, late=late)
         if not result.slack_error:
-            chunks = group_sessions([*carried, *fresh])
+            everything = [*carried, *fresh]
+            todo = plan(
+                self.life.em, everything, successes, self.life.problems_of(everything + successes)
+            )
+            chunks = group_sessions(todo.firsts)
             self._deliver(chunks, now, result, {u.uid for u in carried}, late)
+            self._follow_up(todo, now, result)
         pending = self.store.pending()
         result.pending = len(pending)
         result.retries = self.em.retries + self.slack_retries - retries_before
@@ -263,6 +278,32 @@ class Pipeline:
                 )
         return out, fetched, top
 
+    def _wants_successes(self, fresh: list[TaskSession]) -> bool:
+        """Successes matter only for open problems (or the ones this poll opens)."""
+        return self.settings.alerts.recovery and bool(fresh or self.life.open_count())
+
+    def _successes(self, type_: str, now: datetime) -> list[TaskSession]:
+        """The completed Success sessions of an ordinary poll's window (not a sweep's)."""
+        since = window_start(self.store.checkpoint(type_), now, self.settings)
+        flt = F.all_of(
+            [
+                F.cmp("State", "==", "Completed"),
+                F.cmp("Result", "==", "Success"),
+                F.cmp("EndTime", ">=", since),
+            ]
+        )
+        return list(self.em.query(type_, flt, sort_asc="EndTime"))
+
+    def _follow_up(self, todo: Plan, now: datetime, result: PollResult) -> None:
+        """Repeats into their threads, recoveries, then the alerts they changed."""
+        if result.slack_error or self.stopping.is_set():
+            return
+        done, error = self.life.deliver_repeats(todo.repeats, now)
+        result.announced += done
+        if not error and self.settings.alerts.recovery:
+            result.recovered, error = self.life.recover(todo.recoveries, now)
+        result.slack_error = error or self.life.flush_updates()
+
     def _select(self, batch: list[TaskSession]) -> list[TaskSession]:
         """Drop sessions already announced or pending; the store answers, not EM."""
         announced, pending = self.store.known([s.uid for s in batch])
@@ -290,8 +331,12 @@ class Pipeline:
             )
             found = {}
         by_uid = {p.session.uid: p.session for p in pending}
+        by_ts: dict[Receipt, list[TaskSession]] = {}
         for uid, receipt in found.items():
             self.store.record_sent([by_uid[uid]], receipt.channel, receipt.ts, now)
+            by_ts.setdefault(receipt, []).append(by_uid[uid])
+        for receipt, sessions in by_ts.items():
+            self.life.opened(sessions, receipt, {})
         if found:
             log.info("adopted %d alert(s) already in Slack", len(found))
             self.store.commit()
@@ -317,6 +362,7 @@ class Pipeline:
             key = chunk[0].job_session_uid
             seen[key] = seen.get(key, 0) + 1
             decision = "redelivery" if chunk[0].uid in redelivered else "first"
+            msg_late = max((late[s.uid] for s in chunk if s.uid in late), default=None)
             try:
                 msg = alert_message(
                     self.renderer,
@@ -324,7 +370,7 @@ class Pipeline:
                     part=seen[key],
                     part_count=count_by_group[key],
                     decision=decision,
-                    late_by=max((late[s.uid] for s in chunk if s.uid in late), default=None),
+                    late_by=msg_late,
                 )
             except Exception:  # a template bug must not hold the alert back either
                 log.exception("cannot render the alert for %s; sending it bare", chunk[0].uid)
@@ -336,6 +382,11 @@ class Pipeline:
                 log.error("%s; %d alert(s) stay pending", exc, sum(len(c) for c in chunks[n - 1 :]))
                 break
             self.store.record_sent(chunk, receipt.channel, receipt.ts, now)
+            self.life.opened(
+                chunk,
+                receipt,
+                {"part": seen[key], "part_count": count_by_group[key], "late_by": msg_late},
+            )
             result.announced += len(chunk)
             if n % COMMIT_EVERY == 0:
                 self.store.commit(wait=False)  # SQLite works while the next posts go out
@@ -374,16 +425,20 @@ class Pipeline:
                 self.slack_retries += 1
                 self.sleep(delay)
                 if exc.outcome_unknown:
-                    found = self._look(uids, now)
+                    found = self._look(uids, now, msg.thread_ts)
                     if found is not None:
                         return found
         raise AssertionError("unreachable")
 
-    def _look(self, uids: set[str], now: datetime) -> Receipt | None:
+    def _look(self, uids: set[str], now: datetime, thread_ts: str = "") -> Receipt | None:
+        """The message carrying `uids` if Slack posted it (in the thread, for a reply)."""
         channel = self.channel
         oldest = (now - timedelta(minutes=10)).timestamp()
         try:
-            found = self.notifier.find_posted(channel, uids, oldest)
+            if thread_ts:
+                found = self.notifier.find_in_thread(channel, thread_ts, uids)
+            else:
+                found = self.notifier.find_posted(channel, uids, oldest)
         except NotifyError as exc:
             if exc.retryable:
                 raise

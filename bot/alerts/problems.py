@@ -1,0 +1,124 @@
+"""Problems: what an alert is about, beyond one session.
+
+A problem is (Enterprise Manager, session type, job, VM). It opens with its first announced
+Failed or Warning session and stays open until a later completed Success of the same
+identity. Veeam retries a failed VM (each retry is a new task session), so a problem, not a
+session, is what deserves one message: repeats go to its thread, a recovery closes it.
+
+Everything here is pure: functions of sessions, problems and `now`, tested with tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bot.models import TaskSession
+
+SEVERITY = {"Warning": 1, "Failed": 2}
+
+
+def identity(em: str, s: TaskSession) -> str:
+    """The problem a session belongs to, as a stable key."""
+    return json.dumps([em, s.type, s.job, s.vm], ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    state: str  # "open" or "recovered"
+    first_uid: str
+    opened: float  # end of the first failure, epoch seconds
+    last_uid: str
+    last_end: float
+    last_result: str
+    worst: str
+    count: int  # failures announced: the first, then each repeat
+    channel: str
+    ts: str  # the top-level message that announced it (its thread takes the rest)
+    recovered_at: float | None = None
+    recovery_uid: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Problem:
+        return Problem(**d)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+
+def opened_by(pid: str, s: TaskSession, channel: str, ts: str) -> Problem:
+    end = s.ended.timestamp() if s.ended else 0.0
+    return Problem(pid, "open", s.uid, end, s.uid, end, s.result, s.result, 1, channel, ts)
+
+
+def repeated(p: Problem, s: TaskSession) -> Problem:
+    end = s.ended.timestamp() if s.ended else p.last_end
+    worst = s.result if SEVERITY.get(s.result, 0) > SEVERITY.get(p.worst, 0) else p.worst
+    return replace(
+        p, last_uid=s.uid, last_end=max(end, p.last_end), last_result=s.result, worst=worst,
+        count=p.count + 1,
+    )  # fmt: skip
+
+
+def recovered(p: Problem, s: TaskSession) -> Problem:
+    end = s.ended.timestamp() if s.ended else p.last_end
+    return replace(p, state="recovered", recovered_at=end, recovery_uid=s.uid)
+
+
+def escalates(p: Problem, s: TaskSession) -> bool:
+    """A repeat that is worse than anything before it (Warning → Failed)."""
+    return SEVERITY.get(s.result, 0) > SEVERITY.get(p.worst, 0)
+
+
+@dataclass
+class Plan:
+    """What a poll does with what it fetched, in this order: new alerts, repeats in the
+    threads of open problems, recoveries."""
+
+    firsts: list[TaskSession]
+    repeats: list[TaskSession]
+    recoveries: list[tuple[str, TaskSession]]  # (problem id, the Success that closes it)
+
+
+def _end(s: TaskSession) -> float:
+    return s.ended.timestamp() if s.ended else 0.0
+
+
+def plan(
+    em: str,
+    failures: Iterable[TaskSession],
+    successes: Iterable[TaskSession],
+    problems: dict[str, Problem],
+) -> Plan:
+    """Decide, per identity and in the order the sessions ended:
+    - a failure with no open problem is a new alert ("first"); every later one is a repeat;
+    - a Success that ends the identity's events, after its last failure, recovers an open
+      problem (or the one this poll opens). A Success of an identity with no open problem
+      means nothing here."""
+    events: dict[str, list[tuple[float, int, TaskSession]]] = {}
+    for s in failures:
+        events.setdefault(identity(em, s), []).append((_end(s), 1, s))
+    for s in successes:
+        events.setdefault(identity(em, s), []).append((_end(s), 0, s))
+    out = Plan([], [], [])
+    for pid, items in events.items():
+        items.sort(key=lambda e: (e[0], e[1]))
+        existing = problems.get(pid)
+        open_ = existing is not None and existing.is_open
+        last_failure = existing.last_end if open_ and existing else None
+        for end, is_failure, s in items:
+            if not is_failure:
+                continue
+            (out.repeats if open_ else out.firsts).append(s)
+            open_, last_failure = True, end
+        end, is_failure, last = items[-1]
+        if open_ and not is_failure and last_failure is not None and end >= last_failure:
+            out.recoveries.append((pid, last))
+    return out
