@@ -9,10 +9,14 @@ session with no end time, and a 40-VM group.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from bot.alerts.message import alert_message
+from markupsafe import Markup
+
+from bot.alerts.message import alert_message, problem_status, recovery_message, repeat_message
+from bot.alerts.problems import Problem, identity, opened_by, recovered
 from bot.digest import Summary, digest_message, unavailable_message
 from bot.errors import ConfigError
 from bot.models import TaskSession
@@ -59,6 +63,19 @@ def sample_sessions() -> dict[str, list[TaskSession]]:
     }
 
 
+def _problem(s: TaskSession, count: int = 3) -> Problem:
+    p = opened_by(identity("em.example.local", s), s, "C0123", "1700000000.000100")
+    return replace(p, count=count, last_end=p.opened + 3600)
+
+
+def _statuses(group: list[TaskSession]) -> dict[str, Markup]:
+    out = {}
+    for n, s in enumerate(group):
+        p = _problem(s, count=1 + n % 3)
+        out[s.uid] = problem_status(recovered(p, s) if n % 2 else p)
+    return out
+
+
 def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
     samples = sample_sessions()
     everyone = [s for group in samples.values() for s in group]
@@ -76,6 +93,18 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
                 partial(alert_message, r, group, late_by=3 * 3600.0, decision="redelivery"),
             ),
             (f"/veeam session for {label}", partial(session_reply, r, group[0], share=False)),
+            (
+                f"an updated alert for {label}",
+                partial(alert_message, r, group, status=_statuses(group), recovered=True),
+            ),
+            (
+                f"a repeat in the thread for {label}",
+                partial(repeat_message, r, group[0], _problem(group[0]), broadcast=True),
+            ),
+            (
+                f"a recovery in the thread for {label}",
+                partial(recovery_message, r, group[0], _problem(group[0])),
+            ),
         ]
     answer = Answer(everyone, len(everyone) + 5, {"ReplicaTaskSession": 'Result=="Failed"'})
     empty = Answer([], 0, {"ReplicaTaskSession": 'Result=="Failed"'})

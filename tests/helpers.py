@@ -13,6 +13,7 @@ from random import Random
 from bot.alerts.pipeline import Pipeline
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
 from bot.emulator.server import Emulator
+from bot.models import TaskSession
 from bot.render import Renderer
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.slack import Pacer, SlackNotifier, web_client
@@ -67,6 +68,11 @@ class Rig:
         self.pipeline = Pipeline(
             settings, self.em, self.store, self.notifier, Renderer(), retries=2, backoff=0.01
         )
+
+    def em_session(self, uid: str) -> TaskSession:
+        """A session as the bot reads it from EM."""
+        (s,) = self.em.query("ReplicaTaskSession", f'UID=="{uid}"')
+        return s
 
     def close(self) -> None:
         self.em.close()

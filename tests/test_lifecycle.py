@@ -1,0 +1,244 @@
+"""Alerts follow problems: repeats in the thread, recoveries, restarts, escalation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.alerts.problems import Problem, identity, opened_by, plan
+from bot.emulator.data import SessionStore
+from bot.emulator.server import Emulator
+from bot.models import TaskSession
+from tests.fake_slack import FakeSlack, _texts
+from tests.helpers import Rig, job_run, settings_for
+
+T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+M = timedelta(minutes=1)
+
+
+def sess(uid: str, result: str, minute: int, vm: str = "vm1") -> TaskSession:
+    return TaskSession(
+        uid, "ReplicaTaskSession", f"{vm}@x", vm, "Job", "js-" + uid, "srv", "Completed",
+        result, "", T, T + minute * M, 0,
+    )  # fmt: skip
+
+
+def open_problem(vm: str = "vm1", minute: int = 0) -> dict[str, Problem]:
+    s = sess("old", "Failed", minute, vm)
+    pid = identity("em", s)
+    return {pid: opened_by(pid, s, "C1", "1.0")}
+
+
+@pytest.mark.parametrize(
+    ("failures", "successes", "problems", "expected"),
+    [
+        # a first failure opens a problem; its retry is a repeat
+        ([("f1", 1), ("f2", 5)], [], {}, (["f1"], ["f2"], [])),
+        # an open problem: every failure is a repeat
+        ([("f1", 1)], [], open_problem(), ([], ["f1"], [])),
+        # a later Success recovers it
+        ([], [("s1", 9)], open_problem(), ([], [], ["s1"])),
+        # a Success older than the last failure does not
+        ([("f1", 10)], [("s1", 9)], open_problem(), ([], ["f1"], [])),
+        # a Success of an identity without an open problem means nothing
+        ([], [("s1", 9)], {}, ([], [], [])),
+        # fail, then the retry succeeds, in one poll: announced and recovered
+        ([("f1", 1)], [("s1", 3)], {}, (["f1"], [], ["s1"])),
+        # a recovered problem: a new failure is a new alert
+        (
+            [("f1", 20)],
+            [],
+            {k: replace(v, state="recovered") for k, v in open_problem().items()},
+            (["f1"], [], []),
+        ),
+    ],
+)
+def test_plan(
+    failures: list[tuple[str, int]],
+    successes: list[tuple[str, int]],
+    problems: dict[str, Problem],
+    expected: tuple[list[str], list[str], list[str]],
+) -> None:
+    p = plan(
+        "em",
+        [sess(u, "Failed", m) for u, m in failures],
+        [sess(u, "Success", m) for u, m in successes],
+        problems,
+    )
+    got = ([s.uid for s in p.firsts], [s.uid for s in p.repeats], [s.uid for _, s in p.recoveries])
+    assert got == expected
+
+
+def test_other_vms_and_jobs_are_other_problems() -> None:
+    p = plan("em", [sess("f1", "Failed", 1, "vm2")], [], open_problem("vm1"))
+    assert [s.uid for s in p.firsts] == ["f1"]
+
+
+# ---------------------------------------------------------------- scenarios
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    emu = Emulator(SessionStore([])).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterator[Rig]:
+    r = Rig(settings_for(em, slack, tmp_path), now)
+    yield r
+    r.close()
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return "\n".join([message["text"], *_texts(message["blocks"] + message["attachments"])])
+
+
+def test_fail_repeat_recover_then_a_new_alert(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    (first,) = job_run(em, now, [("apache02", "Failed", "disk full")], ended_ago=50 * M)
+    rig.pipeline.poll_once(now - 45 * M)
+    (alert,) = slack.posted()
+    (again,) = job_run(em, now, [("apache02", "Failed", "still full")], ended_ago=30 * M)
+    r = rig.pipeline.poll_once(now - 25 * M)
+    assert r.announced == 1 and len(slack.posted()) == 1, "a repeat is not a new message"
+    (reply,) = slack.thread(alert["ts"])
+    assert "failed again, the 2nd time since" in text_of(reply) and "still full" in text_of(reply)
+    assert reply["metadata"]["event_payload"]["sessions"][0]["uid"] == again.uid
+    assert "failed again once" in text_of(slack.posted()[0])  # the alert was updated
+    job_run(em, now, [("apache02", "Success", "")], ended_ago=10 * M)
+    r = rig.pipeline.poll_once(now - 5 * M)
+    assert r.recovered == 1 and len(slack.posted()) == 1
+    replies = slack.thread(alert["ts"])
+    assert len(replies) == 2
+    assert "Recovered: *apache02* replicated successfully" in text_of(replies[1])
+    assert "40m 00s after the first failure" in text_of(replies[1])
+    updated = slack.posted()[0]
+    assert updated["attachments"][0]["color"] == "#2EB67D"
+    assert "recovered" in text_of(updated) and "Recovered" in updated["blocks"][0]["text"]["text"]
+    assert updated["metadata"] == alert["metadata"], "reconciliation still finds it"
+    assert rig.pipeline.poll_once(now).recovered == 0  # said once
+    (back,) = job_run(em, now, [("apache02", "Failed", "again")], ended_ago=0 * M)
+    rig.pipeline.poll_once(now + 5 * M)
+    assert (
+        len(slack.posted()) == 2
+        and slack.posted()[1]["metadata"]["event_payload"]["sessions"][0]["uid"] == back.uid
+    )
+    assert Counter(slack.announced_uids()) == Counter([first.uid, again.uid, back.uid])
+
+
+def test_in_a_group_only_the_recovered_vms_line_changes(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("web01", "Failed", "a"), ("web02", "Failed", "b")], ended_ago=30 * M)
+    rig.pipeline.poll_once(now - 25 * M)
+    (alert,) = slack.posted()
+    job_run(em, now, [("web02", "Success", "")], ended_ago=10 * M)
+    rig.pipeline.poll_once(now - 5 * M)
+    blocks = slack.posted()[0]["attachments"][0]["blocks"]
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    lines = {vm: t for t in texts for vm in ("web01", "web02") if f"*{vm}*" in t}
+    assert "recovered" not in lines["web01"]
+    assert ":white_check_mark: recovered" in lines["web02"]
+    assert slack.posted()[0]["attachments"][0]["color"] == "#E01E5A"  # web01 still failing
+    assert len(slack.thread(alert["ts"])) == 1
+
+
+def test_a_restart_between_fail_and_success_keeps_the_thread(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(em, slack, tmp_path)
+    rig = Rig(settings, now - 30 * M)
+    job_run(em, now, [("db01", "Failed", "x")], ended_ago=40 * M)
+    rig.pipeline.poll_once(now - 30 * M)
+    rig.close()
+    job_run(em, now, [("db01", "Success", "")], ended_ago=5 * M)
+    rig = Rig(settings, now)  # a new process
+    try:
+        assert rig.pipeline.poll_once(now).recovered == 1
+    finally:
+        rig.close()
+    (alert,) = slack.posted()
+    (reply,) = slack.thread(alert["ts"])
+    assert "Recovered" in text_of(reply)
+
+
+def test_warning_then_failed_is_shown_in_the_channel(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("fs01", "Warning", "slow")], ended_ago=30 * M)
+    rig.pipeline.poll_once(now - 25 * M)
+    job_run(em, now, [("fs01", "Failed", "dead")], ended_ago=10 * M)
+    rig.pipeline.poll_once(now - 5 * M)
+    posts = slack.posted()
+    assert len(posts) == 2 and posts[1]["subtype"] == "thread_broadcast"
+    assert "now *Failed*" in text_of(posts[1])
+    assert len(slack.thread(posts[0]["ts"])) == 1
+    assert len(slack.announced_uids()) == 2
+
+
+def test_a_lost_answer_to_a_thread_reply_is_not_posted_twice(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("sql01", "Failed", "x")], ended_ago=30 * M)
+    rig.pipeline.poll_once(now - 25 * M)
+    job_run(em, now, [("sql01", "Failed", "y")], ended_ago=10 * M)
+    slack.lose_answers = 1  # the reply is stored, the answer is a 500
+    r = rig.pipeline.poll_once(now - 5 * M)
+    assert r.exit_code == 0
+    (alert,) = slack.posted()
+    assert len(slack.thread(alert["ts"])) == 1
+    assert len(set(slack.announced_uids())) == len(slack.announced_uids()) == 2
+
+
+def test_a_crash_after_a_reply_before_its_record_is_reconciled(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """The reply reached the thread, then the process died before recording it: the next
+    process finds it in the thread and posts nothing again."""
+    settings = settings_for(em, slack, tmp_path)
+    rig = Rig(settings, now)
+    job_run(em, now, [("sql01", "Failed", "x")], ended_ago=30 * M)
+    rig.pipeline.poll_once(now - 25 * M)
+    (again,) = job_run(em, now, [("sql01", "Failed", "y")], ended_ago=10 * M)
+    (alert,) = slack.posted()
+    # What a killed process leaves: the pending mark, and the reply in Slack.
+    rig.store.mark_pending([rig.em_session(again.uid)], "C0ALERTS", now)
+    p = rig.pipeline.life.problems_of([rig.em_session(again.uid)])
+    from bot.alerts.message import repeat_message
+
+    msg = repeat_message(
+        rig.pipeline.renderer, rig.em_session(again.uid), next(iter(p.values())), broadcast=False
+    )
+    rig.notifier.post("C0ALERTS", msg)
+    rig.close()
+    rig = Rig(settings, now)
+    try:
+        r = rig.pipeline.poll_once(now)
+        assert (r.announced, r.pending, r.exit_code) == (0, 0, 0)
+    finally:
+        rig.close()
+    assert len(slack.thread(alert["ts"])) == 1
+    assert Counter(slack.announced_uids())[again.uid] == 1
+
+
+def test_recovery_can_be_turned_off(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(em, slack, tmp_path, recovery=False)
+    rig = Rig(settings, now)
+    try:
+        job_run(em, now, [("db01", "Failed", "x")], ended_ago=40 * M)
+        rig.pipeline.poll_once(now - 30 * M)
+        job_run(em, now, [("db01", "Success", "")], ended_ago=5 * M)
+        assert rig.pipeline.poll_once(now).recovered == 0
+    finally:
+        rig.close()
+    assert slack.thread(slack.posted()[0]["ts"]) == []
+    assert not any('Result=="Success"' in q.params.get("filter", "") for q in em.queries())
