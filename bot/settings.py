@@ -99,6 +99,7 @@ class AlertSettings:
     backoff: timedelta = timedelta(seconds=1)
     recovery: bool = True  # reply in the thread and update the alert when a VM recovers
     broadcast_escalation: bool = True  # a repeat from Warning to Failed shows in the channel
+    hold_for_retries: timedelta = timedelta(0)  # announce a failure only if no retry fixed it
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "backoff": ("backoff", parse_duration),
         "recovery": ("recovery", _bool),
         "broadcast_escalation": ("broadcast_escalation", _bool),
+        "hold_for_retries": ("hold_for_retries", parse_duration),
     },
     "digest": {
         "channel": ("channel", _str),

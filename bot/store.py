@@ -192,13 +192,13 @@ class Store:
             self._db.conn.execute(f'REPLACE INTO "{TABLE}" (key, value) VALUES {values}', flat)
 
     def known(self, uids: list[str]) -> tuple[set[str], set[str]]:
-        """(announced, pending) among `uids`, in one query per 400 UIDs."""
+        """(announced, pending or held back) among `uids`, one query per 260 UIDs."""
         self._flush()
         announced: set[str] = set()
         pending: set[str] = set()
-        for i in range(0, len(uids), 400):
-            chunk = uids[i : i + 400]
-            keys = [f"a:{u}" for u in chunk] + [f"p:{u}" for u in chunk]
+        for i in range(0, len(uids), 260):
+            chunk = uids[i : i + 260]
+            keys = [f"{kind}:{u}" for kind in "aph" for u in chunk]
             marks = ",".join("?" * len(keys))
             # One row for the whole chunk: sqlitedict hands each result row through a queue
             # between threads, which cost more than the lookup (a 24 h sweep of 5,000
@@ -219,6 +219,14 @@ class Store:
         return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ pending
+    def record_silently(self, sessions: list[TaskSession], now: datetime, why: str) -> None:
+        """Remember sessions as handled without a message (a retry fixed them)."""
+        at = now.timestamp()
+        for s in sessions:
+            row = {"c": "", "ts": "", "at": at, "r": s.result, "why": why}
+            self._sent.append((f"a:{s.uid}", json.dumps(row)))
+            self._unmark += [f"p:{s.uid}", f"h:{s.uid}"]
+
     def mark_pending(
         self,
         sessions: list[TaskSession],

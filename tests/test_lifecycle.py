@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bot.alerts.problems import Problem, identity, opened_by, plan
+from bot.digest_run import DigestRunner
 from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
@@ -38,8 +39,8 @@ def open_problem(vm: str = "vm1", minute: int = 0) -> dict[str, Problem]:
 @pytest.mark.parametrize(
     ("failures", "successes", "problems", "expected"),
     [
-        # a first failure opens a problem; its retry is a repeat
-        ([("f1", 1), ("f2", 5)], [], {}, (["f1"], ["f2"], [])),
+        # a first failure opens a problem; its retry in the same poll is folded into it
+        ([("f1", 1), ("f2", 5)], [], {}, (["f1"], [], [])),
         # an open problem: every failure is a repeat
         ([("f1", 1)], [], open_problem(), ([], ["f1"], [])),
         # a later Success recovers it
@@ -242,3 +243,60 @@ def test_recovery_can_be_turned_off(
         rig.close()
     assert slack.thread(slack.posted()[0]["ts"]) == []
     assert not any('Result=="Success"' in q.params.get("filter", "") for q in em.queries())
+
+
+def test_hold_a_retry_that_succeeds_within_the_hold_is_never_announced(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(em, slack, tmp_path, hold_for_retries=timedelta(minutes=40))
+    rig = Rig(settings, now)
+    try:
+        (failed,) = job_run(em, now, [("sql01", "Failed", "x")], ended_ago=60 * M)
+        r = rig.pipeline.poll_once(now - 55 * M)
+        assert (r.announced, r.pending, r.exit_code) == (0, 0, 0)
+        job_run(em, now, [("sql01", "Success", "")], ended_ago=40 * M)  # the retry, 20 min later
+        for minutes in (35, 20, 0):
+            assert rig.pipeline.poll_once(now - minutes * M).announced == 0
+        assert rig.pipeline.poll_once(now + 60 * M).announced == 0  # also after a sweep
+        assert rig.store.known([failed.uid])[0] == {failed.uid}  # remembered, not pending
+        digest = DigestRunner(
+            settings, rig.em, rig.store, rig.notifier, rig.pipeline.renderer
+        ).build(now, timedelta(hours=2))
+        assert digest.metadata is not None
+        assert digest.metadata["event_payload"]["failed"] == 1  # the digest still counts it
+    finally:
+        rig.close()
+    assert slack.posted() == []
+
+
+def test_hold_a_failure_no_retry_fixes_is_announced_after_the_hold(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(em, slack, tmp_path, hold_for_retries=timedelta(minutes=40))
+    rig = Rig(settings, now)
+    try:
+        (failed,) = job_run(em, now, [("sql01", "Failed", "x")], ended_ago=60 * M)
+        assert rig.pipeline.poll_once(now - 55 * M).announced == 0
+        assert rig.pipeline.poll_once(now - 30 * M).announced == 0
+        r = rig.pipeline.poll_once(now - 15 * M)  # 45 min after the failure
+        assert (r.announced, r.pending, r.exit_code) == (1, 0, 0)
+        assert rig.pipeline.poll_once(now).announced == 0
+    finally:
+        rig.close()
+    assert slack.announced_uids() == [failed.uid]
+
+
+def test_hold_survives_a_restart(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(em, slack, tmp_path, hold_for_retries=timedelta(minutes=40))
+    rig = Rig(settings, now - 55 * M)
+    job_run(em, now, [("sql01", "Failed", "x")], ended_ago=60 * M)
+    rig.pipeline.poll_once(now - 55 * M)
+    rig.close()
+    rig = Rig(settings, now)
+    try:
+        assert rig.pipeline.poll_once(now - 10 * M).announced == 1
+    finally:
+        rig.close()
+    assert len(slack.posted()) == 1

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 Send = Callable[[Message, datetime], Receipt]
 
 
+def _ended(s: TaskSession) -> float:
+    return s.ended.timestamp() if s.ended else 0.0
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -72,27 +76,56 @@ class Lifecycle:
         self.store.put_records("M", {receipt.ts: record})
 
     # ------------------------------------------------------------------ repeats
+    def fold(self, folded: list[TaskSession], now: datetime) -> int:
+        """Later failures of problems this poll opened: counted into their alert (which is
+        then redrawn), recorded, not posted. One whose alert did not go out stays pending."""
+        problems = self.problems_of(folded)
+        into: dict[str, list[dict[str, str]]] = {}
+        for s in sorted(folded, key=_ended):
+            p = problems.get(identity(self.em, s))
+            if p is None or not p.is_open or not p.ts:
+                continue
+            problems[p.id] = self.repeated(s, p, Receipt(p.channel, p.ts), now)
+            into.setdefault(p.ts, []).append({"uid": s.uid, "vm": s.vm, "result": s.result})
+        records = self.store.records("M", sorted(into))
+        for ts, more in into.items():
+            if ts in records:  # the redrawn alert's metadata names them too
+                records[ts]["f"] = [*records[ts].get("f", []), *more]
+        self.store.put_records("M", records)
+        self.store.commit()
+        return sum(len(v) for v in into.values())
+
     def deliver_repeats(self, repeats: list[TaskSession], now: datetime) -> tuple[int, str]:
         """Post each repeat in its problem's thread; (how many went out, Slack's error)."""
         done = 0
-        for s in sorted(repeats, key=lambda x: x.ended.timestamp() if x.ended else 0.0):
-            p = self.problems_of([s]).get(identity(self.em, s))
-            if p is None or not p.is_open or not p.ts:
-                continue  # its first alert has not reached Slack yet: it stays pending
-            broadcast = escalates(p, s) and self.settings.alerts.broadcast_escalation
-            try:
-                receipt = self.send(repeat_message(self.renderer, s, p, broadcast=broadcast), now)
-            except NotifyError as exc:
-                return done, str(exc)
-            self.repeated(s, p, receipt, now)
-            done += 1
-        return done, ""
+        problems = self.problems_of(repeats)
+        try:
+            for s in sorted(repeats, key=_ended):
+                p = problems.get(identity(self.em, s))
+                if p is None or not p.is_open or not p.ts:
+                    continue  # its first alert has not reached Slack yet: it stays pending
+                broadcast = escalates(p, s) and self.settings.alerts.broadcast_escalation
+                message = repeat_message(self.renderer, s, p, broadcast=broadcast)
+                try:
+                    receipt = self.send(message, now)
+                except NotifyError as exc:
+                    return done, str(exc)
+                problems[p.id] = self.repeated(s, p, receipt, now)
+                done += 1
+                if done % 500 == 0:
+                    self.store.commit(wait=False)  # the pending marks cover a crash
+            return done, ""
+        finally:
+            self.store.commit()
 
-    def repeated(self, s: TaskSession, p: Problem, receipt: Receipt, now: datetime) -> None:
+    def repeated(self, s: TaskSession, p: Problem, receipt: Receipt, now: datetime) -> Problem:
+        """Record a repeat (posted, or folded into the alert) and mark the alert for a
+        redraw; durable at the caller's next commit."""
         self.store.record_sent([s], receipt.channel, receipt.ts, now)
-        self.store.put_records("P", {p.id: repeated(p, s).to_json()})
+        after = repeated(p, s)
+        self.store.put_records("P", {p.id: after.to_json()})
         self.store.put_records("u", {p.ts: {"c": p.channel}})
-        self.store.commit()
+        return after
 
     def adopt_in_threads(self, pending: list[TaskSession], now: datetime) -> set[str]:
         """Pending repeats that reached their thread before a crash: record them; return
@@ -111,6 +144,7 @@ class Lifecycle:
                 p = self.problems_of([s])[identity(self.em, s)]
                 self.repeated(s, p, receipt, now)
                 adopted.add(uid)
+        self.store.commit()
         return adopted
 
     def _in_thread(self, channel: str, ts: str, uids: set[str]) -> dict[str, Receipt]:
@@ -189,7 +223,7 @@ class Lifecycle:
             if p is not None and p.first_uid == s.uid:
                 status[s.uid] = problem_status(p)
                 closed += not p.is_open
-        return alert_message(
+        message = alert_message(
             self.renderer,
             sessions,
             part=record.get("part", 1),
@@ -198,3 +232,6 @@ class Lifecycle:
             status=status,
             recovered=closed == len(sessions),
         )
+        if record.get("f") and message.metadata:
+            message.metadata["event_payload"]["sessions"] += record["f"]
+        return message

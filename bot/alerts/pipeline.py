@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 
 from bot.alerts.lifecycle import Lifecycle
 from bot.alerts.message import alert_message, bare_alert, minimal_message, plain_message
-from bot.alerts.problems import Plan, plan
+from bot.alerts.problems import Plan, hold, plan
 from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession, iso_z
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
-from bot.store import Pending, Store
+from bot.store import Pending, Store, session_from_json, session_to_json
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 from bot.veeam.parse import parse_time
@@ -211,12 +211,13 @@ class Pipeline:
                 fresh += sessions
                 result.fetched += fetched
                 high[type_] = top
-            if self._wants_successes(fresh):
+            held = self._held()
+            if self._wants_successes(fresh + held):
                 for type_ in self.settings.veeam.session_types:
                     successes += self._successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)
-            fresh, high, successes = [], {}, []
+            fresh, high, successes, held = [], {}, [], []
         else:
             if sweep:
                 self.last_sweep = now
@@ -224,10 +225,11 @@ class Pipeline:
         if fresh:
             self.store.mark_pending(fresh, self.channel, now, late=late)
         if not result.slack_error:
-            everything = [*carried, *fresh]
+            everything = [*carried, *fresh, *held]
             todo = plan(
                 self.life.em, everything, successes, self.life.problems_of(everything + successes)
             )
+            todo.firsts, todo.recoveries, todo.folded = self._hold(todo, now, held, late)
             chunks = group_sessions(todo.firsts)
             self._deliver(chunks, now, result, {u.uid for u in carried}, late)
             self._follow_up(todo, now, result)
@@ -278,13 +280,44 @@ class Pipeline:
                 )
         return out, fetched, top
 
+    def _held(self) -> list[TaskSession]:
+        """Failures held back by `[alerts] hold_for_retries`, waiting for a retry."""
+        if self.settings.alerts.hold_for_retries <= timedelta(0):
+            return []
+        return [session_from_json(v["s"]) for v in self.store.all_records("h").values()]
+
+    def _hold(
+        self, todo: Plan, now: datetime, held: list[TaskSession], late: dict[str, float]
+    ) -> tuple[list[TaskSession], list[tuple[str, TaskSession]], list[TaskSession]]:
+        """Apply the retry hold to the new alerts; (what to announce now, recoveries, later
+        failures to fold into those alerts)."""
+        split = hold(self.life.em, todo, now, self.settings.alerts.hold_for_retries)
+        was_held = {s.uid for s in held}
+        if split.fixed:
+            log.info("%d failure(s) fixed by a retry within the hold", len(split.fixed))
+            self.store.record_silently(split.fixed, now, "fixed by a retry")
+        waiting = [s for s in split.wait if s.uid not in was_held]
+        if waiting:
+            self.store.put_records("h", {s.uid: {"s": session_to_json(s)} for s in waiting})
+            self.store.drop_records("p", [s.uid for s in waiting])
+        due = [s for s in split.announce + split.folded if s.uid in was_held]
+        if due:
+            self.store.mark_pending(due, self.channel, now, late=late)
+            self.store.drop_records("h", [s.uid for s in due])
+        self.store.commit()
+        return split.announce, split.recoveries, split.folded
+
     def _wants_successes(self, fresh: list[TaskSession]) -> bool:
         """Successes matter only for open problems (or the ones this poll opens)."""
         return self.settings.alerts.recovery and bool(fresh or self.life.open_count())
 
     def _successes(self, type_: str, now: datetime) -> list[TaskSession]:
         """The completed Success sessions of an ordinary poll's window (not a sweep's)."""
-        since = window_start(self.store.checkpoint(type_), now, self.settings)
+        # An ordinary window, and no more: after an outage (or on a first run) all of a
+        # day's successes would be read for the few that close a problem. A problem whose
+        # recovery fell before closes at its VM's next success.
+        wanted = max(2 * self.settings.poll.overlap, self.settings.alerts.hold_for_retries)
+        since = max(window_start(self.store.checkpoint(type_), now, self.settings), now - wanted)
         flt = F.all_of(
             [
                 F.cmp("State", "==", "Completed"),
@@ -298,6 +331,7 @@ class Pipeline:
         """Repeats into their threads, recoveries, then the alerts they changed."""
         if result.slack_error or self.stopping.is_set():
             return
+        result.announced += self.life.fold(todo.folded, now)
         done, error = self.life.deliver_repeats(todo.repeats, now)
         result.announced += done
         if not error and self.settings.alerts.recovery:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.models import TaskSession
@@ -85,6 +86,8 @@ class Plan:
     firsts: list[TaskSession]
     repeats: list[TaskSession]
     recoveries: list[tuple[str, TaskSession]]  # (problem id, the Success that closes it)
+    # later failures of a problem this poll opens: counted into its alert, not posted
+    folded: list[TaskSession] = field(default_factory=list)
 
 
 def _end(s: TaskSession) -> float:
@@ -98,7 +101,9 @@ def plan(
     problems: dict[str, Problem],
 ) -> Plan:
     """Decide, per identity and in the order the sessions ended:
-    - a failure with no open problem is a new alert ("first"); every later one is a repeat;
+    - a failure with no open problem is a new alert ("first"); a later one of the same poll
+      is folded into that alert (after an outage a VM may have failed a dozen times: one
+      alert says so), and one of an open problem is a repeat in its thread;
     - a Success that ends the identity's events, after its last failure, recovers an open
       problem (or the one this poll opens). A Success of an identity with no open problem
       means nothing here."""
@@ -111,14 +116,50 @@ def plan(
     for pid, items in events.items():
         items.sort(key=lambda e: (e[0], e[1]))
         existing = problems.get(pid)
-        open_ = existing is not None and existing.is_open
-        last_failure = existing.last_end if open_ and existing else None
+        was_open = existing is not None and existing.is_open
+        open_ = was_open
+        last_failure = existing.last_end if was_open and existing else None
         for end, is_failure, s in items:
             if not is_failure:
                 continue
-            (out.repeats if open_ else out.firsts).append(s)
+            (out.repeats if was_open else out.folded if open_ else out.firsts).append(s)
             open_, last_failure = True, end
         end, is_failure, last = items[-1]
         if open_ and not is_failure and last_failure is not None and end >= last_failure:
             out.recoveries.append((pid, last))
+    return out
+
+
+@dataclass
+class Held:
+    """Veeam's own "suppress notifications until the last retry", for Slack."""
+
+    announce: list[TaskSession]  # no retry fixed them within the hold
+    wait: list[TaskSession]  # still within the hold
+    fixed: list[TaskSession]  # a retry succeeded within the hold: never announced
+    recoveries: list[tuple[str, TaskSession]]  # what is left to announce as recovered
+    folded: list[TaskSession] = field(default_factory=list)  # into alerts announced now
+
+
+def hold(em: str, todo: Plan, now: datetime, hold_for: timedelta) -> Held:
+    """Split the new alerts of a plan by the retry hold: a failure is announced only if no
+    Success of its identity came within `hold_for` of it."""
+    if hold_for <= timedelta(0):
+        return Held(list(todo.firsts), [], [], list(todo.recoveries), list(todo.folded))
+    closing = {pid for pid, _ in todo.recoveries}
+    out = Held([], [], [], [])
+    verdict: dict[str, list[TaskSession]] = {}
+    for s in todo.firsts:
+        pid = identity(em, s)
+        if pid in closing:
+            verdict[pid] = out.fixed
+        elif s.ended is not None and now - s.ended < hold_for:
+            verdict[pid] = out.wait
+        else:
+            verdict[pid] = out.announce
+        verdict[pid].append(s)
+    for s in todo.folded:  # later failures go wherever their problem's first went
+        went = verdict.get(identity(em, s), out.wait)
+        (out.folded if went is out.announce else went).append(s)
+    out.recoveries = [(pid, s) for pid, s in todo.recoveries if verdict.get(pid) is not out.fixed]
     return out
