@@ -100,6 +100,7 @@ class AlertSettings:
     recovery: bool = True  # reply in the thread and update the alert when a VM recovers
     broadcast_escalation: bool = True  # a repeat from Warning to Failed shows in the channel
     hold_for_retries: timedelta = timedelta(0)  # announce a failure only if no retry fixed it
+    max_messages_per_poll: int = 20  # more alerts than this become one catch-up message
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "recovery": ("recovery", _bool),
         "broadcast_escalation": ("broadcast_escalation", _bool),
         "hold_for_retries": ("hold_for_retries", parse_duration),
+        "max_messages_per_poll": ("max_messages_per_poll", _int_range(0, 100000)),
     },
     "digest": {
         "channel": ("channel", _str),

@@ -15,7 +15,13 @@ from functools import partial
 
 from markupsafe import Markup
 
-from bot.alerts.message import alert_message, problem_status, recovery_message, repeat_message
+from bot.alerts.message import (
+    alert_message,
+    catchup_message,
+    problem_status,
+    recovery_message,
+    repeat_message,
+)
 from bot.alerts.problems import Problem, identity, opened_by, recovered
 from bot.digest import Summary, digest_message, unavailable_message
 from bot.errors import ConfigError
@@ -111,6 +117,7 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
     out += [
         ("a /veeam answer", lambda: query_reply(r, answer, "failed vm:x", share=False)),
         ("an empty /veeam answer", lambda: query_reply(r, empty, "", share=False)),
+        ("a catch-up message", lambda: catchup_message(r, everyone, "sample")),
         ("/veeam help", lambda: help_reply(r)),
         ("/veeam status", lambda: status_reply(r, status)),
         ("/veeam status before a poll", lambda: status_reply(r, Status(None, "", "?", 0, 0, "0"))),

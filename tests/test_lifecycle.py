@@ -300,3 +300,112 @@ def test_hold_survives_a_restart(
     finally:
         rig.close()
     assert len(slack.posted()) == 1
+
+
+def test_failures_of_one_vm_in_one_poll_fold_into_one_alert(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    """After an outage a VM may have failed several times: one alert, which says so."""
+    (a,) = job_run(em, now, [("db01", "Failed", "first")], ended_ago=50 * M)
+    (b,) = job_run(em, now, [("db01", "Failed", "second")], ended_ago=30 * M)
+    (c,) = job_run(em, now, [("db01", "Failed", "third")], ended_ago=10 * M)
+    r = rig.pipeline.poll_once(now)
+    assert (r.announced, r.pending, r.exit_code) == (3, 0, 0)
+    (alert,) = slack.posted()
+    assert slack.thread(alert["ts"]) == []
+    assert "failed again 2 times" in text_of(alert)
+    assert Counter(slack.announced_uids()) == Counter([a.uid, b.uid, c.uid])
+    assert rig.pipeline.poll_once(now + 5 * M).announced == 0
+
+
+def sixty_failing_job_runs(em: Emulator, now: datetime) -> list[str]:
+    uids = []
+    for n in range(60):
+        run = job_run(
+            em,
+            now,
+            [(f"vm{n:02d}a", "Failed", "x"), (f"vm{n:02d}b", "Warning", "y")],
+            job=f"Job {n:02d}",
+            ended_ago=(90 - n) * M,
+        )
+        uids += [s.uid for s in run]
+    return uids
+
+
+def catchups(slack: FakeSlack) -> list[dict[str, Any]]:
+    return [
+        m for m in slack.posted() if (m.get("metadata") or {}).get("event_type") == "veeam_catchup"
+    ]
+
+
+def test_a_first_run_with_60_failing_job_sessions_posts_one_catch_up(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    uids = sixty_failing_job_runs(em, now)
+    r = rig.pipeline.poll_once(now)
+    assert (r.announced, r.pending, r.exit_code) == (120, 0, 0)
+    assert len(slack.posted()) <= 20
+    (summary,) = catchups(slack)
+    payload = summary["metadata"]["event_payload"]
+    assert payload["sessions"] == 120 and payload["since"] and payload["until"]
+    text = text_of(summary)
+    assert "60 job sessions" in text and "120 VM" in text
+    assert "/veeam failed warning since:" in text
+    assert "*vm59a*" in text  # the newest failures are named
+    assert rig.store.known(uids)[0] == set(uids)
+    # A repeat of a folded problem goes to the summary's thread.
+    (again,) = job_run(em, now, [("vm07a", "Failed", "again")], job="Job 07", ended_ago=0 * M)
+    r = rig.pipeline.poll_once(now + 5 * M)
+    assert r.announced == 1 and len(slack.posted()) == 1
+    (reply,) = slack.thread(summary["ts"])
+    assert reply["metadata"]["event_payload"]["sessions"][0]["uid"] == again.uid
+
+
+def test_a_lost_answer_to_a_catch_up_is_not_posted_twice(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    sixty_failing_job_runs(em, now)
+    slack.lose_answers = 1
+    r = rig.pipeline.poll_once(now)
+    assert (r.announced, r.pending, r.exit_code) == (120, 0, 0)
+    assert len(catchups(slack)) == 1 and len(slack.posted()) == 1
+
+
+def test_a_crash_after_the_catch_up_post_is_reconciled(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """Killed after Slack took the catch-up message, before anything was recorded: the
+    next process finds it by its id and posts nothing again."""
+    from bot.alerts.message import catchup_message
+
+    settings = settings_for(em, slack, tmp_path)
+    sixty_failing_job_runs(em, now)
+    rig = Rig(settings, now)
+    # What a process killed mid-post leaves: every session pending, the attempt recorded,
+    # and the message in Slack.
+    fetched = [s for s in rig.em.query("ReplicaTaskSession", "") if s.result != "Success"]
+    rig.store.mark_pending(fetched, "C0ALERTS", now)
+    rig.store.put_records("C", {"c1": {"u": [s.uid for s in fetched], "t": now.timestamp()}})
+    rig.store.commit()
+    rig.notifier.post("C0ALERTS", catchup_message(rig.pipeline.renderer, fetched, "c1"))
+    rig.close()
+    rig = Rig(settings, now + 5 * M)
+    try:
+        r = rig.pipeline.poll_once(now + 5 * M)
+        assert (r.announced, r.pending, r.exit_code) == (0, 0, 0)
+        assert rig.store.all_records("C") == {}
+    finally:
+        rig.close()
+    assert len(catchups(slack)) == 1 and len(slack.posted()) == 1
+
+
+def test_max_messages_per_poll_0_posts_every_alert(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    rig = Rig(settings_for(em, slack, tmp_path, max_messages_per_poll=0), now)
+    try:
+        sixty_failing_job_runs(em, now)
+        assert rig.pipeline.poll_once(now).announced == 120
+    finally:
+        rig.close()
+    assert len(slack.posted()) == 60 and catchups(slack) == []

@@ -199,8 +199,8 @@ class Lifecycle:
         records = self.store.records("M", sorted(marked))
         for ts, mark in marked.items():
             record = records.get(ts)
-            if record is None:
-                self.store.drop_records("u", [ts])
+            if record is None or record.get("kind") == "catchup":
+                self.store.drop_records("u", [ts])  # a catch-up's thread tells the news
                 continue
             try:
                 self.notifier.update(mark["c"], ts, self._redrawn(record))

@@ -279,3 +279,61 @@ def recovery_message(r: Renderer, s: TaskSession, p: Problem) -> Message:
         sessions=[s],
         thread_ts=p.ts,
     )
+
+
+CATCHUP_EVENT = "veeam_catchup"
+
+
+def catchup_message(
+    r: Renderer, sessions: list[TaskSession], catchup_id: str, *, newest: int = 10
+) -> Message:
+    """One message for a poll that found too many job sessions to announce one by one
+    (a first start, or a poll after a long outage)."""
+    by_end = sorted(sessions, key=lambda s: s.ended.timestamp() if s.ended else 0.0)
+    ends = [s.ended for s in by_end if s.ended]
+    since, until = (ends[0], ends[-1]) if ends else (None, None)
+    per_job: dict[str, int] = {}
+    for s in sessions:
+        per_job[s.job] = per_job.get(s.job, 0) + 1
+    top = sorted(per_job.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    rows = [
+        {
+            "emoji": EMOJI_MARKUP.get(s.result, NO_EMOJI),
+            "vm": cut_plain(s.vm, 80),
+            "job": cut_plain(s.job, 80),
+            "result": s.result,
+            "ended": slack_date(s.ended),
+        }
+        for s in reversed(by_end[-newest:])
+    ]
+    job_sessions = len({s.job_session_uid for s in sessions})
+    view = {
+        "job_sessions": job_sessions,
+        "vms": len({(s.server, s.vm) for s in sessions}),
+        "since": slack_date(since),
+        "until": slack_date(until),
+        "summary": summary_of(sessions),
+        "top_jobs": [{"job": cut_plain(job, 80), "count": n} for job, n in top],
+        "newest": rows,
+    }
+    text = r.text("catchup.md.j2", view)
+    starts = [s.created for s in sessions if s.created]
+    start = min(starts).strftime("%Y-%m-%dT%H:%M") if starts else "1d"  # since: is the start
+    command = f"`/veeam failed warning since:{start}` lists them all."
+    fallback = slack_escape(
+        f"Catch-up: {job_sessions} job sessions with failures or warnings ({summary_of(sessions)})"
+    )
+    return Message(
+        text=fallback,
+        blocks=[header(r.text("catchup_header.txt.j2", view)), section(text), context(command)],
+        metadata={
+            "event_type": CATCHUP_EVENT,
+            "event_payload": {
+                "id": catchup_id,
+                "sessions": len(sessions),
+                "since": since.isoformat().replace("+00:00", "Z") if since else None,
+                "until": until.isoformat().replace("+00:00", "Z") if until else None,
+            },
+        },
+        sessions=list(sessions),
+    )

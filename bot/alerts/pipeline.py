@@ -6,6 +6,7 @@ decision, grouping, the fetch window) are module functions tested with tables.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -14,7 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.alerts.lifecycle import Lifecycle
-from bot.alerts.message import alert_message, bare_alert, minimal_message, plain_message
+from bot.alerts.message import (
+    CATCHUP_EVENT,
+    alert_message,
+    bare_alert,
+    catchup_message,
+    minimal_message,
+    plain_message,
+)
 from bot.alerts.problems import Plan, hold, plan
 from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession, iso_z
@@ -192,6 +200,10 @@ class Pipeline:
         result = PollResult()
         retries_before = self.em.retries + self.slack_retries
         self._resolve_channel()
+        try:
+            self._reconcile_catchups(now)
+        except NotifyError as exc:
+            result.slack_error = str(exc)
         pending_before = self.store.pending()
         late = {p.session.uid: p.late for p in pending_before if p.late is not None}
         try:
@@ -384,6 +396,10 @@ class Pipeline:
         redelivered: set[str],
         late: dict[str, float],
     ) -> None:
+        limit = self.settings.alerts.max_messages_per_poll
+        if limit and len(chunks) > limit:
+            self._deliver_catchup([s for c in chunks for s in c], now, result)
+            return
         count_by_group: dict[str, int] = {}
         for chunk in chunks:
             key = chunk[0].job_session_uid
@@ -426,6 +442,60 @@ class Pipeline:
                 self.store.commit(wait=False)  # SQLite works while the next posts go out
         self.store.commit()
 
+    def _deliver_catchup(
+        self, sessions: list[TaskSession], now: datetime, result: PollResult
+    ) -> None:
+        """Too many job sessions for one message each: one catch-up message for all. Its
+        attempt is recorded before the post (`C:<id>`), and its metadata carries the id, so
+        that a crash is reconciled like any alert."""
+        uids = sorted(s.uid for s in sessions)
+        digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:12]
+        catchup_id = f"{int(now.timestamp())}-{digest}"
+        self.store.put_records("C", {catchup_id: {"u": uids, "t": now.timestamp()}})
+        self.store.commit()
+        log.info("catch-up: %d sessions in one message (%s)", len(sessions), catchup_id)
+        try:
+            receipt = self._send(catchup_message(self.renderer, sessions, catchup_id), now)
+        except NotifyError as exc:
+            result.slack_error = str(exc)
+            log.error("%s; %d alert(s) stay pending", exc, len(sessions))
+            return
+        self._caught_up(sessions, receipt, catchup_id, now)
+        result.announced += len(sessions)
+
+    def _caught_up(
+        self, sessions: list[TaskSession], receipt: Receipt, catchup_id: str, now: datetime
+    ) -> None:
+        self.store.record_sent(sessions, receipt.channel, receipt.ts, now)
+        self.life.opened(sessions, receipt, {"kind": "catchup"})
+        self.store.drop_records("C", [catchup_id])
+        self.store.commit()
+
+    def _reconcile_catchups(self, now: datetime) -> None:
+        """A catch-up message whose post was cut short (a crash, a lost answer): adopt it if
+        it is in the channel, else forget the attempt (its sessions are still pending)."""
+        attempts = self.store.all_records("C")
+        if not attempts:
+            return
+        oldest = min(a["t"] for a in attempts.values()) - 60
+        try:
+            posted = self.notifier.find_events(self.channel, CATCHUP_EVENT, oldest)
+        except NotifyError as exc:
+            if exc.retryable:
+                raise
+            posted = []
+        found = {str(payload.get("id")): receipt for payload, receipt in posted}
+        pending = {p.session.uid: p.session for p in self.store.pending()}
+        for catchup_id, attempt in attempts.items():
+            receipt = found.get(catchup_id)
+            sessions = [pending[u] for u in attempt["u"] if u in pending]
+            if receipt is not None and sessions:
+                log.info("adopted the catch-up message %s already in Slack", receipt.ts)
+                self._caught_up(sessions, receipt, catchup_id, now)
+            else:
+                self.store.drop_records("C", [catchup_id])
+        self.store.commit()
+
     def _send(self, msg: Message, now: datetime) -> Receipt:
         """Post; when Slack refuses the content, post a smaller form of it at once, and then
         plain text, rather than the same message again."""
@@ -459,18 +529,24 @@ class Pipeline:
                 self.slack_retries += 1
                 self.sleep(delay)
                 if exc.outcome_unknown:
-                    found = self._look(uids, now, msg.thread_ts)
+                    found = self._look(uids, now, msg)
                     if found is not None:
                         return found
         raise AssertionError("unreachable")
 
-    def _look(self, uids: set[str], now: datetime, thread_ts: str = "") -> Receipt | None:
-        """The message carrying `uids` if Slack posted it (in the thread, for a reply)."""
+    def _look(self, uids: set[str], now: datetime, msg: Message) -> Receipt | None:
+        """The message carrying `uids` if Slack posted it (in the thread, for a reply; by
+        its id, for a catch-up message)."""
         channel = self.channel
         oldest = (now - timedelta(minutes=10)).timestamp()
+        meta = msg.metadata or {}
         try:
-            if thread_ts:
-                found = self.notifier.find_in_thread(channel, thread_ts, uids)
+            if meta.get("event_type") == CATCHUP_EVENT:
+                wanted = meta["event_payload"]["id"]
+                events = self.notifier.find_events(channel, CATCHUP_EVENT, oldest)
+                return next((r for p, r in events if p.get("id") == wanted), None)
+            if msg.thread_ts:
+                found = self.notifier.find_in_thread(channel, msg.thread_ts, uids)
             else:
                 found = self.notifier.find_posted(channel, uids, oldest)
         except NotifyError as exc:
