@@ -20,7 +20,7 @@ from bot.alerts.message import alert_message, problem_status, recovery_message, 
 from bot.alerts.problems import Problem, escalates, identity, opened_by, recovered, repeated
 from bot.errors import NotifyError
 from bot.models import TaskSession
-from bot.render import Message, Renderer
+from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
 from bot.store import Store, session_from_json, session_to_json
@@ -42,14 +42,18 @@ class Lifecycle:
         renderer: Renderer,
         send: Send,
     ) -> None:
-        self.settings, self.store, self.notifier, self.renderer = (
-            settings,
-            store,
-            notifier,
-            renderer,
-        )
-        self.send = send
+        self.settings, self.store, self.notifier = settings, store, notifier
+        self.renderer, self.send = renderer, send
         self.em = settings.veeam.name
+        # Problem and redraw records staged in memory, written in one batch (`_write`).
+        self._staged_p: dict[str, dict[str, Any]] = {}
+        self._staged_u: dict[str, dict[str, Any]] = {}
+
+    def _write(self, *, wait: bool = True) -> None:
+        self.store.put_records("P", self._staged_p)
+        self.store.put_records("u", self._staged_u)
+        self._staged_p, self._staged_u = {}, {}
+        self.store.commit(wait=wait)
 
     # ------------------------------------------------------------------ lookups
     def problems_of(self, sessions: list[TaskSession]) -> dict[str, Problem]:
@@ -64,16 +68,48 @@ class Lifecycle:
         """An alert reached Slack: each of its sessions opens a problem whose thread is the
         alert, and the alert's content is kept so that later updates can redraw it."""
         problems = self.problems_of(sessions)
-        fresh = {}
-        for s in sessions:
+        fresh: dict[str, Problem] = {}
+        own: list[TaskSession] = []  # the alert's own sessions: the first of each problem
+        folded: list[dict[str, str]] = []  # later failures it names (adopted after a crash)
+        for s in sorted(sessions, key=_ended):
             pid = identity(self.em, s)
             known = problems.get(pid)
             if known is not None and known.is_open and known.ts:
                 continue  # a repeat adopted as a first after a crash: its problem exists
-            fresh[pid] = opened_by(pid, s, receipt.channel, receipt.ts).to_json()
-        self.store.put_records("P", fresh)
-        record = {"c": receipt.channel, "s": [session_to_json(s) for s in sessions], **view}
+            if pid in fresh:
+                fresh[pid] = repeated(fresh[pid], s)
+                folded.append({"uid": s.uid, "vm": s.vm, "result": s.result})
+                continue
+            fresh[pid] = opened_by(pid, s, receipt.channel, receipt.ts)
+            own.append(s)
+        self.store.put_records("P", {k: v.to_json() for k, v in fresh.items()})
+        if view.get("kind") != "catchup":
+            own = own[:MAX_SESSIONS_PER_MESSAGE]
+        record = {"c": receipt.channel, "s": [session_to_json(s) for s in own], **view}
+        if folded:
+            record["f"] = folded
         self.store.put_records("M", {receipt.ts: record})
+
+    def folded_into(
+        self, firsts: list[TaskSession], folded: list[TaskSession]
+    ) -> tuple[dict[str, Markup], dict[str, list[TaskSession]]]:
+        """For each new alert's session: the status line for the later failures folded
+        into it, and those failures (its metadata names them), so that the alert is posted
+        complete rather than posted and then updated."""
+        later: dict[str, list[TaskSession]] = {}
+        for s in sorted(folded, key=_ended):
+            later.setdefault(identity(self.em, s), []).append(s)
+        status: dict[str, Markup] = {}
+        into: dict[str, list[TaskSession]] = {}
+        for s in firsts:
+            pid = identity(self.em, s)
+            if pid in later:
+                p = opened_by(pid, s, "", "")
+                for f in later[pid]:
+                    p = repeated(p, f)
+                status[s.uid] = problem_status(p)
+                into[s.uid] = later[pid]
+        return status, into
 
     # ------------------------------------------------------------------ repeats
     def fold(self, folded: list[TaskSession], now: datetime) -> int:
@@ -85,14 +121,14 @@ class Lifecycle:
             p = problems.get(identity(self.em, s))
             if p is None or not p.is_open or not p.ts:
                 continue
-            problems[p.id] = self.repeated(s, p, Receipt(p.channel, p.ts), now)
+            problems[p.id] = self.repeated(s, p, Receipt(p.channel, p.ts), now, redraw=False)
             into.setdefault(p.ts, []).append({"uid": s.uid, "vm": s.vm, "result": s.result})
         records = self.store.records("M", sorted(into))
         for ts, more in into.items():
             if ts in records:  # the redrawn alert's metadata names them too
                 records[ts]["f"] = [*records[ts].get("f", []), *more]
         self.store.put_records("M", records)
-        self.store.commit()
+        self._write()
         return sum(len(v) for v in into.values())
 
     def deliver_repeats(self, repeats: list[TaskSession], now: datetime) -> tuple[int, str]:
@@ -113,18 +149,21 @@ class Lifecycle:
                 problems[p.id] = self.repeated(s, p, receipt, now)
                 done += 1
                 if done % 500 == 0:
-                    self.store.commit(wait=False)  # the pending marks cover a crash
+                    self._write(wait=False)  # the pending marks cover a crash
             return done, ""
         finally:
-            self.store.commit()
+            self._write()
 
-    def repeated(self, s: TaskSession, p: Problem, receipt: Receipt, now: datetime) -> Problem:
+    def repeated(
+        self, s: TaskSession, p: Problem, receipt: Receipt, now: datetime, *, redraw: bool = True
+    ) -> Problem:
         """Record a repeat (posted, or folded into the alert) and mark the alert for a
-        redraw; durable at the caller's next commit."""
+        redraw (a folded one was drawn into it already); durable at the next `_write`."""
         self.store.record_sent([s], receipt.channel, receipt.ts, now)
         after = repeated(p, s)
-        self.store.put_records("P", {p.id: after.to_json()})
-        self.store.put_records("u", {p.ts: {"c": p.channel}})
+        self._staged_p[p.id] = after.to_json()
+        if redraw:
+            self._staged_u[p.ts] = {"c": p.channel}
         return after
 
     def adopt_in_threads(self, pending: list[TaskSession], now: datetime) -> set[str]:
@@ -139,12 +178,12 @@ class Lifecycle:
                 by_thread.setdefault((p.channel, p.ts), {})[s.uid] = s
         for (channel, ts), sessions in by_thread.items():
             found = self._in_thread(channel, ts, set(sessions))
-            for uid, receipt in found.items():
+            for uid, receipt in sorted(found.items(), key=lambda kv: _ended(sessions[kv[0]])):
                 s = sessions[uid]
-                p = self.problems_of([s])[identity(self.em, s)]
-                self.repeated(s, p, receipt, now)
+                pid = identity(self.em, s)
+                problems[pid] = self.repeated(s, problems[pid], receipt, now)
                 adopted.add(uid)
-        self.store.commit()
+        self._write()
         return adopted
 
     def _in_thread(self, channel: str, ts: str, uids: set[str]) -> dict[str, Receipt]:
@@ -158,36 +197,47 @@ class Lifecycle:
 
     # --------------------------------------------------------------- recoveries
     def recover(self, recoveries: list[tuple[str, TaskSession]], now: datetime) -> tuple[int, str]:
-        """Reply "recovered" in each problem's thread and close it; (done, Slack's error)."""
-        done = 0
-        waiting = self.store.all_records("q")
-        for pid, s in recoveries:
-            if s.uid not in waiting:
-                self.store.put_records("q", {s.uid: {"p": pid, "s": session_to_json(s)}})
-                self.store.commit()
-                waiting[s.uid] = {"p": pid, "s": session_to_json(s)}
-        for uid, row in waiting.items():
-            s = session_from_json(row["s"])
-            p = self.store.records("P", [row["p"]]).get(row["p"])
-            problem = Problem.from_json(p) if p else None
-            if problem is None or not problem.is_open:
-                self.store.drop_records("q", [uid])
-                continue
-            found = self._in_thread(problem.channel, problem.ts, {uid})
-            try:
-                receipt = found.get(uid) or self.send(
-                    recovery_message(self.renderer, s, problem), now
-                )
-            except NotifyError as exc:
-                self.store.commit()
-                return done, str(exc)
-            self.store.put_records("P", {problem.id: recovered(problem, s).to_json()})
-            self.store.put_records("u", {problem.ts: {"c": problem.channel}})
-            self.store.drop_records("q", [uid])
+        """Reply "recovered" in each problem's thread and close it; (done, Slack's error).
+        Each reply is marked (`q:`) before it is posted; one marked by an earlier poll that
+        was cut short is first looked for in its thread."""
+        earlier = self.store.all_records("q")
+        fresh = {
+            s.uid: {"p": pid, "s": session_to_json(s)}
+            for pid, s in recoveries
+            if s.uid not in earlier
+        }
+        if fresh:
+            self.store.put_records("q", fresh)
             self.store.commit()
-            log.info("%s recovered (%s)", s.vm, receipt.ts)
-            done += 1
-        return done, ""
+        rows = {**earlier, **fresh}
+        ids = sorted({r["p"] for r in rows.values()})
+        problems = {k: Problem.from_json(v) for k, v in self.store.records("P", ids).items()}
+        done = 0
+        try:
+            for uid, row in rows.items():
+                problem = problems.get(row["p"])
+                if problem is None or not problem.is_open:
+                    self.store.drop_records("q", [uid])
+                    continue
+                s = session_from_json(row["s"])
+                seen = self._in_thread(problem.channel, problem.ts, {uid}) if uid in earlier else {}
+                try:
+                    receipt = seen.get(uid) or self.send(
+                        recovery_message(self.renderer, s, problem), now
+                    )
+                except NotifyError as exc:
+                    return done, str(exc)
+                problems[problem.id] = closed = recovered(problem, s)
+                self._staged_p[problem.id] = closed.to_json()
+                self._staged_u[problem.ts] = {"c": problem.channel}
+                self.store.drop_records("q", [uid])
+                log.info("%s recovered (%s)", s.vm, receipt.ts)
+                done += 1
+                if done % 500 == 0:
+                    self._write(wait=False)
+            return done, ""
+        finally:
+            self._write()
 
     # ------------------------------------------------------------------ updates
     def flush_updates(self) -> str:
@@ -203,7 +253,13 @@ class Lifecycle:
                 self.store.drop_records("u", [ts])  # a catch-up's thread tells the news
                 continue
             try:
-                self.notifier.update(mark["c"], ts, self._redrawn(record))
+                message = self._redrawn(record)
+            except Exception:  # a redraw must never stop a poll
+                log.exception("cannot redraw the alert %s; leaving it as it is", ts)
+                self.store.drop_records("u", [ts])
+                continue
+            try:
+                self.notifier.update(mark["c"], ts, message)
             except NotifyError as exc:
                 self.store.commit()
                 if exc.retryable:

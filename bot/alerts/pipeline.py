@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from markupsafe import Markup
+
 from bot.alerts.lifecycle import Lifecycle
 from bot.alerts.message import (
     CATCHUP_EVENT,
@@ -213,6 +215,35 @@ class Pipeline:
         except NotifyError as exc:
             result.slack_error = str(exc)
             carried = []
+        fresh, successes, held, high = self._fetch_all(now, late, result)
+        result.new = len(fresh)
+        if fresh:
+            self.store.mark_pending(fresh, self.channel, now, late=late)
+        if not result.slack_error:
+            everything = [*carried, *fresh, *held]
+            todo = plan(
+                self.life.em, everything, successes, self.life.problems_of(everything + successes)
+            )
+            todo.firsts, todo.recoveries, todo.folded = self._hold(todo, now, held, late)
+            chunks = group_sessions(todo.firsts)
+            status, into = self.life.folded_into(todo.firsts, todo.folded)
+            self._deliver(
+                chunks, now, result, {u.uid for u in carried}, late=late, folded=(status, into)
+            )
+            self._follow_up(todo, now, result)
+        pending = self.store.pending()
+        result.pending = len(pending)
+        result.retries = self.em.retries + self.slack_retries - retries_before
+        self._advance(high, pending, now)
+        self._remember(now, result)
+        self.store.commit()
+        return result
+
+    def _fetch_all(
+        self, now: datetime, late: dict[str, float], result: PollResult
+    ) -> tuple[list[TaskSession], list[TaskSession], list[TaskSession], dict[str, datetime | None]]:
+        """(new failures, successes, failures held back, latest end time per type). After
+        an EM error: nothing, and no checkpoint moves."""
         sweep = is_sweep_due(self.last_sweep, now, self.settings.poll.sweep_interval)
         fresh: list[TaskSession] = []
         successes: list[TaskSession] = []
@@ -229,29 +260,10 @@ class Pipeline:
                     successes += self._successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)
-            fresh, high, successes, held = [], {}, [], []
-        else:
-            if sweep:
-                self.last_sweep = now
-        result.new = len(fresh)
-        if fresh:
-            self.store.mark_pending(fresh, self.channel, now, late=late)
-        if not result.slack_error:
-            everything = [*carried, *fresh, *held]
-            todo = plan(
-                self.life.em, everything, successes, self.life.problems_of(everything + successes)
-            )
-            todo.firsts, todo.recoveries, todo.folded = self._hold(todo, now, held, late)
-            chunks = group_sessions(todo.firsts)
-            self._deliver(chunks, now, result, {u.uid for u in carried}, late)
-            self._follow_up(todo, now, result)
-        pending = self.store.pending()
-        result.pending = len(pending)
-        result.retries = self.em.retries + self.slack_retries - retries_before
-        self._advance(high, pending, now)
-        self._remember(now, result)
-        self.store.commit()
-        return result
+            return [], [], [], {}
+        if sweep:
+            self.last_sweep = now
+        return fresh, successes, held, high
 
     def _fetch(
         self, type_: str, now: datetime, sweep: bool, late: dict[str, float]
@@ -394,8 +406,11 @@ class Pipeline:
         now: datetime,
         result: PollResult,
         redelivered: set[str],
+        *,
         late: dict[str, float],
+        folded: tuple[dict[str, Markup], dict[str, list[TaskSession]]] = ({}, {}),
     ) -> None:
+        status, into = folded
         limit = self.settings.alerts.max_messages_per_poll
         if limit and len(chunks) > limit:
             self._deliver_catchup([s for c in chunks for s in c], now, result)
@@ -421,10 +436,15 @@ class Pipeline:
                     part_count=count_by_group[key],
                     decision=decision,
                     late_by=msg_late,
+                    status=status,
                 )
             except Exception:  # a template bug must not hold the alert back either
                 log.exception("cannot render the alert for %s; sending it bare", chunk[0].uid)
                 msg = bare_alert(chunk)
+            later = [f for s in chunk for f in into.get(s.uid, [])]
+            if later and msg.metadata:  # the failures folded into it are named too
+                names = [{"uid": f.uid, "vm": f.vm, "result": f.result} for f in later]
+                msg.metadata["event_payload"]["sessions"] += names
             try:
                 receipt = self._send(msg, now)
             except NotifyError as exc:
