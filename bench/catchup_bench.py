@@ -2,7 +2,10 @@
 into a fake Slack with no rate limit and pacing off. Reports announced sessions per second
 (announced / total wall time of the bot process) and the bot's peak RSS.
 
-    PYTHONPATH=. .venv/bin/python bench/catchup_bench.py [--runs R] [N ...]
+    PYTHONPATH=. .venv/bin/python bench/catchup_bench.py [--runs R] [--every-alert] [N ...]
+
+With --every-alert, [alerts] max_messages_per_poll = 0: every job session gets its own
+message, as before catch-up summaries (the default folds more than 20 into one message).
         (default: 5 runs each of 10000 and 100000)
 """
 
@@ -26,14 +29,14 @@ max_posts_per_second = 0
 """
 
 
-def catch_up(n: int) -> tuple[float, float, int]:
+def catch_up(n: int, config: str) -> tuple[float, float, int]:
     """One fresh bot catching up on N sessions: (announced per second, peak RSS MB, announced)."""
     em, em_url = start_emulator(n)
     slack, slack_url = start_fake_slack()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "bot.toml"
-            cfg.write_text(CONFIG)
+            cfg.write_text(config)
             env = bot_env(em_url, slack_url, Path(tmp) / "state.sqlite", cfg)
             code, out, wall, rss = run_measured([PY, "-m", "bot", "poll", "--once"], env)
             assert code == 0, (code, out)
@@ -50,12 +53,12 @@ def catch_up(n: int) -> tuple[float, float, int]:
         slack.terminate()
 
 
-def main(sizes: list[int], runs: int) -> None:
+def main(sizes: list[int], runs: int, config: str) -> None:
     """Several runs per size: timings on this VM drift by tens of percent between runs."""
     for n in sizes:
         rates, rss = [], []
         for _ in range(runs):
-            rate, peak, _announced = catch_up(n)
+            rate, peak, _announced = catch_up(n, config)
             rates.append(rate)
             rss.append(peak)
         target = "; target 2,000 at 100,000" if n >= 100_000 else ""
@@ -73,4 +76,8 @@ if __name__ == "__main__":
         i = args.index("--runs")
         runs = int(args[i + 1])
         del args[i : i + 2]
-    main([int(a) for a in args] or [10_000, 100_000], runs)
+    config = CONFIG
+    if "--every-alert" in args:
+        args.remove("--every-alert")
+        config += "max_messages_per_poll = 0\n"
+    main([int(a) for a in args] or [10_000, 100_000], runs, config)

@@ -13,6 +13,7 @@ SCRIPTS = [
     "catchup_bench.py",
     "steady_bench.py",
     "sweep_bench.py",
+    "problems_bench.py",
     "slash_bench.py",
     "digest_bench.py",
 ]

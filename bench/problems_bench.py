@@ -1,0 +1,82 @@
+"""Open problems: a poll with nothing new while the state file holds 10,000 open problems
+(each poll then also reads the Success sessions of its window, to close any of them).
+Reports the median time of `poll_once` in the running bot (EM logon kept).
+
+    .venv/bin/python bench/problems_bench.py [OPEN] [POLLS]     (default: 10000 200)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from time import perf_counter
+
+from common import start_emulator, start_fake_slack
+
+from bot.alerts.pipeline import Pipeline
+from bot.alerts.problems import Problem
+from bot.render import Renderer
+from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
+from bot.slack import Pacer, SlackNotifier, web_client
+from bot.store import Store
+from bot.veeam.client import EMClient
+
+
+def main(open_problems: int, polls: int) -> None:
+    now = datetime.now(UTC)
+    em_proc, em_url = start_emulator(20_000, "14d", 0.1, "--end-offset", "2h", "--recent", "500")
+    slack_proc, slack_url = start_fake_slack()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
+                poll=PollSettings(initial_lookback=timedelta(hours=1)),
+                alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
+                slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
+                state_path=str(Path(tmp) / "state.sqlite"),
+            )
+            store = Store(settings.state_path, now=now)
+            em = EMClient(settings.veeam)
+            notifier = SlackNotifier(web_client("xoxb-test-token", slack_url), Pacer(0, 1))
+            pipeline = Pipeline(settings, em, store, notifier, Renderer())
+            first = pipeline.poll_once(now)  # announces the last hour (and opens its problems)
+            base = now.timestamp() - 86400
+            ghosts = {
+                f'["{settings.veeam.name}", "ReplicaTaskSession", "Job {n % 300}", "vm-{n}"]': (
+                    Problem(
+                        f"p{n}", "open", f"u{n}", base, f"u{n}", base, "Failed", "Failed", 1,
+                        "C0ALERTS", f"{base:.6f}",
+                    ).to_json()
+                )
+                for n in range(open_problems)
+            }  # fmt: skip
+            store.put_records("P", ghosts)
+            store.commit()
+            opened = store.count_where("P", "state", "open")
+            times, queries = [], set()
+            for i in range(1, polls + 1):
+                before = em.requests
+                t = perf_counter()
+                r = pipeline.poll_once(now + timedelta(seconds=i))
+                times.append((perf_counter() - t) * 1000)
+                queries.add(em.requests - before)
+                assert r.new == 0 and r.announced == 0 and r.exit_code == 0, r
+            em.close()
+            store.close()
+    finally:
+        em_proc.terminate()
+        slack_proc.terminate()
+    print(
+        f"{opened:,} open problems ({first.announced} opened by the first poll): poll with "
+        f"nothing new median {statistics.median(times):.1f} ms (min {min(times):.1f}, p90 "
+        f"{statistics.quantiles(times, n=10)[-1]:.1f}) over {polls} polls; EM queries per "
+        f"poll: {sorted(queries)} (target < 200 ms)"
+    )
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    main(args[0] if args else 10_000, args[1] if len(args) > 1 else 200)
