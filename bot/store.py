@@ -334,6 +334,27 @@ class Store:
             self.commit()
         return count
 
+    def prune_lifecycle(self, before: datetime) -> int:
+        """Forget problems with no news since `before` (recovered, or a VM that stopped
+        failing and never succeeded: a later failure opens a new one) and the alerts they
+        were drawn in."""
+        cutoff = before.timestamp()
+        problems = (
+            f"FROM \"{TABLE}\" WHERE key >= 'P:' AND key < 'P;' AND COALESCE("
+            "json_extract(value, '$.recovered_at'), json_extract(value, '$.last_end')) < ?"
+        )
+        alerts = (
+            f"FROM \"{TABLE}\" WHERE key >= 'M:' AND key < 'M;' "
+            "AND CAST(substr(key, 3) AS REAL) < ?"
+        )
+        removed = 0
+        for where in (problems, alerts):
+            row = self._db.conn.select_one(f"SELECT COUNT(*) {where}", (cutoff,))
+            removed += int(row[0]) if row else 0
+            self._db.conn.execute(f"DELETE {where}", (cutoff,))
+        self.commit()
+        return removed
+
     def bulk_announced(self, uids: list[str], channel: str, ts: str, now: datetime) -> None:
         """Load many announced UIDs at once (benchmarks, imports)."""
         at = now.timestamp()

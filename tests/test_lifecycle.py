@@ -409,3 +409,18 @@ def test_max_messages_per_poll_0_posts_every_alert(
     finally:
         rig.close()
     assert len(slack.posted()) == 60 and catchups(slack) == []
+
+
+def test_retention_forgets_old_problems_and_their_alerts(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    job_run(em, now, [("db01", "Failed", "x")], ended_ago=40 * M)
+    job_run(em, now, [("db02", "Failed", "x")], job="Other", ended_ago=40 * M)
+    rig.pipeline.poll_once(now - 30 * M)
+    job_run(em, now, [("db01", "Success", "")], ended_ago=5 * M)
+    rig.pipeline.poll_once(now)
+    assert len(rig.store.all_records("P")) == 2 and len(rig.store.all_records("M")) == 2
+    rig.pipeline.prune(now + timedelta(days=13))
+    assert len(rig.store.all_records("P")) == 2
+    rig.pipeline.prune(now + timedelta(days=15))
+    assert rig.store.all_records("P") == {} and rig.store.all_records("M") == {}

@@ -595,6 +595,7 @@ class Pipeline:
         """Forget announced sessions past retention that no query window can return."""
         checkpoints = [self.store.checkpoint(t) for t in self.settings.veeam.session_types]
         removed = self.store.prune(prune_cutoff(now, self.settings, checkpoints))
+        self.store.prune_lifecycle(now - self.settings.alerts.retention)
         self.store.set_meta("last_prune", now.timestamp())
         self.store.commit()
         return removed
