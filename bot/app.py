@@ -16,7 +16,7 @@ from bot.alerts.pipeline import Pipeline
 from bot.console import format_message
 from bot.digest_run import DigestRunner
 from bot.errors import ConfigError
-from bot.render import Renderer
+from bot.render import Message, Renderer, section
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
 from bot.store import Store
@@ -125,9 +125,22 @@ def slash_surface(
     if settings.slack.socket_mode:
         check_app_token(client, settings.slack.app_token.value)
     app = bolt_app(settings, client)
-    deps = SlashDeps(settings, services.em, services.store, services.renderer, pool, utcnow)
+    deps = SlashDeps(
+        settings,
+        services.em,
+        services.store,
+        services.renderer,
+        pool,
+        utcnow,
+        announce=lambda line: _announce(services.notifier, settings.alerts.channel, line),
+    )
     register(app, deps)
     return Surface(settings, app, on_fatal=on_fatal)
+
+
+def _announce(notifier: Notifier, channel: str, line: str) -> None:
+    """One line of mrkdwn in the alert channel (mutes and unmutes are said there)."""
+    notifier.post(channel, Message(text=line, blocks=[section(line)]))
 
 
 def run_forever(settings: Settings) -> int:

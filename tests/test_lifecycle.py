@@ -424,3 +424,35 @@ def test_retention_forgets_old_problems_and_their_alerts(
     assert len(rig.store.all_records("P")) == 2
     rig.pipeline.prune(now + timedelta(days=15))
     assert rig.store.all_records("P") == {} and rig.store.all_records("M") == {}
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["vm:apache02", "for:4h", "patching"], ("vm", "apache02", "", 4, "patching")),
+        (
+            ["job:Replication Job 2", "server:vbr01", "for:1d"],
+            ("job", "Replication Job 2", "vbr01", 24, ""),
+        ),
+        (["for:30m", "vm:x", "a", "b"], ("vm", "x", "", 0.5, "a b")),
+    ],
+)
+def test_parse_mute(words: list[str], expected: tuple[str, str, str, float, str]) -> None:
+    from bot.alerts.mutes import parse_mute
+
+    m = parse_mute(words, "U1", T)
+    hours = (m.until - T.timestamp()) / 3600
+    assert (m.kind, m.name, m.server, hours, m.reason) == expected
+    assert m.by == "U1"
+
+
+def test_a_mute_covers_its_vm_or_job_until_it_expires() -> None:
+    from bot.alerts.mutes import Mute
+
+    m = Mute("m1", "vm", "VM1", "", (T + 60 * M).timestamp(), "", "U1", T.timestamp())
+    s = sess("u", "Failed", 0)  # vm1 in "Job" on "srv"
+    assert m.covers(s, T) and not m.covers(s, T + 60 * M)
+    assert not replace(m, server="other").covers(s, T)
+    assert replace(m, server="SRV").covers(s, T)
+    assert replace(m, kind="job", name="job").covers(s, T)
+    assert not replace(m, name="vm2").covers(s, T)

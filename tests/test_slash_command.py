@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ import pytest
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
-from bot.render import Renderer
+from bot.render import Message, Renderer, section
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
-from bot.slack import web_client
+from bot.slack import Pacer, SlackNotifier, web_client
 from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store import Store
 from bot.surface import Surface, bolt_app
@@ -29,6 +29,7 @@ from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack, signed_command
 
 SECRET = "test-signing-secret"
+M, H = timedelta(minutes=1), timedelta(hours=1)
 
 
 @dataclass
@@ -96,7 +97,17 @@ def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterat
     marker = request.node.get_closest_marker("pool")  # pool(workers, queue)
     pool = SlashPool(*(marker.args if marker else (4,)))
     app = bolt_app(settings, web_client(TOKEN, slack.url))
-    register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
+    notifier = SlackNotifier(web_client(TOKEN, slack.url), Pacer(0, 1))
+    deps = SlashDeps(
+        settings,
+        em,
+        store,
+        Renderer(),
+        pool,
+        lambda: datetime.now(UTC),
+        announce=lambda line: notifier.post("C0ALERTS", Message(line, [section(line)])),
+    )
+    register(app, deps)
     surface = Surface(settings, app, host="127.0.0.1")
     surface.start()
     yield Bot(f"http://127.0.0.1:{surface.port}/slack/events", emu, slack, store)
@@ -244,3 +255,70 @@ def test_a_full_queue_answers_busy_in_the_ack(bot: Bot) -> None:
     assert "match" in blocks_text(bot.answer("h1", timeout=30))
     assert "match" in blocks_text(bot.answer("h2", timeout=30))
     assert all(name != "h3" for name, _ in bot.slack.hooks)
+
+
+def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datetime) -> None:
+    """Muted: recorded, not announced, and said in the alert channel; unmuted or expired:
+    alerts resume."""
+    from bot.alerts.pipeline import Pipeline
+    from bot.settings import AlertSettings, Settings
+    from tests.conftest import veeam_settings
+    from tests.helpers import job_run
+
+    status, body, _ = bot.send("mute vm:APACHE02 for:4h patching <!channel> night", user="U0ALICE")
+    assert status == 200 and body == ""
+    answer = blocks_text(bot.answer())
+    assert answer.startswith("Muted vm APACHE02 until ") and "(id " in answer
+    mute_id = answer.split("(id ")[1].split(";")[0]
+    (said,) = bot.slack.posted("C0ALERTS")
+    assert said["text"].startswith("<@U0ALICE> muted vm APACHE02 until ")
+    assert said["text"].endswith(": patching &lt;!channel&gt; night")
+    _, listed, _ = bot.send("mutes", hook="h2")  # answered in the ack
+    assert mute_id in listed and "<@U0ALICE>" in listed
+
+    settings = Settings(
+        veeam=veeam_settings(bot.em),
+        alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
+        state_path=str(bot.store.path),
+    )
+    from bot.veeam.client import EMClient
+
+    em = EMClient(settings.veeam)
+    notifier = SlackNotifier(web_client(TOKEN, bot.slack.url), Pacer(0, 1))
+    pipeline = Pipeline(settings, em, bot.store, notifier, Renderer(), retries=0)
+    try:
+        pipeline.poll_once(now)  # what the emulator held before: announced as usual
+        before = len(bot.slack.posted("C0ALERTS"))
+        (muted,) = job_run(bot.em, now, [("apache02", "Failed", "x")], job="J1", ended_ago=0 * M)
+        r = pipeline.poll_once(now + M)
+        assert r.announced == 0 and len(bot.slack.posted("C0ALERTS")) == before
+        assert bot.store.known([muted.uid])[0] == {muted.uid}  # recorded, never announced later
+        job_run(bot.em, now, [("apache02", "Failed", "y")], job="J2", ended_ago=-5 * H)
+        assert pipeline.poll_once(now + 5 * H + M).announced == 1  # the mute expired
+        bot.send(f"unmute {mute_id}", hook="h3", user="U0BOB")
+        assert blocks_text(bot.answer("h3")).startswith("Unmuted vm APACHE02")
+        assert bot.slack.posted("C0ALERTS")[-1]["text"].startswith("<@U0BOB> unmuted vm APACHE02")
+    finally:
+        em.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("mute for:4h", "say what to mute"),
+        ("mute vm:x", "say for how long"),
+        ("mute vm:x for:soon", "for:soon is not a duration"),
+        ("mute vm:x for:90d", "at most 30 days"),
+        ("unmute", "say which mute"),
+    ],
+)
+def test_a_bad_mute_is_answered_in_the_ack(bot: Bot, text: str, error: str) -> None:
+    status, body, _ = bot.send(text)
+    assert status == 200 and error in body and "usage: /veeam mute" in body
+    assert bot.slack.posted("C0ALERTS") == []
+
+
+def test_mute_from_a_disallowed_user_is_refused(bot: Bot) -> None:
+    status, body, _ = bot.send("mute vm:x for:1h", channel="C0ELSEWHERE")
+    assert status == 200 and "not enabled for you" in body
+    assert bot.slack.posted("C0ALERTS") == [] and bot.store.all_records("x") == {}

@@ -25,6 +25,7 @@ from bot.alerts.message import (
     minimal_message,
     plain_message,
 )
+from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.problems import Plan, hold, plan
 from bot.errors import NotifyError, SourceError
 from bot.models import TaskSession, iso_z
@@ -220,7 +221,7 @@ class Pipeline:
         if fresh:
             self.store.mark_pending(fresh, self.channel, now, late=late)
         if not result.slack_error:
-            everything = [*carried, *fresh, *held]
+            everything = self._unmuted([*carried, *fresh, *held], now)
             todo = plan(
                 self.life.em, everything, successes, self.life.problems_of(everything + successes)
             )
@@ -303,6 +304,18 @@ class Pipeline:
                     rough_duration(seconds),
                 )
         return out, fetched, top
+
+    def _unmuted(self, sessions: list[TaskSession], now: datetime) -> list[TaskSession]:
+        """Leave out what an active mute covers: recorded, not announced."""
+        mutes = MuteBook(self.store).active(now)
+        quiet = [s for s in sessions if mutes and muted_by(mutes, s, now)]
+        if not quiet:
+            return sessions
+        log.info("%d failure(s) muted", len(quiet))
+        self.store.record_silently(quiet, now, "muted")
+        self.store.commit()
+        skip = {s.uid for s in quiet}
+        return [s for s in sessions if s.uid not in skip]
 
     def _held(self) -> list[TaskSession]:
         """Failures held back by `[alerts] hold_for_retries`, waiting for a retry."""

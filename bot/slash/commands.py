@@ -16,9 +16,10 @@ from typing import Any
 from slack_bolt import App
 
 from bot import __version__
+from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
 from bot.errors import BotError, QueryError
 from bot.models import SESSION_TYPES
-from bot.render import Renderer
+from bot.render import Renderer, section, slack_escape
 from bot.settings import Settings
 from bot.slash.answers import (
     Reply,
@@ -94,6 +95,8 @@ class SlashDeps:
     renderer: Renderer
     pool: SlashPool
     clock: Callable[[], datetime]
+    # Posts one line of mrkdwn to the alert channel (mutes are said there); None: nowhere.
+    announce: Callable[[str], None] | None = None
 
 
 def unescape_slack(text: str) -> str:
@@ -125,7 +128,7 @@ def register(app: App, deps: SlashDeps) -> None:
             return
         now = deps.clock()
         try:
-            job = prepare(text, deps, now)
+            job = prepare(text, deps, now, user=command.get("user_id", ""))
         except QueryError as exc:
             ack(**usage_error(str(exc)).payload())
             return
@@ -142,12 +145,21 @@ def register(app: App, deps: SlashDeps) -> None:
 Work = Callable[[], Reply]
 
 
-def prepare(text: str, deps: SlashDeps, now: datetime) -> Reply | Work:
+def prepare(text: str, deps: SlashDeps, now: datetime, *, user: str = "") -> Reply | Work:
     """Validate the words at once (so a bad word is answered in the ack) and return either an
     immediate reply or the work to run in the pool."""
     words = tokenize(text)
     head = words[0].lower() if words else ""
     share = "share" in (w.lower() for w in words[1:]) if head in ("session", "status") else False
+    if head == "mute":
+        mute = parse_mute(words[1:], user, now)
+        return lambda: mute_reply(deps, mute)
+    if head == "unmute":
+        if len(words) != 2:
+            raise QueryError(f"say which mute: /veeam unmute <id> (see /veeam mutes)\n{USAGE}")
+        return lambda: unmute_reply(deps, words[1], user)
+    if head == "mutes":
+        return mutes_reply(MuteBook(deps.store).active(now))
     if head == "help":
         return help_reply(deps.renderer)
     if head == "status":
@@ -214,3 +226,38 @@ def status(deps: SlashDeps, now: datetime) -> Status:
         pending=len(deps.store.pending()),
         version=__version__,
     )
+
+
+def _say(deps: SlashDeps, line: str) -> None:
+    if deps.announce is None:
+        return
+    try:
+        deps.announce(line)
+    except BotError as exc:
+        log.warning("could not say in the alert channel: %s (%s)", line, exc)
+
+
+def mute_reply(deps: SlashDeps, mute: Mute) -> Reply:
+    MuteBook(deps.store).add(mute)
+    _say(deps, f"{_who(mute.by)} muted {slack_escape(mute.line())}")
+    return plain(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")
+
+
+def unmute_reply(deps: SlashDeps, mute_id: str, user: str) -> Reply:
+    mute = MuteBook(deps.store).remove(mute_id)
+    if mute is None:
+        return plain(f"There is no mute {mute_id}; /veeam mutes lists them.")
+    _say(deps, f"{_who(user)} unmuted {slack_escape(mute.line())}")
+    return plain(f"Unmuted {mute.line()}.")
+
+
+def mutes_reply(mutes: list[Mute]) -> Reply:
+    if not mutes:
+        return plain("No mutes are active.")
+    lines = [slack_escape(f"• {m.id}: {m.line()}") + f" (by {_who(m.by)})" for m in mutes[:40]]
+    return Reply(f"{len(mutes)} active mute(s)", [section("\n".join(lines))])
+
+
+def _who(user: str) -> str:
+    """A mention of a Slack user ID (only IDs, never text, become mentions)."""
+    return f"<@{user}>" if re.fullmatch(r"[UW][A-Z0-9]{2,}", user) else "someone"
