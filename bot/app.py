@@ -98,6 +98,13 @@ class Services:
         else:
             log.info("poll: %s", line)
 
+    def redraw(self) -> None:
+        """Redraw the alerts marked for it (an acknowledgement), between polls."""
+        with self._lock:
+            error = self.pipeline.life.flush_updates()
+        if error:
+            log.warning("could not redraw an alert: %s", error)
+
     def prune(self, now: datetime) -> None:
         with self._lock:
             removed = self.pipeline.prune(now)
@@ -117,6 +124,7 @@ def slash_surface(
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
     # Imported here: `poll --once` and `digest` start faster without Bolt and the scheduler.
     from bot.schedule import utcnow
+    from bot.slash.buttons import register_buttons
     from bot.slash.commands import SlashDeps, register
     from bot.surface import Surface, bolt_app, check_app_token, check_token
 
@@ -133,8 +141,10 @@ def slash_surface(
         pool,
         utcnow,
         announce=lambda line: _announce(services.notifier, settings.alerts.channel, line),
+        redraw=services.redraw,
     )
     register(app, deps)
+    register_buttons(app, deps)
     return Surface(settings, app, on_fatal=on_fatal)
 
 

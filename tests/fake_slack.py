@@ -312,6 +312,20 @@ def signed_command(
     return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
 
 
+def signed_action(url: str, secret: str, payload: dict[str, Any]) -> urllib.request.Request:
+    """An interactivity request (a button click) as Slack sends it: `payload=<JSON>`,
+    form-encoded and signed."""
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    ts = str(int(time.time()))
+    sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+    }
+    return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
+
+
 def _json_field(value: Any) -> Any:
     if isinstance(value, str):
         return json.loads(value)

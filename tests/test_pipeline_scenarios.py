@@ -12,7 +12,7 @@ import pytest
 from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.render import limit_problems
-from tests.fake_slack import FakeSlack
+from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import Rig, job_run, settings_for
 
 
@@ -32,10 +32,7 @@ def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterat
 
 def all_text(message: dict) -> str:
     parts = [message["text"]]
-    for b in message["blocks"] + [b for a in message["attachments"] for b in a["blocks"]]:
-        if "text" in b:
-            parts.append(b["text"]["text"])
-        parts += [e.get("text", "") for e in b.get("elements", [])]
+    parts += _texts(message["blocks"]) + _texts(message["attachments"])
     return "\n".join(parts)
 
 

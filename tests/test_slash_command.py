@@ -3,12 +3,13 @@ emulator as EM and the fake Slack's response_url."""
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from bot.emulator.server import Emulator
 from bot.render import Message, Renderer, section
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
 from bot.slack import Pacer, SlackNotifier, web_client
+from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store import Store
 from bot.surface import Surface, bolt_app
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
-from tests.fake_slack import TOKEN, FakeSlack, signed_command
+from tests.fake_slack import TOKEN, FakeSlack, _texts, signed_action, signed_command
 
 SECRET = "test-signing-secret"
 M, H = timedelta(minutes=1), timedelta(hours=1)
@@ -38,6 +40,7 @@ class Bot:
     em: Emulator
     slack: FakeSlack
     store: Store
+    deps: SlashDeps
 
     def send(
         self,
@@ -108,9 +111,10 @@ def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterat
         announce=lambda line: notifier.post("C0ALERTS", Message(line, [section(line)])),
     )
     register(app, deps)
+    register_buttons(app, deps)
     surface = Surface(settings, app, host="127.0.0.1")
     surface.start()
-    yield Bot(f"http://127.0.0.1:{surface.port}/slack/events", emu, slack, store)
+    yield Bot(f"http://127.0.0.1:{surface.port}/slack/events", emu, slack, store, deps)
     surface.stop()
     pool.shutdown(wait=True)
     em.close()
@@ -322,3 +326,127 @@ def test_mute_from_a_disallowed_user_is_refused(bot: Bot) -> None:
     status, body, _ = bot.send("mute vm:x for:1h", channel="C0ELSEWHERE")
     assert status == 200 and "not enabled for you" in body
     assert bot.slack.posted("C0ALERTS") == [] and bot.store.all_records("x") == {}
+
+
+def pipeline_for(bot: Bot) -> tuple[Any, Any]:
+    """The real pipeline on the slash bot's own state file and EM (one store per file)."""
+    from bot.alerts.pipeline import Pipeline
+    from bot.veeam.client import EMClient
+
+    settings = Settings(
+        veeam=veeam_settings(bot.em),
+        alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
+        state_path=str(bot.store.path),
+    )
+    em = EMClient(settings.veeam)
+    notifier = SlackNotifier(web_client(TOKEN, bot.slack.url), Pacer(0, 1))
+    pipeline = Pipeline(settings, em, bot.store, notifier, Renderer(), retries=0)
+
+    def redraw() -> None:
+        pipeline.life.flush_updates()
+
+    bot.deps.redraw = redraw
+    pipeline.poll_once(datetime.now(UTC))  # the emulator's history: out of the way
+    return pipeline, em
+
+
+def click(bot: Bot, message: dict[str, Any], action: str, *, user: str, hook: str) -> int:
+    button = next(
+        e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+        if e["action_id"] == action
+    )  # fmt: skip
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user, "username": user.lower()},
+        "api_app_id": "A1",
+        "channel": {"id": "C0ALERTS", "name": "veeam-alerts"},
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": "C0ALERTS"},
+        "message": message,
+        "response_url": bot.slack.hook_base + hook,
+        "trigger_id": "1.2.3",
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": "veeam_buttons",
+                "type": "button",
+                "value": button["value"],
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    req = signed_action(bot.url, SECRET, payload)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return int(resp.status)
+
+
+def test_acknowledge_updates_the_alert_once_and_reports_a_second_click(
+    bot: Bot, now: datetime
+) -> None:
+    from tests.helpers import job_run
+
+    pipeline, em = pipeline_for(bot)
+    try:
+        job_run(bot.em, now, [("sql01", "Failed", "x")], job="Ack Job", ended_ago=-M)
+        pipeline.poll_once(now + 2 * M)
+        # as Bob's Slack still shows it when he clicks, after Alice
+        alert = json.loads(json.dumps(bot.slack.posted("C0ALERTS")[-1]))
+        assert click(bot, alert, "veeam_ack", user="U0ALICE", hook="a1") == 200
+        assert "Acknowledged" in bot.answer("a1")["text"]
+        updated = bot.slack.posted("C0ALERTS")[-1]
+        texts = "\n".join(_texts(updated["blocks"]))
+        assert ":eyes: acknowledged by <@U0ALICE> at <!date^" in texts
+        assert "Acknowledge" not in texts  # the button acted once
+        assert len(bot.slack.updates) == 1
+        click(bot, alert, "veeam_ack", user="U0BOB", hook="a2")
+        assert bot.answer("a2")["text"].startswith("Already acknowledged by <@U0ALICE> at ")
+        assert len(bot.slack.updates) == 1
+        # The acknowledgement survives the alert's later redraws (a repeat here).
+        job_run(bot.em, now, [("sql01", "Failed", "y")], job="Ack Job", ended_ago=-3 * M)
+        pipeline.poll_once(now + 4 * M)
+        assert ":eyes: acknowledged by <@U0ALICE>" in "\n".join(
+            _texts(bot.slack.posted("C0ALERTS")[-1]["blocks"])
+        )
+    finally:
+        em.close()
+
+
+def test_the_mute_vm_button_holds_that_vms_alerts_back(bot: Bot, now: datetime) -> None:
+    from tests.helpers import job_run
+
+    pipeline, em = pipeline_for(bot)
+    try:
+        job_run(bot.em, now, [("web07", "Failed", "x")], job="Btn Job", ended_ago=-M)
+        pipeline.poll_once(now + 2 * M)
+        alert = bot.slack.posted("C0ALERTS")[-1]
+        click(bot, alert, "veeam_mute_vm", user="U0ALICE", hook="m1")
+        assert bot.answer("m1")["text"].startswith("Muted vm web07 on enterprise06")
+        said = bot.slack.posted("C0ALERTS")[-1]["text"]
+        assert said.startswith("<@U0ALICE> muted vm web07")
+        click(bot, alert, "veeam_mute_vm", user="U0BOB", hook="m2")
+        assert bot.answer("m2")["text"].startswith("Already muted: vm web07")
+        posts = len(bot.slack.posted("C0ALERTS"))
+        job_run(bot.em, now, [("web07", "Failed", "y")], job="Other Job", ended_ago=-3 * M)
+        assert pipeline.poll_once(now + 4 * M).announced == 0
+        assert len(bot.slack.posted("C0ALERTS")) == posts
+    finally:
+        em.close()
+
+
+def test_buttons_from_a_disallowed_user_are_refused(bot: Bot, now: datetime) -> None:
+    from tests.helpers import job_run
+
+    bot.deps.settings = replace(
+        bot.deps.settings, slash=SlashSettings(allowed_channels=(), allowed_users=("U0ALICE",))
+    )
+    pipeline, em = pipeline_for(bot)
+    try:
+        job_run(bot.em, now, [("web08", "Failed", "x")], job="Deny Job", ended_ago=-M)
+        pipeline.poll_once(now + 2 * M)
+        alert = bot.slack.posted("C0ALERTS")[-1]
+        for action, hook in (("veeam_ack", "d1"), ("veeam_mute_job", "d2")):
+            click(bot, alert, action, user="U0MALLORY", hook=hook)
+            assert "not enabled for you" in bot.answer(hook)["text"]
+        assert bot.slack.updates == [] and bot.store.all_records("x") == {}
+    finally:
+        em.close()

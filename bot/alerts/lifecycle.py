@@ -287,6 +287,7 @@ class Lifecycle:
             late_by=record.get("late_by"),
             status=status,
             recovered=closed == len(sessions),
+            acked=(record["ack"]["by"], record["ack"]["at"]) if record.get("ack") else None,
         )
         if record.get("f") and message.metadata:
             message.metadata["event_payload"]["sessions"] += record["f"]

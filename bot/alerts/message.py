@@ -6,6 +6,8 @@ alert, its smaller forms for when Slack refuses the content, and its metadata.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +77,7 @@ def alert_message(
     late_by: float | None = None,
     status: dict[str, Markup] | None = None,
     recovered: bool = False,
+    acked: tuple[str, float] | None = None,
 ) -> Message:
     """One alert message for sessions of one job session (at most 40). `status` (UID →
     a line of mrkdwn) tells what became of each VM's problem since, and `recovered` that
@@ -103,7 +106,8 @@ def alert_message(
     details = section(r.text("alert_details.md.j2", view))
     foot = context(r.text("alert_context.md.j2", view))
     fallback = r.fitted("alert_fallback.md.j2", view, view["reason"], 1000)
-    fixed = sum(len(t) for t in texts_of([*head, details, foot])) + 2 * len(fallback)
+    buttons = _buttons(sessions, acked)
+    fixed = sum(len(t) for t in texts_of([*head, *buttons, details, foot])) + 2 * len(fallback)
     room = TEXT_BUDGET - fixed
     if len(sessions) == 1:
         reason = r.fitted("alert_reason.md.j2", view, view["reason"], min(MAX_SECTION, room))
@@ -112,7 +116,7 @@ def alert_message(
         vms = _vm_sections(r, sessions, first_view, room, status)
     return Message(
         text=fallback,
-        blocks=head,
+        blocks=[*head, *buttons],
         attachments=[
             {
                 "color": COLOUR["Success"] if recovered else COLOUR.get(result, "#888888"),
@@ -123,6 +127,42 @@ def alert_message(
         metadata=_metadata(sessions),
         sessions=list(sessions),
     )
+
+
+def _buttons(sessions: list[TaskSession], acked: tuple[str, float] | None) -> list[dict[str, Any]]:
+    """Acknowledge, Mute VM 24h (one-VM alerts) and Mute job 24h; once acknowledged, who
+    and when instead of the first button."""
+    first = sessions[0]
+    elements = []
+    if acked is None:
+        elements.append(_button("Acknowledge", "veeam_ack", {}, style="primary"))
+    if len(sessions) == 1:
+        elements.append(
+            _button("Mute VM 24h", "veeam_mute_vm", {"vm": first.vm, "server": first.server})
+        )
+    elements.append(
+        _button("Mute job 24h", "veeam_mute_job", {"job": first.job, "server": first.server})
+    )
+    out: list[dict[str, Any]] = [
+        {"type": "actions", "block_id": "veeam_buttons", "elements": elements}
+    ]
+    if acked is not None:
+        by, at = acked
+        who = f"<@{by}>" if re.fullmatch(r"[UW][A-Z0-9]{2,}", by) else "someone"
+        out.append(context(f":eyes: acknowledged by {who} at {slack_date(_at(at))}"))
+    return out
+
+
+def _button(label: str, action: str, value: dict[str, str], style: str = "") -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action,
+        "value": json.dumps(value, ensure_ascii=False)[:2000],
+    }
+    if style:
+        button["style"] = style
+    return button
 
 
 def _vm_sections(

@@ -97,6 +97,8 @@ class SlashDeps:
     clock: Callable[[], datetime]
     # Posts one line of mrkdwn to the alert channel (mutes are said there); None: nowhere.
     announce: Callable[[str], None] | None = None
+    # Redraws the alerts marked for it (after an acknowledgement); None: the next poll does.
+    redraw: Callable[[], None] | None = None
 
 
 def unescape_slack(text: str) -> str:

@@ -1,0 +1,100 @@
+"""The buttons on each alert: Acknowledge, Mute VM 24h, Mute job 24h (Bolt block_actions,
+in HTTP and Socket Mode alike). The allow-lists of `/veeam` apply; each button acts once,
+and a second click says who already did it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_bolt import App
+
+from bot.alerts.mutes import Mute, MuteBook
+from bot.render import slack_date, slack_escape
+from bot.slash.commands import Respond, SlashDeps, _say, _who, allowed
+
+log = logging.getLogger(__name__)
+ACK, MUTE_VM, MUTE_JOB = "veeam_ack", "veeam_mute_vm", "veeam_mute_job"
+BUTTON_MUTE = timedelta(hours=24)
+
+
+def register_buttons(app: App, deps: SlashDeps) -> None:
+    """Attach the alert buttons to a Bolt app."""
+
+    def handler(kind: str) -> Callable[..., None]:
+        def act(ack: Callable[..., None], body: dict[str, Any], respond: Respond) -> None:
+            ack()
+            user = (body.get("user") or {}).get("id", "")
+            channel = (body.get("channel") or {}).get("id", "")
+            if not allowed(deps.settings, channel, user):
+                respond(
+                    text="Sorry, the alert buttons are not enabled for you.",
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
+                return
+            action = (body.get("actions") or [{}])[0]
+            try:
+                value = json.loads(action.get("value") or "{}")
+            except ValueError:
+                value = {}
+            now = deps.clock()
+            message = body.get("message") or {}
+            if kind == ACK:
+                text = acknowledge(deps, channel, str(message.get("ts", "")), user, now)
+            else:
+                text = mute_button(deps, kind, value, user, now)
+            respond(text=text, response_type="ephemeral", replace_original=False)
+
+        return act
+
+    for kind in (ACK, MUTE_VM, MUTE_JOB):
+        app.action(kind)(handler(kind))
+
+
+def acknowledge(deps: SlashDeps, channel: str, ts: str, user: str, now: datetime) -> str:
+    """Record who is on it and redraw the alert with it, once."""
+    record = deps.store.records("M", [ts]).get(ts)
+    if record is None:
+        return "This alert is no longer in the bot's state; nothing to acknowledge."
+    if record.get("ack"):
+        by, at = record["ack"]["by"], record["ack"]["at"]
+        return f"Already acknowledged by {_who(by)} at {slack_date(_utc(at))}."
+    record["ack"] = {"by": user, "at": now.timestamp()}
+    deps.store.put_records("M", {ts: record})
+    deps.store.put_records("u", {ts: {"c": record.get("c") or channel}})
+    deps.store.commit()
+    if deps.redraw is not None:
+        deps.redraw()
+    return "Acknowledged: the alert now shows that you are on it."
+
+
+def mute_button(deps: SlashDeps, kind: str, value: dict[str, Any], user: str, now: datetime) -> str:
+    what = "vm" if kind == MUTE_VM else "job"
+    name = str(value.get(what) or "")
+    server = str(value.get("server") or "")
+    if not name:
+        return "This alert names nothing to mute."
+    book = MuteBook(deps.store)
+    for m in book.active(now):
+        if (m.kind, m.name.casefold(), m.server.casefold()) == (
+            what,
+            name.casefold(),
+            server.casefold(),
+        ):
+            return slack_escape(f"Already muted: {m.line()}") + f", by {_who(m.by)}."
+    mute = Mute(
+        secrets.token_hex(3), what, name, server,
+        (now + BUTTON_MUTE).timestamp(), "from the alert's button", user, now.timestamp(),
+    )  # fmt: skip
+    book.add(mute)
+    _say(deps, f"{_who(user)} muted {slack_escape(mute.line())}")
+    return slack_escape(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
