@@ -7,6 +7,8 @@ VM and per job, never per session, so a window of any size streams through.
 from __future__ import annotations
 
 import heapq
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -14,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
+from bot.alerts.mutes import Mute
+from bot.alerts.problems import Problem
 from bot.models import TaskSession
 from bot.render import (
     EMOJI,
@@ -112,8 +116,75 @@ def _local_label(start: datetime, end: datetime, zone: str) -> str:
     return f"{a:%d %b %H:%M} → {b:%d %b %H:%M} {b:%Z}"
 
 
+@dataclass
+class ProblemDigest:
+    """The problems side of the digest: what is open, what recovered, what is muted."""
+
+    open: list[Problem] = field(default_factory=list)
+    recovered: list[Problem] = field(default_factory=list)  # in the window
+    mutes: list[Mute] = field(default_factory=list)
+
+
+def problem_digest(
+    problems: list[Problem], mutes: list[Mute], start: datetime, end: datetime
+) -> ProblemDigest:
+    """Open problems (longest open first), those recovered in [start, end), active mutes."""
+    lo, hi = start.timestamp(), end.timestamp()
+    return ProblemDigest(
+        open=sorted((p for p in problems if p.is_open), key=lambda p: p.opened),
+        recovered=sorted(
+            (p for p in problems if not p.is_open and lo <= (p.recovered_at or 0) < hi),
+            key=lambda p: p.recovered_at or 0,
+        ),
+        mutes=mutes,
+    )
+
+
+def _who(p: Problem) -> tuple[str, str]:
+    """(vm, job) of a problem, from its identity."""
+    try:
+        _em, _type, job, vm = json.loads(p.id)
+    except (ValueError, TypeError):
+        return p.id, ""
+    return str(vm), str(job)
+
+
+def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str, Any]:
+    def row(p: Problem) -> dict[str, Any]:
+        vm, job = _who(p)
+        return {"vm": vm, "job": job, "count": p.count}
+
+    return {
+        "open_count": len(d.open),
+        "open": [
+            {**row(p), "age": human_duration(end.timestamp() - p.opened)} for p in d.open[:rows]
+        ],
+        "open_more": max(0, len(d.open) - rows),
+        "recovered_count": len(d.recovered),
+        "recovered": [
+            {**row(p), "took": human_duration((p.recovered_at or p.opened) - p.opened)}
+            for p in d.recovered[:10]
+        ],
+        "mutes": [
+            {
+                "kind": m.kind,
+                "name": m.name,
+                "server": m.server,
+                "until": slack_date(datetime.fromtimestamp(m.until, UTC)),
+                "by": Markup(f"<@{m.by}>") if re.fullmatch(r"[UW][A-Z0-9]{2,}", m.by) else "?",
+                "reason": m.reason,
+            }
+            for m in d.mutes[:15]
+        ],
+    }
+
+
 def digest_message(
-    r: Renderer, summary: Summary, previous: dict[str, int] | None, zone: str
+    r: Renderer,
+    summary: Summary,
+    previous: dict[str, int] | None,
+    zone: str,
+    problems: ProblemDigest | None = None,
 ) -> Message:
     c = summary.counts
     failing = summary.still_failing()
@@ -137,6 +208,10 @@ def digest_message(
         ),
         section(r.text("digest_counts.md.j2", counts_view)),
     ]
+    if problems is not None:
+        blocks.append(
+            section(r.text("digest_problems.md.j2", _problems_view(problems, summary.end)))
+        )
     tail = [
         context(
             r.text(

@@ -6,12 +6,15 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
+from bot.alerts.mutes import MuteBook
+from bot.alerts.problems import Problem
 from bot.digest import (
     DIGEST_EVENT,
     Summary,
     digest_message,
     digest_window,
     due,
+    problem_digest,
     unavailable_message,
     window_filter,
 )
@@ -51,7 +54,15 @@ class DigestRunner:
         """The digest for [start, end), compared with [previous_start, start)."""
         current = self._stream(Summary(start, end))
         previous = self._stream(Summary(previous_start, start)).counts
-        return digest_message(self.renderer, current, previous, self.settings.digest.timezone)
+        problems = [Problem.from_json(v) for v in self.store.all_records("P").values()]
+        mutes = MuteBook(self.store).active(end)
+        return digest_message(
+            self.renderer,
+            current,
+            previous,
+            self.settings.digest.timezone,
+            problem_digest(problems, mutes, start, end),
+        )
 
     def post(self, message: Message) -> Receipt:
         return self.notifier.post(self._channel(), message)

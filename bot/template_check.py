@@ -22,8 +22,9 @@ from bot.alerts.message import (
     recovery_message,
     repeat_message,
 )
+from bot.alerts.mutes import Mute
 from bot.alerts.problems import Problem, identity, opened_by, recovered
-from bot.digest import Summary, digest_message, unavailable_message
+from bot.digest import ProblemDigest, Summary, digest_message, unavailable_message
 from bot.errors import ConfigError
 from bot.models import TaskSession
 from bot.render import Renderer
@@ -82,6 +83,14 @@ def _statuses(group: list[TaskSession]) -> dict[str, Markup]:
     return out
 
 
+def _problem_digest() -> ProblemDigest:
+    group = sample_sessions()["hostile names"] + sample_sessions()["a 40-VM group"][:3]
+    problems = [_problem(s) for s in group]
+    problems[-1] = recovered(problems[-1], group[-1])
+    mute = Mute("m1", "vm", HOSTILE, HOSTILE, SAMPLE_TIME.timestamp(), HOSTILE, "U1", 0.0)
+    return ProblemDigest(problems[:-1], problems[-1:], [mute, replace(mute, by="x", reason="")])
+
+
 def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
     samples = sample_sessions()
     everyone = [s for group in samples.values() for s in group]
@@ -123,7 +132,9 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
         ("/veeam status before a poll", lambda: status_reply(r, Status(None, "", "?", 0, 0, "0"))),
         (
             "the digest",
-            lambda: digest_message(r, summary, {"Success": 1, "Warning": 0, "Failed": 9}, "UTC"),
+            lambda: digest_message(
+                r, summary, {"Success": 1, "Warning": 0, "Failed": 9}, "UTC", _problem_digest()
+            ),
         ),
         (
             "an empty digest",

@@ -456,3 +456,26 @@ def test_a_mute_covers_its_vm_or_job_until_it_expires() -> None:
     assert replace(m, server="SRV").covers(s, T)
     assert replace(m, kind="job", name="job").covers(s, T)
     assert not replace(m, name="vm2").covers(s, T)
+
+
+def test_the_digest_lists_open_recovered_and_muted_problems(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    from bot.alerts.mutes import MuteBook, parse_mute
+
+    job_run(em, now, [("db01", "Failed", "x"), ("db02", "Failed", "y")], ended_ago=3 * 60 * M)
+    rig.pipeline.poll_once(now - 170 * M)
+    job_run(em, now, [("db02", "Success", "")], ended_ago=20 * M)
+    rig.pipeline.poll_once(now - 10 * M)
+    MuteBook(rig.store).add(parse_mute(["vm:web09", "for:4h", "patching"], "U0ALICE", now))
+    digest = DigestRunner(
+        rig.settings, rig.em, rig.store, rig.notifier, rig.pipeline.renderer
+    ).build(now, timedelta(hours=24))
+    text = "\n".join(_texts(digest.blocks))
+    assert "*Open problems: 1*" in text
+    assert "• *db01* (Replication Job 2) · open 3h 00m · 1 failure" in text
+    assert (
+        "*Recovered in this window: 1*" in text
+        and "• *db02* (Replication Job 2) after 2h 40m" in text
+    )
+    assert "• vm *web09* until <!date^" in text and "by <@U0ALICE>: patching" in text
