@@ -137,6 +137,16 @@ def test_sigkill_at_random_moments_never_loses_or_doubles(
     counts = Counter(slack.announced_uids())
     assert set(counts) == expected_uids(em)
     assert [uid for uid, n in counts.items() if n != 1] == []
+    # The kills also hit thread replies (repeats, recoveries) and alert updates: none of
+    # those is doubled either.
+    replies = [m for thread in slack.replies.values() for m in thread]
+    recoveries = Counter(
+        m["metadata"]["event_payload"]["uid"]
+        for m in replies
+        if (m.get("metadata") or {}).get("event_type") == "veeam_recovery"
+    )
+    assert replies and recoveries and slack.updates
+    assert [uid for uid, n in recoveries.items() if n != 1] == []
 
 
 def test_run_polls_at_start_and_stops_on_sigterm(
