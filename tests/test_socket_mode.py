@@ -21,6 +21,7 @@ from bot.emulator.server import Emulator
 from bot.render import Renderer
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.slack import web_client
+from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store import Store
 from bot.surface import Surface, bolt_app
@@ -105,7 +106,9 @@ def socket_bot(tmp_path: Path, now: datetime) -> Iterator[tuple[FakeSocket, Fake
         SlashPool(2),
     )
     app = bolt_app(settings, web_client(TOKEN, slack.url))
-    register(app, SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC)))
+    deps = SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC))
+    register(app, deps)
+    register_buttons(app, deps)
     surface = Surface(settings, app)
     surface.start()
     yield sock, slack, surface
@@ -184,3 +187,45 @@ def test_an_app_token_revoked_while_running_stops_the_bot(tmp_path: Path, now: d
         "(xapp-…) with the connections:write scope"
     ]
     assert len(slack.method_calls("apps.connections.open")) == 1
+
+
+def test_alert_buttons_over_socket_mode(socket_bot: tuple[FakeSocket, FakeSlack, Surface]) -> None:
+    """A button click arrives as an `interactive` envelope: acked over the socket, answered
+    on response_url, acting like in HTTP mode."""
+    sock, slack, _surface = socket_bot
+    assert sock.connected.wait(10)
+    value = json.dumps({"job": "Replication Job 2", "server": "enterprise06.tech.local"})
+    sock.push(
+        {
+            "envelope_id": "env-b1",
+            "type": "interactive",
+            "accepts_response_payload": False,
+            "payload": {
+                "type": "block_actions",
+                "team": {"id": "T1"},
+                "user": {"id": "U0ALICE"},
+                "api_app_id": "A1",
+                "channel": {"id": "C0ALERTS"},
+                "container": {"type": "message", "message_ts": "1.000001"},
+                "message": {"ts": "1.000001", "text": "alert", "blocks": []},
+                "response_url": slack.hook_base + "btn1",
+                "trigger_id": "1.2.3",
+                "actions": [
+                    {
+                        "action_id": "veeam_mute_job",
+                        "block_id": "veeam_buttons",
+                        "type": "button",
+                        "value": value,
+                        "action_ts": "1.1",
+                    }
+                ],
+            },
+        }
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not slack.hooks:
+        time.sleep(0.02)
+    assert any(a.get("envelope_id") == "env-b1" for a in sock.acks), "no ack over the socket"
+    name, answer = slack.hooks[0]
+    assert name == "btn1"
+    assert answer["text"].startswith("Muted job Replication Job 2 on enterprise06.tech.local")
