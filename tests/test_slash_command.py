@@ -272,10 +272,10 @@ def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datet
     status, body, _ = bot.send("mute vm:APACHE02 for:4h patching <!channel> night", user="U0ALICE")
     assert status == 200 and body == ""
     answer = blocks_text(bot.answer())
-    assert answer.startswith("Muted vm APACHE02 until ") and "(id " in answer
+    assert answer.startswith("Muted vm APACHE02 for 4 h (until ") and "(id " in answer
     mute_id = answer.split("(id ")[1].split(";")[0]
     (said,) = bot.slack.posted("C0ALERTS")
-    assert said["text"].startswith("<@U0ALICE> muted vm APACHE02 until ")
+    assert said["text"].startswith("<@U0ALICE> muted vm APACHE02 for 4 h (until ")
     assert said["text"].endswith(": patching &lt;!channel&gt; night")
     _, listed, _ = bot.send("mutes", hook="h2")  # answered in the ack
     assert mute_id in listed and "<@U0ALICE>" in listed
@@ -297,6 +297,13 @@ def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datet
         r = pipeline.poll_once(now + M)
         assert r.announced == 0 and len(bot.slack.posted("C0ALERTS")) == before
         assert bot.store.known([muted.uid])[0] == {muted.uid}  # recorded, never announced later
+        from bot.digest_run import DigestRunner
+
+        digest = DigestRunner(settings, em, bot.store, notifier, Renderer()).build(
+            now + 2 * M, timedelta(hours=24)
+        )
+        assert "• vm *APACHE02* until <!date^" in "\n".join(_texts(digest.blocks))
+        assert "by <@U0ALICE>: patching &lt;!channel&gt; night" in "\n".join(_texts(digest.blocks))
         job_run(bot.em, now, [("apache02", "Failed", "y")], job="J2", ended_ago=-5 * H)
         assert pipeline.poll_once(now + 5 * H + M).announced == 1  # the mute expired
         bot.send(f"unmute {mute_id}", hook="h3", user="U0BOB")

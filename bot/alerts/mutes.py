@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.errors import QueryError
 from bot.models import TaskSession
+from bot.render import rough_duration
 from bot.settings import parse_duration
 from bot.store import Store
 
@@ -48,8 +49,9 @@ class Mute:
         """How the alert channel is told (plain text; the caller escapes and mentions)."""
         where = f" on {self.server}" if self.server else ""
         until = datetime.fromtimestamp(self.until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        length = rough_duration(self.until - self.at)
         why = f": {self.reason}" if self.reason else ""
-        return f"{self.kind} {self.name}{where} until {until}{why}"
+        return f"{self.kind} {self.name}{where} for {length} (until {until}){why}"
 
 
 def parse_mute(words: list[str], user: str, now: datetime) -> Mute:
