@@ -216,25 +216,13 @@ class SlackNotifier:
         """UIDs among `uids` that a reply in the thread already carries in its metadata
         (an alert repeat or a recovery). Raises NotifyError when the thread is unreadable."""
         found: dict[str, Receipt] = {}
-        cursor = None
-        while uids - found.keys():
-            try:
-                resp = self.client.conversations_replies(
-                    channel=channel,
-                    ts=thread_ts,
-                    limit=200,
-                    cursor=cursor,
-                    include_all_metadata=True,
-                )
-            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
-                raise classify(exc, channel) from exc
-            for msg in resp.get("messages") or []:
-                if msg.get("ts") == thread_ts:
-                    continue  # the parent
-                for uid in (_alert_uids(msg) | _recovery_uids(msg)) & uids:
-                    found.setdefault(uid, Receipt(channel, str(msg["ts"])))
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not resp.get("has_more") or not cursor:
+        replies = _pages(self.client.conversations_replies, channel, ts=thread_ts)
+        for receipt, msg in replies:
+            if receipt.ts == thread_ts:
+                continue  # the parent
+            for uid in (_alert_uids(msg) | _recovery_uids(msg)) & uids:
+                found.setdefault(uid, receipt)
+            if not uids - found.keys():
                 break
         return found
 
@@ -292,17 +280,20 @@ class SlackNotifier:
 def _history(
     client: WebClient, channel: str, oldest: float
 ) -> Iterator[tuple[Receipt, dict[str, Any]]]:
-    """Every message of `channel` since `oldest`, newest first, with its metadata, page by
-    page, each with the receipt that names it."""
+    """Every message of `channel` since `oldest`, newest first, with its metadata."""
+    return _pages(client.conversations_history, channel, oldest=f"{oldest:.6f}")
+
+
+def _pages(
+    method: Callable[..., Any], channel: str, **kwargs: str
+) -> Iterator[tuple[Receipt, dict[str, Any]]]:
+    """The messages of a paged conversations.* call, with their metadata, each with the
+    receipt that names it. Raises NotifyError when Slack does not answer."""
     cursor = None
     while True:
         try:
-            resp = client.conversations_history(
-                channel=channel,
-                oldest=f"{oldest:.6f}",
-                limit=200,
-                cursor=cursor,
-                include_all_metadata=True,
+            resp = method(
+                channel=channel, limit=200, cursor=cursor, include_all_metadata=True, **kwargs
             )
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
             raise classify(exc, channel) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,21 @@ def slack() -> Iterator[FakeSlack]:
     fake = FakeSlack().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def em() -> Iterator[Emulator]:
+    """An emulator with no sessions: a test adds the job runs it needs (tests.helpers.job_run)."""
+    emu = Emulator(SessionStore([])).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterator[Any]:
+    """The real pipeline against `em` and the fake Slack, with its state in `tmp_path`."""
+    from tests.helpers import Rig, settings_for  # helpers import this module
+
+    r = Rig(settings_for(em, slack, tmp_path), now)
+    yield r
+    r.close()

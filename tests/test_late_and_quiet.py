@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,6 @@ from bot.alerts.pipeline import (
     prune_cutoff,
     sweep_start,
 )
-from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.settings import AlertSettings, PollSettings, Settings
 from tests.fake_slack import FakeSlack
@@ -97,13 +95,6 @@ def test_prune_cutoff_never_forgets_what_a_window_can_return(
 
 
 # ---------------------------------------------------------------- scenarios
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    emu = Emulator(SessionStore([])).start()
-    yield emu
-    emu.stop()
-
-
 def rig_for(em: Emulator, slack: FakeSlack, tmp: Path, now: datetime, **poll: object) -> Rig:
     settings = settings_for(em, slack, tmp)
     return Rig(replace(settings, poll=replace(settings.poll, **poll)), now)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from bot.alerts.problems import Problem, identity, opened_by, plan
 from bot.digest_run import DigestRunner
-from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
 from tests.fake_slack import FakeSlack, _texts
@@ -82,20 +80,6 @@ def test_other_vms_and_jobs_are_other_problems() -> None:
 
 
 # ---------------------------------------------------------------- scenarios
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    emu = Emulator(SessionStore([])).start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterator[Rig]:
-    r = Rig(settings_for(em, slack, tmp_path), now)
-    yield r
-    r.close()
-
-
 def text_of(message: dict[str, Any]) -> str:
     return "\n".join([message["text"], *_texts(message["blocks"] + message["attachments"])])
 

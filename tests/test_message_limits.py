@@ -4,35 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.render import TEXT_BUDGET
 from tests.fake_slack import FakeSlack, _texts
-from tests.helpers import Rig, job_run, settings_for
+from tests.helpers import Rig, job_run
 
 LONG_REASON = (
     "Error: Failed to replicate disk 'Hard disk 1' <!channel> @here #general "
     "https://evil.example/x & more\n" + "Processing finished with errors. " * 60
 )
-
-
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    emu = Emulator(SessionStore([])).start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterator[Rig]:
-    r = Rig(settings_for(em, slack, tmp_path), now)
-    yield r
-    r.close()
 
 
 def chars(message: dict[str, Any]) -> int:

@@ -7,13 +7,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from tests.fake_slack import FakeSlack
 from tests.helpers import ROOT, bot_env, job_run
@@ -49,13 +47,6 @@ def test_the_wheel_holds_the_templates_and_the_example_config(wheel: Path) -> No
     assert len(packaged) > 10
     assert {f"bot/templates/{n}" for n in packaged} <= names
     assert "bot/config/bot.toml" in names
-
-
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    emu = Emulator(SessionStore([])).start()
-    yield emu
-    emu.stop()
 
 
 def test_an_installed_bot_polls_from_another_folder(

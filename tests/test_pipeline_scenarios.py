@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.render import limit_problems
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import Rig, job_run, settings_for
-
-
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    emu = Emulator(SessionStore([])).start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def rig(em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime) -> Iterator[Rig]:
-    r = Rig(settings_for(em, slack, tmp_path), now)
-    yield r
-    r.close()
 
 
 def all_text(message: dict) -> str:

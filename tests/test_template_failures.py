@@ -4,25 +4,16 @@ replaced by the packaged template for that one message, never holding an alert b
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.errors import ConfigError
 from bot.render import Renderer
 from bot.template_check import check_templates, sample_sessions
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import bot_env, job_run, run_bot
-
-
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    emu = Emulator(SessionStore([])).start()
-    yield emu
-    emu.stop()
 
 
 @pytest.mark.parametrize(
