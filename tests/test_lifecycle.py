@@ -463,3 +463,25 @@ def test_the_digest_lists_open_recovered_and_muted_problems(
         and "• *db02* (Replication Job 2) after 2h 40m" in text
     )
     assert "• vm *web09* until <!date^" in text and "by <@U0ALICE>: patching" in text
+
+
+@pytest.mark.parametrize(
+    ("failed_min", "success_min", "now_min", "expected"),
+    [
+        (0, None, 10, "wait"),  # within the hold, no retry yet
+        (0, None, 40, "announce"),  # the hold is over, nothing fixed it
+        (0, 15, 20, "fixed"),  # a retry succeeded within the hold
+        (0, None, 39, "wait"),
+    ],
+)
+def test_hold(failed_min: int, success_min: int | None, now_min: int, expected: str) -> None:
+    from bot.alerts.problems import hold
+
+    failures = [sess("f1", "Failed", failed_min), sess("f2", "Failed", failed_min + 5)]
+    successes = [sess("s1", "Success", success_min)] if success_min is not None else []
+    split = hold("em", plan("em", failures, successes, {}), T + now_min * M, 40 * M)
+    groups = {"announce": split.announce, "wait": split.wait, "fixed": split.fixed}
+    assert [s.uid for s in groups[expected]] == ["f1"] + (["f2"] if expected != "announce" else [])
+    if expected == "announce":
+        assert [s.uid for s in split.folded] == ["f2"]  # the retry that also failed
+    assert split.recoveries == []
