@@ -14,6 +14,10 @@ EMOJI_CHARS = {
     ":large_yellow_circle:": "🟡",
     ":large_green_circle:": "🟢",
     ":warning:": "⚠️",
+    ":repeat:": "🔁",
+    ":white_check_mark:": "✅",
+    ":hourglass:": "⌛",
+    ":eyes:": "👀",
 }
 _DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
 
