@@ -1,3 +1,3 @@
 """Veeam Enterprise Manager → Slack alerting bot."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
