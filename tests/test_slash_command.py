@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bot import __version__
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
@@ -227,7 +228,7 @@ def test_status(bot: Bot) -> None:
     text = blocks_text(bot.answer())
     assert "*Last poll:* none yet" in text
     assert "*Enterprise Manager:* reachable" in text
-    assert "*Pending deliveries:* 0" in text and "*Version:* 0.1.0" in text
+    assert "*Pending deliveries:* 0" in text and f"*Version:* {__version__}" in text
 
 
 def test_command_text_arrives_escaped_and_is_read_as_characters(bot: Bot, now: datetime) -> None:
