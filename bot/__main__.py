@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from bot import __version__, cli
+from bot import __version__, cli, logs
 from bot.errors import BotError, ConfigError
 from bot.lock import StateLocked
 
@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bot", description="Veeam Enterprise Manager → Slack alerts.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    p.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (default LOG_LEVEL or INFO); LOG_FORMAT=json writes JSON lines",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("run", help="poll on an interval, post the digest, serve /veeam")
@@ -92,15 +98,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     # it inverts Bolt's ssl_check); the bot never uses it, so it is removed here.
     if os.environ.pop("SLACK_VERIFICATION_TOKEN", None) is not None:
         print("warning: SLACK_VERIFICATION_TOKEN is deprecated and ignored", file=sys.stderr)
-    level = (
-        logging.DEBUG
-        if args.verbose
-        else getattr(logging, environ.get("LOG_LEVEL", "INFO").upper(), logging.INFO)
-    )
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    name = "DEBUG" if args.verbose else (args.log_level or environ.get("LOG_LEVEL") or "INFO")
+    level = getattr(logging, name.upper(), logging.INFO)
+    logs.setup(level, environ.get("LOG_FORMAT", "text"))
     from stamina.instrumentation import set_on_retry_hooks
 
     from bot.veeam.client import log_retry

@@ -92,11 +92,8 @@ class Services:
         started = time.monotonic()
         with self._lock:
             result = self.pipeline.poll_once(now)
-        line = result.summary(time.monotonic() - started)
-        if result.exit_code:
-            log.warning("poll: %s; %s", line, result.em_error or result.slack_error)
-        else:
-            log.info("poll: %s", line)
+        line = result.log_line(self.settings.veeam.name, time.monotonic() - started)
+        (log.warning if result.exit_code else log.info)("%s", line)
 
     def redraw(self) -> None:
         """Redraw the alerts marked for it (an acknowledgement), between polls."""
@@ -218,7 +215,9 @@ def poll_once_command(settings: Settings, now: datetime) -> int:
         result = pipeline.poll_once(now)
         if not result.em_error:
             pipeline.prune_if_due(now)  # a cron-driven bot has no scheduler to do it
-    print(result.summary(time.monotonic() - started), flush=True)
+    took = time.monotonic() - started
+    log.info("%s", result.log_line(settings.veeam.name, took))
+    print(result.summary(took), flush=True)
     if result.em_error:
         print(f"error: {result.em_error}", file=sys.stderr)
     elif result.pending:

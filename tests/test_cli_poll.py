@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from bot.emulator.data import EmSession, SessionStore, generate, inject_failures
 from bot.emulator.server import Emulator
-from tests.fake_slack import FakeSlack
+from tests.fake_slack import TOKEN, FakeSlack
 from tests.helpers import ROOT, bot_env, run_bot
 
 
@@ -264,3 +265,30 @@ def test_a_second_process_on_the_same_state_file_exits_75_naming_the_first(
     assert first.returncode == 0, err
     third = run_bot(env, "poll", "--once")  # the lock went with the first process
     assert third.returncode == 0, third.stderr
+
+
+def test_logs_json_lines_one_poll_line_each_and_no_secret(slack: FakeSlack, tmp_path: Path) -> None:
+    """A whole run with faults, at DEBUG, as JSON lines: one key=value poll line per poll,
+    and neither the EM password, the EM session token nor a Slack secret anywhere."""
+    password = "pw-Zq8!unique-secret"
+    em = Emulator(SessionStore(history(300, seed=23)), password=password).start()
+    try:
+        em.fault_rate, em.faults = 0.2, random.Random(8)
+        slack.fail_rate, slack.lose_rate, slack.faults = 0.2, 0.1, random.Random(9)
+        env = env_for(em, slack, tmp_path, '[veeam]\nattempts = 3\nbackoff = "5ms"\n')
+        env.update(VEEAM_PASSWORD=password, LOG_FORMAT="json", SLACK_APP_TOKEN="")
+        logs = ""
+        for _ in range(3):
+            proc = run_bot(env, "--log-level", "debug", "poll", "--once")
+            logs += proc.stderr
+        tokens = em.sessions_seen()
+    finally:
+        em.stop()
+    lines = [json.loads(ln) for ln in logs.splitlines() if ln.startswith("{")]
+    assert {ln["level"] for ln in lines} >= {"DEBUG", "INFO"}
+    polls = [ln["message"] for ln in lines if ln["message"].startswith("poll server=")]
+    assert len(polls) == 3
+    assert all(" fetched=" in p and " retries=" in p and " ms=" in p for p in polls)
+    secrets = [password, TOKEN, "test-signing-secret", *tokens]
+    for secret in secrets:
+        assert secret not in logs, secret

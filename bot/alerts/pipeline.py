@@ -7,6 +7,7 @@ decision, grouping, the fetch window) are module functions tested with tables.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -59,6 +60,17 @@ class PollResult:
         if self.em_error:
             return 1
         return 2 if self.pending else 0
+
+    def log_line(self, server: str, seconds: float) -> str:
+        """The poll as key=value pairs, one line (for log shippers and grep)."""
+        outcome = "em_error" if self.em_error else "slack_error" if self.slack_error else "ok"
+        error = self.em_error or self.slack_error
+        return (
+            f"poll server={server} outcome={outcome} fetched={self.fetched} new={self.new} "
+            f"announced={self.announced} recovered={self.recovered} pending={self.pending} "
+            f"retries={self.retries} ms={seconds * 1000:.0f}"
+            + (f" error={json.dumps(error)}" if error else "")
+        )
 
     def summary(self, seconds: float) -> str:
         return (

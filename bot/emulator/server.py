@@ -67,6 +67,7 @@ class Emulator:
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _issued: list[str] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
@@ -126,6 +127,7 @@ class Emulator:
         token = base64.b64encode(session_id.encode()).decode()
         with self._lock:
             self.tokens[token] = (session_id, time.monotonic())
+            self._issued.append(token)
         return token, session_id
 
     def check_token(self, token: str) -> str | None:
@@ -137,6 +139,11 @@ class Emulator:
                 return None
             self.tokens[token] = (entry[0], now)
             return entry[0]
+
+    def sessions_seen(self) -> list[str]:
+        """Every logon token handed out (tests check that none leaks into a log)."""
+        with self._lock:
+            return list(self._issued)
 
     def logout(self, session_id: str) -> bool:
         with self._lock:
