@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.alerts.pipeline import Pipeline
 from bot.console import format_message
@@ -95,6 +95,14 @@ class Services:
         line = result.log_line(self.settings.veeam.name, time.monotonic() - started)
         (log.warning if result.exit_code else log.info)("%s", line)
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """/healthz: the last successful poll within 3× the interval (the clock is read
+        here, at the edge)."""
+        from bot.health import health
+        from bot.schedule import utcnow
+
+        return health(self.store.meta("last_poll"), utcnow(), self.settings.poll.interval)
+
     def redraw(self) -> None:
         """Redraw the alerts marked for it (an acknowledgement), between polls."""
         with self._lock:
@@ -142,7 +150,7 @@ def slash_surface(
     )
     register(app, deps)
     register_buttons(app, deps)
-    return Surface(settings, app, on_fatal=on_fatal)
+    return Surface(settings, app, on_fatal=on_fatal, health=services.health)
 
 
 def _announce(notifier: Notifier, channel: str, line: str) -> None:

@@ -7,6 +7,7 @@ single-threaded development server and is not used.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -89,15 +90,21 @@ def bolt_app(settings: Settings, client: WebClient) -> App:
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def wsgi_app(app: App) -> WSGIApp:
-    """`POST /slack/events` into Bolt (signatures verified there), `GET /healthz` for probes."""
+Health = Callable[[], tuple[int, dict[str, Any]]]
+
+
+def wsgi_app(app: App, health: Health | None = None) -> WSGIApp:
+    """`POST /slack/events` into Bolt (signatures verified there), `GET /healthz` for probes:
+    200 while polls succeed, 503 with the reason in JSON when they do not."""
     handler = SlackRequestHandler(app, path=EVENTS_PATH)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
+            status, body = health() if health else (200, {"status": "ok"})
+            phrase = "200 OK" if status == 200 else "503 Service Unavailable"
+            start_response(phrase, [("Content-Type", "application/json")])
+            return [json.dumps(body).encode() + b"\n"]
         if path == EVENTS_PATH:
             return handler(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -116,8 +123,10 @@ class Surface:
         *,
         host: str = "0.0.0.0",  # noqa: S104 - Slack must reach HTTP mode
         on_fatal: Callable[[str], None] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings, self.app, self.host = settings, app, host
+        self.health = health
         # Called with one sentence when /veeam cannot work until the configuration changes
         # (a rejected app token); `run` then stops with exit 78.
         self.on_fatal = on_fatal
@@ -138,7 +147,7 @@ class Surface:
         import waitress
 
         self._server = waitress.create_server(
-            wsgi_app(self.app),
+            wsgi_app(self.app, self.health),
             host=self.host,
             port=self.settings.port,
             threads=8,

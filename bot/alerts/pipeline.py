@@ -639,6 +639,7 @@ class Pipeline:
             outcome = f"EM error: {result.em_error}"
         elif result.slack_error:
             outcome = f"Slack error: {result.slack_error}"
+        before = self.store.meta("last_poll") or {}
         self.store.set_meta(
             "last_poll",
             {
@@ -646,5 +647,7 @@ class Pipeline:
                 "outcome": outcome,
                 "announced": result.announced,
                 "pending": result.pending,
+                # the last poll that reached EM and Slack alike (/healthz)
+                "ok_at": now.timestamp() if outcome == "ok" else before.get("ok_at"),
             },
         )

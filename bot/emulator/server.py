@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import random
+import socket
 import ssl
 import sys
 import threading
@@ -68,6 +70,7 @@ class Emulator:
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _issued: list[str] = field(default_factory=list, repr=False)
+    _open: set[Any] = field(default_factory=set, repr=False)  # client connections
 
     @property
     def url(self) -> str:
@@ -97,9 +100,15 @@ class Emulator:
         self._server.serve_forever()
 
     def stop(self) -> None:
+        """Stop serving, and drop the connections clients keep open: EM is gone."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        with self._lock:
+            open_now, self._open = list(self._open), set()
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def expire_tokens(self) -> None:
         """Forget every logon session, as EM does after its idle timeout."""
@@ -170,6 +179,16 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in two writes; don't stall on ACKs
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        with self.emulator._lock:
+            self.emulator._open.add(self.connection)
+
+    def finish(self) -> None:
+        with self.emulator._lock:
+            self.emulator._open.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("emulator: " + format, *args)
