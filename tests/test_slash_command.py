@@ -265,9 +265,6 @@ def test_a_full_queue_answers_busy_in_the_ack(bot: Bot) -> None:
 def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datetime) -> None:
     """Muted: recorded, not announced, and said in the alert channel; unmuted or expired:
     alerts resume."""
-    from bot.alerts.pipeline import Pipeline
-    from bot.settings import AlertSettings, Settings
-    from tests.conftest import veeam_settings
     from tests.helpers import job_run
 
     status, body, _ = bot.send("mute vm:APACHE02 for:4h patching <!channel> night", user="U0ALICE")
@@ -281,18 +278,8 @@ def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datet
     _, listed, _ = bot.send("mutes", hook="h2")  # answered in the ack
     assert mute_id in listed and "<@U0ALICE>" in listed
 
-    settings = Settings(
-        veeam=veeam_settings(bot.em),
-        alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
-        state_path=str(bot.store.path),
-    )
-    from bot.veeam.client import EMClient
-
-    em = EMClient(settings.veeam)
-    notifier = SlackNotifier(web_client(TOKEN, bot.slack.url), Pacer(0, 1))
-    pipeline = Pipeline(settings, em, bot.store, notifier, Renderer(), retries=0)
+    pipeline, em = pipeline_for(bot)  # what the emulator held before: announced as usual
     try:
-        pipeline.poll_once(now)  # what the emulator held before: announced as usual
         before = len(bot.slack.posted("C0ALERTS"))
         (muted,) = job_run(bot.em, now, [("apache02", "Failed", "x")], job="J1", ended_ago=0 * M)
         r = pipeline.poll_once(now + M)
@@ -300,9 +287,9 @@ def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datet
         assert bot.store.known([muted.uid])[0] == {muted.uid}  # recorded, never announced later
         from bot.digest_run import DigestRunner
 
-        digest = DigestRunner(settings, em, bot.store, notifier, Renderer()).build(
-            now + 2 * M, timedelta(hours=24)
-        )
+        digest = DigestRunner(
+            pipeline.settings, em, bot.store, pipeline.notifier, Renderer()
+        ).build(now + 2 * M, timedelta(hours=24))
         assert "• vm *APACHE02* until <!date^" in "\n".join(_texts(digest.blocks))
         assert "by <@U0ALICE>: patching &lt;!channel&gt; night" in "\n".join(_texts(digest.blocks))
         job_run(bot.em, now, [("apache02", "Failed", "y")], job="J2", ended_ago=-5 * H)
