@@ -253,6 +253,24 @@ def test_hold_a_retry_that_succeeds_within_the_hold_is_never_announced(
     assert slack.posted() == []
 
 
+def test_hold_works_with_recovery_replies_off(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(
+        em, slack, tmp_path, hold_for_retries=timedelta(minutes=40), recovery=False
+    )
+    rig = Rig(settings, now)
+    try:
+        job_run(em, now, [("sql01", "Failed", "x")], ended_ago=60 * M)
+        assert rig.pipeline.poll_once(now - 55 * M).announced == 0
+        job_run(em, now, [("sql01", "Success", "")], ended_ago=40 * M)
+        for minutes in (35, 10, 0):
+            assert rig.pipeline.poll_once(now - minutes * M).announced == 0
+    finally:
+        rig.close()
+    assert slack.posted() == []
+
+
 def test_hold_a_failure_no_retry_fixes_is_announced_after_the_hold(
     em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
 ) -> None:

@@ -268,7 +268,7 @@ class Pipeline:
                 result.fetched += fetched
                 high[type_] = top
             held = self._held()
-            if self._wants_successes(fresh + held):
+            if self._wants_successes(fresh, held):
                 for type_ in self.settings.veeam.session_types:
                     successes += self._successes(type_, now)
         except SourceError as exc:
@@ -356,9 +356,12 @@ class Pipeline:
         self.store.commit()
         return split.announce, split.recoveries, split.folded
 
-    def _wants_successes(self, fresh: list[TaskSession]) -> bool:
-        """Successes matter only for open problems (or the ones this poll opens)."""
-        return self.settings.alerts.recovery and bool(fresh or self.life.open_count())
+    def _wants_successes(self, fresh: list[TaskSession], held: list[TaskSession]) -> bool:
+        """Successes matter for open problems (or the ones this poll opens), and for
+        failures under the retry hold, whether or not recoveries are announced."""
+        if self.settings.alerts.hold_for_retries > timedelta(0) and (fresh or held):
+            return True
+        return self.settings.alerts.recovery and bool(fresh or held or self.life.open_count())
 
     def _successes(self, type_: str, now: datetime) -> list[TaskSession]:
         """The completed Success sessions of an ordinary poll's window (not a sweep's)."""
