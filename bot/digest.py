@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ from bot.render import (
     header,
     human_duration,
     human_size,
+    mention,
     section,
     slack_date,
     slack_escape,
@@ -140,7 +140,7 @@ def problem_digest(
     )
 
 
-def _who(p: Problem) -> tuple[str, str]:
+def _vm_job(p: Problem) -> tuple[str, str]:
     """(vm, job) of a problem, from its identity."""
     try:
         _em, _type, job, vm = json.loads(p.id)
@@ -151,7 +151,7 @@ def _who(p: Problem) -> tuple[str, str]:
 
 def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str, Any]:
     def row(p: Problem) -> dict[str, Any]:
-        vm, job = _who(p)
+        vm, job = _vm_job(p)
         return {"vm": vm, "job": job, "count": p.count}
 
     return {
@@ -171,7 +171,7 @@ def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str,
                 "name": m.name,
                 "server": m.server,
                 "until": slack_date(datetime.fromtimestamp(m.until, UTC)),
-                "by": Markup(f"<@{m.by}>") if re.fullmatch(r"[UW][A-Z0-9]{2,}", m.by) else "?",
+                "by": mention(m.by, "?"),
                 "reason": m.reason,
             }
             for m in d.mutes[:15]

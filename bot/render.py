@@ -8,6 +8,7 @@ feed plain_text fields and are not escaped. Slack's limits are enforced here.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -39,6 +40,11 @@ EMOJI = {
 COLOUR = {"Failed": "#E01E5A", "Warning": "#ECB22E", "Success": "#2EB67D"}
 ALERT_EVENT = "veeam_session_alert"
 _PLACEHOLDER = Markup(f"\x00reason-{uuid.uuid4().hex}\x00")
+
+
+def mention(user: str, unknown: str = "someone") -> Markup:
+    """A mention of a Slack user ID; only IDs, never text, become mentions."""
+    return Markup(f"<@{user}>") if re.fullmatch(r"[UW][A-Z0-9]{2,}", user) else Markup(unknown)
 
 
 def slack_escape(text: str) -> str:

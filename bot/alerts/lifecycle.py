@@ -16,8 +16,22 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bot.alerts.message import alert_message, problem_status, recovery_message, repeat_message
-from bot.alerts.problems import Problem, escalates, identity, opened_by, recovered, repeated
+from bot.alerts.message import (
+    alert_message,
+    problem_status,
+    recovery_message,
+    repeat_message,
+    session_ref,
+)
+from bot.alerts.problems import (
+    Problem,
+    ended_at,
+    escalates,
+    identity,
+    opened_by,
+    recovered,
+    repeated,
+)
 from bot.errors import NotifyError
 from bot.models import TaskSession
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer
@@ -27,10 +41,6 @@ from bot.store import Store, session_from_json, session_to_json
 
 log = logging.getLogger(__name__)
 Send = Callable[[Message, datetime], Receipt]
-
-
-def _ended(s: TaskSession) -> float:
-    return s.ended.timestamp() if s.ended else 0.0
 
 
 class Lifecycle:
@@ -71,14 +81,14 @@ class Lifecycle:
         fresh: dict[str, Problem] = {}
         own: list[TaskSession] = []  # the alert's own sessions: the first of each problem
         folded: list[dict[str, str]] = []  # later failures it names (adopted after a crash)
-        for s in sorted(sessions, key=_ended):
+        for s in sorted(sessions, key=ended_at):
             pid = identity(self.em, s)
             known = problems.get(pid)
             if known is not None and known.is_open and known.ts:
                 continue  # a repeat adopted as a first after a crash: its problem exists
             if pid in fresh:
                 fresh[pid] = repeated(fresh[pid], s)
-                folded.append({"uid": s.uid, "vm": s.vm, "result": s.result})
+                folded.append(session_ref(s))
                 continue
             fresh[pid] = opened_by(pid, s, receipt.channel, receipt.ts)
             own.append(s)
@@ -97,7 +107,7 @@ class Lifecycle:
         into it, and those failures (its metadata names them), so that the alert is posted
         complete rather than posted and then updated."""
         later: dict[str, list[TaskSession]] = {}
-        for s in sorted(folded, key=_ended):
+        for s in sorted(folded, key=ended_at):
             later.setdefault(identity(self.em, s), []).append(s)
         status: dict[str, Markup] = {}
         into: dict[str, list[TaskSession]] = {}
@@ -113,16 +123,19 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ repeats
     def fold(self, folded: list[TaskSession], now: datetime) -> int:
-        """Later failures of problems this poll opened: counted into their alert (which is
-        then redrawn), recorded, not posted. One whose alert did not go out stays pending."""
+        """Later failures of problems this poll opened: counted into their alert (drawn
+        into it before it was posted), recorded, not posted. One whose alert did not go out
+        stays pending."""
+        if not folded:
+            return 0
         problems = self.problems_of(folded)
         into: dict[str, list[dict[str, str]]] = {}
-        for s in sorted(folded, key=_ended):
+        for s in sorted(folded, key=ended_at):
             p = problems.get(identity(self.em, s))
             if p is None or not p.is_open or not p.ts:
                 continue
             problems[p.id] = self.repeated(s, p, Receipt(p.channel, p.ts), now, redraw=False)
-            into.setdefault(p.ts, []).append({"uid": s.uid, "vm": s.vm, "result": s.result})
+            into.setdefault(p.ts, []).append(session_ref(s))
         records = self.store.records("M", sorted(into))
         for ts, more in into.items():
             if ts in records:  # the redrawn alert's metadata names them too
@@ -133,10 +146,12 @@ class Lifecycle:
 
     def deliver_repeats(self, repeats: list[TaskSession], now: datetime) -> tuple[int, str]:
         """Post each repeat in its problem's thread; (how many went out, Slack's error)."""
+        if not repeats:
+            return 0, ""
         done = 0
         problems = self.problems_of(repeats)
         try:
-            for s in sorted(repeats, key=_ended):
+            for s in sorted(repeats, key=ended_at):
                 p = problems.get(identity(self.em, s))
                 if p is None or not p.is_open or not p.ts:
                     continue  # its first alert has not reached Slack yet: it stays pending
@@ -178,7 +193,7 @@ class Lifecycle:
                 by_thread.setdefault((p.channel, p.ts), {})[s.uid] = s
         for (channel, ts), sessions in by_thread.items():
             found = self._in_thread(channel, ts, set(sessions))
-            for uid, receipt in sorted(found.items(), key=lambda kv: _ended(sessions[kv[0]])):
+            for uid, receipt in sorted(found.items(), key=lambda kv: ended_at(sessions[kv[0]])):
                 s = sessions[uid]
                 pid = identity(self.em, s)
                 problems[pid] = self.repeated(s, problems[pid], receipt, now)

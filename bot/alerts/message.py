@@ -7,13 +7,12 @@ alert, its smaller forms for when Slack refuses the content, and its metadata.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 from markupsafe import Markup
 
-from bot.alerts.problems import Problem
+from bot.alerts.problems import Problem, ended_at
 from bot.models import TaskSession
 from bot.render import (
     ALERT_EVENT,
@@ -32,6 +31,7 @@ from bot.render import (
     cut_plain,
     header,
     human_duration,
+    mention,
     rough_duration,
     section,
     session_view,
@@ -148,8 +148,7 @@ def _buttons(sessions: list[TaskSession], acked: tuple[str, float] | None) -> li
     ]
     if acked is not None:
         by, at = acked
-        who = f"<@{by}>" if re.fullmatch(r"[UW][A-Z0-9]{2,}", by) else "someone"
-        out.append(context(f":eyes: acknowledged by {who} at {slack_date(_at(at))}"))
+        out.append(context(f":eyes: acknowledged by {mention(by)} at {slack_date(_at(at))}"))
     return out
 
 
@@ -184,12 +183,17 @@ def _vm_sections(
     return out
 
 
+def session_ref(s: TaskSession) -> dict[str, str]:
+    """How an alert's metadata names a session (reconciliation reads the UID back)."""
+    return {"uid": s.uid, "vm": s.vm, "result": s.result}
+
+
 def _metadata(sessions: list[TaskSession]) -> dict[str, Any]:
     return {
         "event_type": ALERT_EVENT,
         "event_payload": {
             "job_session_uid": sessions[0].job_session_uid,
-            "sessions": [{"uid": s.uid, "vm": s.vm, "result": s.result} for s in sessions],
+            "sessions": [session_ref(s) for s in sessions],
         },
     }
 
@@ -329,7 +333,7 @@ def catchup_message(
 ) -> Message:
     """One message for a poll that found too many job sessions to announce one by one
     (a first start, or a poll after a long outage)."""
-    by_end = sorted(sessions, key=lambda s: s.ended.timestamp() if s.ended else 0.0)
+    by_end = sorted(sessions, key=ended_at)
     ends = [s.ended for s in by_end if s.ended]
     since, until = (ends[0], ends[-1]) if ends else (None, None)
     per_job: dict[str, int] = {}

@@ -25,6 +25,7 @@ from bot.alerts.message import (
     catchup_message,
     minimal_message,
     plain_message,
+    session_ref,
 )
 from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.problems import Plan, hold, plan
@@ -353,7 +354,8 @@ class Pipeline:
         if due:
             self.store.mark_pending(due, self.channel, now, late=late)
             self.store.drop_records("h", [s.uid for s in due])
-        self.store.commit()
+        if split.fixed or waiting or due:
+            self.store.commit()
         return split.announce, split.recoveries, split.folded
 
     def _wants_successes(self, fresh: list[TaskSession], held: list[TaskSession]) -> bool:
@@ -471,8 +473,7 @@ class Pipeline:
                 msg = bare_alert(chunk)
             later = [f for s in chunk for f in into.get(s.uid, [])]
             if later and msg.metadata:  # the failures folded into it are named too
-                names = [{"uid": f.uid, "vm": f.vm, "result": f.result} for f in later]
-                msg.metadata["event_payload"]["sessions"] += names
+                msg.metadata["event_payload"]["sessions"] += [session_ref(f) for f in later]
             try:
                 receipt = self._send(msg, now)
             except NotifyError as exc:

@@ -55,7 +55,7 @@ class Problem:
 
 
 def opened_by(pid: str, s: TaskSession, channel: str, ts: str) -> Problem:
-    end = s.ended.timestamp() if s.ended else 0.0
+    end = ended_at(s)
     return Problem(pid, "open", s.uid, end, s.uid, end, s.result, s.result, 1, channel, ts)
 
 
@@ -90,7 +90,8 @@ class Plan:
     folded: list[TaskSession] = field(default_factory=list)
 
 
-def _end(s: TaskSession) -> float:
+def ended_at(s: TaskSession) -> float:
+    """When a session ended, epoch seconds (0 for one still running)."""
     return s.ended.timestamp() if s.ended else 0.0
 
 
@@ -109,9 +110,9 @@ def plan(
       means nothing here."""
     events: dict[str, list[tuple[float, int, TaskSession]]] = {}
     for s in failures:
-        events.setdefault(identity(em, s), []).append((_end(s), 1, s))
+        events.setdefault(identity(em, s), []).append((ended_at(s), 1, s))
     for s in successes:
-        events.setdefault(identity(em, s), []).append((_end(s), 0, s))
+        events.setdefault(identity(em, s), []).append((ended_at(s), 0, s))
     out = Plan([], [], [])
     for pid, items in events.items():
         items.sort(key=lambda e: (e[0], e[1]))

@@ -14,8 +14,8 @@ from typing import Any
 from slack_bolt import App
 
 from bot.alerts.mutes import Mute, MuteBook
-from bot.render import slack_date, slack_escape
-from bot.slash.commands import Respond, SlashDeps, _say, _who, allowed
+from bot.render import mention, slack_date, slack_escape
+from bot.slash.commands import Respond, SlashDeps, allowed, say
 
 log = logging.getLogger(__name__)
 ACK, MUTE_VM, MUTE_JOB = "veeam_ack", "veeam_mute_vm", "veeam_mute_job"
@@ -63,7 +63,7 @@ def acknowledge(deps: SlashDeps, channel: str, ts: str, user: str, now: datetime
         return "This alert is no longer in the bot's state; nothing to acknowledge."
     if record.get("ack"):
         by, at = record["ack"]["by"], record["ack"]["at"]
-        return f"Already acknowledged by {_who(by)} at {slack_date(_utc(at))}."
+        return f"Already acknowledged by {mention(by)} at {slack_date(_utc(at))}."
     record["ack"] = {"by": user, "at": now.timestamp()}
     deps.store.put_records("M", {ts: record})
     deps.store.put_records("u", {ts: {"c": record.get("c") or channel}})
@@ -86,13 +86,13 @@ def mute_button(deps: SlashDeps, kind: str, value: dict[str, Any], user: str, no
             name.casefold(),
             server.casefold(),
         ):
-            return slack_escape(f"Already muted: {m.line()}") + f", by {_who(m.by)}."
+            return slack_escape(f"Already muted: {m.line()}") + f", by {mention(m.by)}."
     mute = Mute(
         secrets.token_hex(3), what, name, server,
         (now + BUTTON_MUTE).timestamp(), "from the alert's button", user, now.timestamp(),
     )  # fmt: skip
     book.add(mute)
-    _say(deps, f"{_who(user)} muted {slack_escape(mute.line())}")
+    say(deps, f"{mention(user)} muted {slack_escape(mute.line())}")
     return slack_escape(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")
 
 

@@ -19,7 +19,7 @@ from bot import __version__
 from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
 from bot.errors import BotError, QueryError
 from bot.models import SESSION_TYPES
-from bot.render import Renderer, section, slack_escape
+from bot.render import Renderer, mention, section, slack_escape
 from bot.settings import Settings
 from bot.slash.answers import (
     Reply,
@@ -230,7 +230,8 @@ def status(deps: SlashDeps, now: datetime) -> Status:
     )
 
 
-def _say(deps: SlashDeps, line: str) -> None:
+def say(deps: SlashDeps, line: str) -> None:
+    """One line in the alert channel (mutes are said there); a failure is only logged."""
     if deps.announce is None:
         return
     try:
@@ -241,7 +242,7 @@ def _say(deps: SlashDeps, line: str) -> None:
 
 def mute_reply(deps: SlashDeps, mute: Mute) -> Reply:
     MuteBook(deps.store).add(mute)
-    _say(deps, f"{_who(mute.by)} muted {slack_escape(mute.line())}")
+    say(deps, f"{mention(mute.by)} muted {slack_escape(mute.line())}")
     return plain(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")
 
 
@@ -249,17 +250,12 @@ def unmute_reply(deps: SlashDeps, mute_id: str, user: str) -> Reply:
     mute = MuteBook(deps.store).remove(mute_id)
     if mute is None:
         return plain(f"There is no mute {mute_id}; /veeam mutes lists them.")
-    _say(deps, f"{_who(user)} unmuted {slack_escape(mute.line())}")
+    say(deps, f"{mention(user)} unmuted {slack_escape(mute.line())}")
     return plain(f"Unmuted {mute.line()}.")
 
 
 def mutes_reply(mutes: list[Mute]) -> Reply:
     if not mutes:
         return plain("No mutes are active.")
-    lines = [slack_escape(f"• {m.id}: {m.line()}") + f" (by {_who(m.by)})" for m in mutes[:40]]
+    lines = [slack_escape(f"• {m.id}: {m.line()}") + f" (by {mention(m.by)})" for m in mutes[:40]]
     return Reply(f"{len(mutes)} active mute(s)", [section("\n".join(lines))])
-
-
-def _who(user: str) -> str:
-    """A mention of a Slack user ID (only IDs, never text, become mentions)."""
-    return f"<@{user}>" if re.fullmatch(r"[UW][A-Z0-9]{2,}", user) else "someone"
