@@ -7,7 +7,7 @@ alert, its smaller forms for when Slack refuses the content, and its metadata.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
@@ -40,6 +40,7 @@ from bot.render import (
     texts_of,
 )
 from bot.slack import RECOVERY_EVENT
+from bot.store import utc_from_epoch
 
 
 def excerpt(reason: str, limit: int = REASON_EXCERPT) -> tuple[str, bool]:
@@ -269,7 +270,7 @@ def ordinal(n: int) -> str:
 
 
 def _at(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+    return utc_from_epoch(epoch) if epoch is not None else None
 
 
 def problem_status(p: Problem) -> Markup:

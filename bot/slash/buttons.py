@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt import App
@@ -16,6 +16,7 @@ from slack_bolt import App
 from bot.alerts.mutes import Mute, MuteBook
 from bot.render import mention, slack_date, slack_escape
 from bot.slash.commands import Respond, SlashDeps, allowed, say
+from bot.store import utc_from_epoch
 
 log = logging.getLogger(__name__)
 ACK, MUTE_VM, MUTE_JOB = "veeam_ack", "veeam_mute_vm", "veeam_mute_job"
@@ -63,7 +64,7 @@ def acknowledge(deps: SlashDeps, channel: str, ts: str, user: str, now: datetime
         return "This alert is no longer in the bot's state; nothing to acknowledge."
     if record.get("ack"):
         by, at = record["ack"]["by"], record["ack"]["at"]
-        return f"Already acknowledged by {mention(by)} at {slack_date(_utc(at))}."
+        return f"Already acknowledged by {mention(by)} at {slack_date(utc_from_epoch(at))}."
     record["ack"] = {"by": user, "at": now.timestamp()}
     deps.store.put_records("M", {ts: record})
     deps.store.put_records("u", {ts: {"c": record.get("c") or channel}})
@@ -94,7 +95,3 @@ def mute_button(deps: SlashDeps, kind: str, value: dict[str, Any], user: str, no
     book.add(mute)
     say(deps, f"{mention(user)} muted {slack_escape(mute.line())}")
     return slack_escape(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
