@@ -32,6 +32,9 @@ class TaskSession(NamedTuple):
     created: datetime | None
     ended: datetime | None
     total_size: int
+    # The `[[veeam.servers]]` name of the Enterprise Manager that listed it ("" when the bot
+    # watches one, from `[veeam] url`). Set by the bot, not parsed.
+    em: str = ""
 
     @property
     def duration_s(self) -> float | None:
@@ -40,8 +43,9 @@ class TaskSession(NamedTuple):
         return (self.ended - self.created).total_seconds()
 
     def as_json(self) -> dict[str, object]:
-        """The stable JSON shape of `query --json`."""
+        """The stable JSON shape of `query --json` (`em` only with several servers)."""
         return {
+            **({"em": self.em} if self.em else {}),
             "uid": self.uid,
             "type": TYPE_SHORT.get(self.type, self.type),
             "vm": self.vm,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,11 +70,19 @@ class VeeamSettings:
     timeout: timedelta = timedelta(seconds=30)
     attempts: int = 3  # tries of each idempotent EM request (1: no retry)
     backoff: timedelta = timedelta(seconds=1)  # before the first retry; doubles, plus jitter
+    # The `name` of a `[[veeam.servers]]` entry; "" for the single server of `[veeam] url`.
+    # It scopes the server's checkpoints in the state store and is shown in messages.
+    server: str = ""
 
     @property
     def name(self) -> str:
         """The Enterprise Manager's name in problem identities: its host name."""
         return urlsplit(self.url).hostname or self.url or "em"
+
+    @property
+    def label(self) -> str:
+        """How logs, metrics and messages name this Enterprise Manager."""
+        return self.server or self.name
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class AlertSettings:
     broadcast_escalation: bool = True  # a repeat from Warning to Failed shows in the channel
     hold_for_retries: timedelta = timedelta(0)  # announce a failure only if no retry fixed it
     max_messages_per_poll: int = 20  # more alerts than this become one catch-up message
+    # An Enterprise Manager unreachable (or refusing the logon) this long gets one alert.
+    source_down_after: timedelta = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -132,8 +142,15 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    # The health and metrics server in Socket Mode (HTTP mode serves them beside /slack/events
+    # on $PORT). 0: off, unless PORT is set.
+    port: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
-    veeam: VeeamSettings = VeeamSettings()
+    veeam: VeeamSettings = VeeamSettings()  # the first (or only) Enterprise Manager
     poll: PollSettings = PollSettings()
     alerts: AlertSettings = AlertSettings()
     digest: DigestSettings = DigestSettings()
@@ -142,11 +159,31 @@ class Settings:
     templates_dir: str = ""
     state_path: str = DEFAULT_STATE
     port: int = 3000
+    port_set: bool = False  # PORT came from the environment
     config_path: str = ""
+    http: HttpSettings = HttpSettings()
+    # Every Enterprise Manager watched: `[[veeam.servers]]`, or the one of `[veeam] url`.
+    servers: tuple[VeeamSettings, ...] = ()
 
     @property
     def digest_channel(self) -> str:
         return self.digest.channel or self.alerts.channel
+
+    @property
+    def many(self) -> bool:
+        """More than the single server of `[veeam] url`: messages name the server."""
+        return any(s.server for s in self.servers)
+
+    def for_server(self, server: VeeamSettings) -> Settings:
+        """These settings as one server's pipeline sees them (`veeam` is that server)."""
+        return replace(self, veeam=server)
+
+    @property
+    def health_port(self) -> int | None:
+        """Where health and metrics are served in Socket Mode, or None."""
+        if self.http.port:
+            return self.http.port
+        return self.port if self.port_set else None
 
 
 # ---------------------------------------------------------------- converters
@@ -280,6 +317,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "broadcast_escalation": ("broadcast_escalation", _bool),
         "hold_for_retries": ("hold_for_retries", parse_duration),
         "max_messages_per_poll": ("max_messages_per_poll", _int_range(0, 100000)),
+        "source_down_after": ("source_down_after", _positive_duration),
     },
     "digest": {
         "channel": ("channel", _str),
@@ -294,6 +332,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
         "workers": ("workers", _int_range(1, 64)),
     },
     "templates": {"dir": ("dir", _str)},
+    "http": {"port": ("port", _int_range(1, 65535))},
 }
 
 # environment variable → (section, key) it overrides; secrets are handled apart.
@@ -310,7 +349,11 @@ SECTION_TYPES = {
     "alerts": AlertSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
+    "http": HttpSettings,
 }
+# Keys of a `[[veeam.servers]]` entry beside the `[veeam]` keys it may override.
+SERVER_KEYS = ("name", "username_env", "password_env")
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 
 def _read_file(path: Path, explicit: bool, problems: list[str]) -> dict[str, Any]:
@@ -335,6 +378,9 @@ def _convert(raw: dict[str, Any], problems: list[str]) -> dict[str, dict[str, An
             problems.append(f"[{section}]: must be a table")
             continue
         for key, value in body.items():
+            if section == "veeam" and key == "servers":
+                out["veeam"]["servers"] = value  # checked by _servers, with the environment
+                continue
             spec = SCHEMA[section].get(key)
             if spec is None:
                 problems.append(f"[{section}] {key}: unknown key")
@@ -364,16 +410,22 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
     raw = _read_file(path, explicit, problems)
     _env_layer(env, raw)
     conv = _convert(raw, problems)
+    entries = conv["veeam"].pop("servers", None)
     sections = {name: cls(**conv[name]) for name, cls in SECTION_TYPES.items()}
     password = Secret(env.get("VEEAM_PASSWORD", ""))
     sections["veeam"] = VeeamSettings(**{**sections["veeam"].__dict__, "password": password})
+    servers: tuple[VeeamSettings, ...] = (sections["veeam"],)
+    if entries is not None:
+        servers = _servers(entries, sections["veeam"], env, problems)
+        if servers:
+            sections["veeam"] = servers[0]
     slack = SlackSettings(
         bot_token=Secret(env.get("SLACK_BOT_TOKEN", "")),
         signing_secret=Secret(env.get("SLACK_SIGNING_SECRET", "")),
         app_token=Secret(env.get("SLACK_APP_TOKEN", "")),
         api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API,
     )
-    port = 3000
+    port, port_set = 3000, bool(env.get("PORT"))
     if env.get("PORT"):
         try:
             port = _int_range(0, 65535)(int(env["PORT"]))  # 0: any free port (tests)
@@ -385,7 +437,9 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
         templates_dir=conv["templates"].get("dir", ""),
         state_path=env.get("BOT_STATE_PATH") or DEFAULT_STATE,
         port=port,
+        port_set=port_set,
         config_path=str(path),
+        servers=servers,
     )
     problems += _missing(settings, require)
     if problems:
@@ -393,9 +447,72 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
     return settings
 
 
+def _servers(
+    entries: Any, shared: VeeamSettings, env: Mapping[str, str], problems: list[str]
+) -> tuple[VeeamSettings, ...]:
+    """`[[veeam.servers]]`: each entry a name, a URL, the names of the environment variables
+    holding its credentials, and any `[veeam]` key it overrides."""
+    if not isinstance(entries, list) or not entries or any(type(e) is not dict for e in entries):
+        problems.append("[[veeam.servers]]: expected one or more tables with name and url")
+        return ()
+    if shared.url:
+        problems.append(
+            "VEEAM_URL (or [veeam] url): set, but [[veeam.servers]] lists the servers; give "
+            "each its url there"
+        )
+    out: list[VeeamSettings] = []
+    for n, entry in enumerate(entries, 1):
+        name = entry.get("name")
+        where = f"[[veeam.servers]] {name}" if isinstance(name, str) else f"[[veeam.servers]] #{n}"
+        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name):
+            problems.append(f"{where}: name must be 1-40 letters, digits, '.', '_' or '-'")
+        elif name in {s.server for s in out}:
+            problems.append(f"{where}: a second server with this name")
+        else:
+            out.append(_server(name, where, entry, shared=shared, env=env, problems=problems))
+    return tuple(out)
+
+
+def _server(
+    name: str,
+    where: str,
+    entry: dict[str, Any],
+    *,
+    shared: VeeamSettings,
+    env: Mapping[str, str],
+    problems: list[str],
+) -> VeeamSettings:
+    values: dict[str, Any] = {**shared.__dict__, "server": name}
+    for key, value in entry.items():
+        spec = SCHEMA["veeam"].get(key)
+        if spec is None:
+            if key not in SERVER_KEYS:
+                problems.append(f"{where} {key}: unknown key")
+            continue
+        try:
+            values[spec[0]] = spec[1](value)
+        except ValueError as exc:
+            problems.append(f"{where} {key}: {exc}")
+    for key, attr in (("username_env", "username"), ("password_env", "password")):
+        var = entry.get(key)
+        if var is None:
+            if not values[attr]:  # no [veeam] username, VEEAM_USERNAME or VEEAM_PASSWORD either
+                shared_var = f"VEEAM_{attr.upper()}"
+                problems.append(f"{where}: {key} is required (or {shared_var} for all)")
+        elif not isinstance(var, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+            problems.append(f"{where} {key}: expected the name of an environment variable")
+        elif not env.get(var):
+            problems.append(f"{var}: not set ({attr} of Enterprise Manager {name})")
+        else:
+            values[attr] = Secret(env[var]) if attr == "password" else env[var]
+    if not values.get("url"):
+        problems.append(f"{where}: url is required, e.g. https://em1.corp.local:9398")
+    return VeeamSettings(**values)
+
+
 def _missing(s: Settings, require: tuple[str, ...]) -> list[str]:
     out = []
-    if "veeam" in require:
+    if "veeam" in require and not s.many:
         if not s.veeam.url:
             out.append("VEEAM_URL (or [veeam] url): not set; e.g. https://em.corp.local:9398")
         if not s.veeam.username:

@@ -53,6 +53,7 @@ def session_to_json(s: TaskSession) -> dict[str, Any]:
         "created": iso_z(s.created),
         "ended": iso_z(s.ended),
         "size": s.total_size,
+        **({"em": s.em} if s.em else {}),
     }
 
 
@@ -71,6 +72,7 @@ def session_from_json(d: dict[str, Any]) -> TaskSession:
         created=parse_time(d["created"]),
         ended=parse_time(d["ended"]),
         total_size=d["size"],
+        em=d.get("em", ""),
     )
 
 
@@ -306,12 +308,12 @@ class Store:
         return int(row[0]) if row else 0
 
     # --------------------------------------------------------- checkpoints, meta
-    def checkpoint(self, session_type: str) -> datetime | None:
-        value = self._db.get(f"m:checkpoint:{session_type}")
+    def checkpoint(self, session_type: str, server: str = "") -> datetime | None:
+        value = self._db.get(f"m:checkpoint:{scoped(session_type, server)}")
         return parse_time(value) if isinstance(value, str) else None
 
-    def set_checkpoint(self, session_type: str, value: datetime) -> None:
-        self._db[f"m:checkpoint:{session_type}"] = iso_z(value)
+    def set_checkpoint(self, session_type: str, value: datetime, server: str = "") -> None:
+        self._db[f"m:checkpoint:{scoped(session_type, server)}"] = iso_z(value)
 
     def meta(self, name: str, default: Any = None) -> Any:
         return self._db.get(f"m:{name}", default)
@@ -360,6 +362,12 @@ class Store:
         at = now.timestamp()
         self._db.update({f"a:{u}": {"c": channel, "ts": ts, "at": at, "r": "Failed"} for u in uids})
         self.commit()
+
+
+def scoped(name: str, server: str) -> str:
+    """A meta name of one Enterprise Manager of several (`checkpoint:<type>@em1`); the bot
+    watching one server from `[veeam] url` keeps the plain names."""
+    return f"{name}@{server}" if server else name
 
 
 def utc_from_epoch(value: float) -> datetime:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,7 +35,7 @@ from bot.models import TaskSession, iso_z
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
-from bot.store import Pending, Store, session_from_json, session_to_json
+from bot.store import Pending, Store, scoped, session_from_json, session_to_json
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 from bot.veeam.parse import parse_time
@@ -187,8 +188,15 @@ class Pipeline:
         retries: int = 3,
         backoff: float = 1.0,
         stopping: threading.Event | None = None,
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.settings = settings
+        # `[[veeam.servers]]` name ("" for the one server of `[veeam] url`): this pipeline's
+        # pending alerts, held failures and checkpoints are the ones of this server.
+        self.server = settings.veeam.server
+        # Held while the store changes; the pipelines of several servers share one, so that
+        # only their EM queries run side by side.
+        self.lock: AbstractContextManager[object] = lock or threading.Lock()
         # Set on SIGTERM: delivery stops between messages; the rest stays pending.
         self.stopping = stopping or threading.Event()
         self.em, self.store, self.notifier, self.renderer = em, store, notifier, renderer
@@ -212,15 +220,37 @@ class Pipeline:
         configured = self.settings.alerts.channel
         return configured if configured == self.channel else f"{configured} ({self.channel})"
 
+    def pending(self) -> list[Pending]:
+        """This server's pending alerts."""
+        return [p for p in self.store.pending() if p.session.em == self.server]
+
+    def checkpoints(self) -> list[datetime | None]:
+        return [self.store.checkpoint(t, self.server) for t in self.settings.veeam.session_types]
+
     def poll_once(self, now: datetime) -> PollResult:
         result = PollResult()
         retries_before = self.em.retries + self.slack_retries
+        with self.lock:
+            late, carried = self._carry(now, result)
+        # EM is asked without the lock: a slow Enterprise Manager holds up no other.
+        fetched = self._fetch_all(now, late, result)
+        with self.lock:
+            self._process(now, result, late, carried, fetched)
+            result.retries = self.em.retries + self.slack_retries - retries_before
+            self._remember(now, result)
+            self.store.commit()
+        return result
+
+    def _carry(
+        self, now: datetime, result: PollResult
+    ) -> tuple[dict[str, float], list[TaskSession]]:
+        """Reconcile what an earlier poll left pending; (late listings, what to post again)."""
         self._resolve_channel()
         try:
             self._reconcile_catchups(now)
         except NotifyError as exc:
             result.slack_error = str(exc)
-        pending_before = self.store.pending()
+        pending_before = self.pending()
         late = {p.session.uid: p.late for p in pending_before if p.late is not None}
         try:
             carried = self._reconcile(pending_before, now)
@@ -229,7 +259,20 @@ class Pipeline:
         except NotifyError as exc:
             result.slack_error = str(exc)
             carried = []
-        fresh, successes, held, high = self._fetch_all(now, late, result)
+        self.store.commit()
+        return late, carried
+
+    def _process(
+        self,
+        now: datetime,
+        result: PollResult,
+        late: dict[str, float],
+        carried: list[TaskSession],
+        fetched: tuple[
+            list[TaskSession], list[TaskSession], list[TaskSession], dict[str, datetime | None]
+        ],
+    ) -> None:
+        fresh, successes, held, high = fetched
         result.new = len(fresh)
         if fresh:
             self.store.mark_pending(fresh, self.channel, now, late=late)
@@ -245,13 +288,9 @@ class Pipeline:
                 chunks, now, result, {u.uid for u in carried}, late=late, folded=(status, into)
             )
             self._follow_up(todo, now, result)
-        pending = self.store.pending()
+        pending = self.pending()
         result.pending = len(pending)
-        result.retries = self.em.retries + self.slack_retries - retries_before
         self._advance(high, pending, now)
-        self._remember(now, result)
-        self.store.commit()
-        return result
 
     def _fetch_all(
         self, now: datetime, late: dict[str, float], result: PollResult
@@ -284,12 +323,13 @@ class Pipeline:
     ) -> tuple[list[TaskSession], int, datetime | None]:
         """(new sessions, sessions fetched, latest end time seen) for one session type. A
         sweep looks back over the late window; what only it finds goes into `late`."""
-        checkpoint = self.store.checkpoint(type_)
+        checkpoint = self.store.checkpoint(type_, self.server)
         ordinary = window_start(checkpoint, now, self.settings)
-        floor = self.store.meta(f"floor:{type_}")
+        floor_key = scoped(f"floor:{type_}", self.server)
+        floor = self.store.meta(floor_key)
         if checkpoint is None and floor is None:  # a first run: nothing before this, ever
             floor = iso_z(ordinary)
-            self.store.set_meta(f"floor:{type_}", floor)
+            self.store.set_meta(floor_key, floor)
         floor_at = parse_time(floor) if isinstance(floor, str) else None
         since = sweep_start(checkpoint, floor_at, now, self.settings) if sweep else ordinary
         results = self.settings.alerts.results
@@ -306,6 +346,7 @@ class Pipeline:
                 out += self._select(batch)
                 batch = []
         out += self._select(batch)
+        out = self._tagged(out)
         for s in out:
             seconds = late_by(s.ended, ordinary, now) if checkpoint is not None else None
             if seconds is not None:
@@ -317,6 +358,10 @@ class Pipeline:
                     rough_duration(seconds),
                 )
         return out, fetched, top
+
+    def _tagged(self, sessions: list[TaskSession]) -> list[TaskSession]:
+        """Sessions named with their Enterprise Manager, when the bot watches several."""
+        return [s._replace(em=self.server) for s in sessions] if self.server else sessions
 
     def _unmuted(self, sessions: list[TaskSession], now: datetime) -> list[TaskSession]:
         """Leave out what an active mute covers: recorded, not announced."""
@@ -334,7 +379,8 @@ class Pipeline:
         """Failures held back by `[alerts] hold_for_retries`, waiting for a retry."""
         if self.settings.alerts.hold_for_retries <= timedelta(0):
             return []
-        return [session_from_json(v["s"]) for v in self.store.all_records("h").values()]
+        held = [session_from_json(v["s"]) for v in self.store.all_records("h").values()]
+        return [s for s in held if s.em == self.server]
 
     def _hold(
         self, todo: Plan, now: datetime, held: list[TaskSession], late: dict[str, float]
@@ -371,7 +417,8 @@ class Pipeline:
         # day's successes would be read for the few that close a problem. A problem whose
         # recovery fell before closes at its VM's next success.
         wanted = max(2 * self.settings.poll.overlap, self.settings.alerts.hold_for_retries)
-        since = max(window_start(self.store.checkpoint(type_), now, self.settings), now - wanted)
+        checkpoint = self.store.checkpoint(type_, self.server)
+        since = max(window_start(checkpoint, now, self.settings), now - wanted)
         flt = F.all_of(
             [
                 F.cmp("State", "==", "Completed"),
@@ -379,7 +426,7 @@ class Pipeline:
                 F.cmp("EndTime", ">=", since),
             ]
         )
-        return list(self.em.query(type_, flt, sort_asc="EndTime"))
+        return self._tagged(list(self.em.query(type_, flt, sort_asc="EndTime")))
 
     def _follow_up(self, todo: Plan, now: datetime, result: PollResult) -> None:
         """Repeats into their threads, recoveries, then the alerts they changed."""
@@ -500,7 +547,8 @@ class Pipeline:
         uids = sorted(s.uid for s in sessions)
         digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:12]
         catchup_id = f"{int(now.timestamp())}-{digest}"
-        self.store.put_records("C", {catchup_id: {"u": uids, "t": now.timestamp()}})
+        attempt = {"u": uids, "t": now.timestamp(), "e": self.server}
+        self.store.put_records("C", {catchup_id: attempt})
         self.store.commit()
         log.info("catch-up: %d sessions in one message (%s)", len(sessions), catchup_id)
         try:
@@ -523,7 +571,9 @@ class Pipeline:
     def _reconcile_catchups(self, now: datetime) -> None:
         """A catch-up message whose post was cut short (a crash, a lost answer): adopt it if
         it is in the channel, else forget the attempt (its sessions are still pending)."""
-        attempts = self.store.all_records("C")
+        attempts = {
+            k: a for k, a in self.store.all_records("C").items() if a.get("e", "") == self.server
+        }
         if not attempts:
             return
         oldest = min(a["t"] for a in attempts.values()) - 60
@@ -534,7 +584,7 @@ class Pipeline:
                 raise
             posted = []
         found = {str(payload.get("id")): receipt for payload, receipt in posted}
-        pending = {p.session.uid: p.session for p in self.store.pending()}
+        pending = {p.session.uid: p.session for p in self.pending()}
         for catchup_id, attempt in attempts.items():
             receipt = found.get(catchup_id)
             sessions = [pending[u] for u in attempt["u"] if u in pending]
@@ -618,11 +668,14 @@ class Pipeline:
                 p.session.ended for p in pending if p.session.type == type_ and p.session.ended
             ]
             overlap = self.settings.poll.overlap
-            self.store.set_checkpoint(type_, next_checkpoint(top, now, waiting, overlap))
+            reached = next_checkpoint(top, now, waiting, overlap)
+            self.store.set_checkpoint(type_, reached, self.server)
 
-    def prune(self, now: datetime) -> int:
-        """Forget announced sessions past retention that no query window can return."""
-        checkpoints = [self.store.checkpoint(t) for t in self.settings.veeam.session_types]
+    def prune(self, now: datetime, checkpoints: list[datetime | None] | None = None) -> int:
+        """Forget announced sessions past retention that no query window can return (of
+        this server, or of every server's `checkpoints`)."""
+        if checkpoints is None:
+            checkpoints = self.checkpoints()
         removed = self.store.prune(prune_cutoff(now, self.settings, checkpoints))
         self.store.prune_lifecycle(now - self.settings.alerts.retention)
         self.store.set_meta("last_prune", now.timestamp())
@@ -643,9 +696,10 @@ class Pipeline:
             outcome = f"EM error: {result.em_error}"
         elif result.slack_error:
             outcome = f"Slack error: {result.slack_error}"
-        before = self.store.meta("last_poll") or {}
+        name = scoped("last_poll", self.server)
+        before = self.store.meta(name) or {}
         self.store.set_meta(
-            "last_poll",
+            name,
             {
                 "at": now.timestamp(),
                 "outcome": outcome,

@@ -22,8 +22,9 @@ SEVERITY = {"Warning": 1, "Failed": 2}
 
 
 def identity(em: str, s: TaskSession) -> str:
-    """The problem a session belongs to, as a stable key."""
-    return json.dumps([em, s.type, s.job, s.vm], ensure_ascii=False)
+    """The problem a session belongs to, as a stable key. `em` names the Enterprise Manager
+    of a bot watching one (its host name); with several, the session's server name does."""
+    return json.dumps([s.em or em, s.type, s.job, s.vm], ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,7 @@ def _xml_sessions(plural: Any) -> list[TaskSession]:
                     c,
                     e,
                     _size(size),
+                    "",
                 ),
             )
         )
@@ -443,6 +444,7 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
                     c,
                     e,
                     size if type(size) is int else _size(size),
+                    "",
                 ),
             )
         )
