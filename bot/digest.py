@@ -123,14 +123,22 @@ class ProblemDigest:
     open: list[Problem] = field(default_factory=list)
     recovered: list[Problem] = field(default_factory=list)  # in the window
     mutes: list[Mute] = field(default_factory=list)
+    named: bool = False  # jobs named with their Enterprise Manager (several watched)
 
 
 def problem_digest(
-    problems: list[Problem], mutes: list[Mute], start: datetime, end: datetime
+    problems: list[Problem],
+    mutes: list[Mute],
+    start: datetime,
+    end: datetime,
+    *,
+    named: bool = False,
 ) -> ProblemDigest:
-    """Open problems (longest open first), those recovered in [start, end), active mutes."""
+    """Open problems (longest open first), those recovered in [start, end), active mutes.
+    `named`: jobs are shown with their Enterprise Manager ("em1 · Job")."""
     lo, hi = start.timestamp(), end.timestamp()
     return ProblemDigest(
+        named=named,
         open=sorted((p for p in problems if p.is_open), key=lambda p: p.opened),
         recovered=sorted(
             (p for p in problems if not p.is_open and lo <= (p.recovered_at or 0) < hi),
@@ -140,18 +148,18 @@ def problem_digest(
     )
 
 
-def _vm_job(p: Problem) -> tuple[str, str]:
-    """(vm, job) of a problem, from its identity."""
+def _vm_job(p: Problem, named: bool = False) -> tuple[str, str]:
+    """(vm, job) of a problem, from its identity; the job as "em1 · Job" when `named`."""
     try:
-        _em, _type, job, vm = json.loads(p.id)
+        em, _type, job, vm = json.loads(p.id)
     except (ValueError, TypeError):
         return p.id, ""
-    return str(vm), str(job)
+    return str(vm), f"{em} · {job}" if named else str(job)
 
 
 def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str, Any]:
     def row(p: Problem) -> dict[str, Any]:
-        vm, job = _vm_job(p)
+        vm, job = _vm_job(p, d.named)
         return {"vm": vm, "job": job, "count": p.count}
 
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from bot.alerts.mutes import MuteBook
@@ -33,17 +34,27 @@ ONE_DAY = timedelta(days=1)  # a calendar day (local dates), not 24 h
 
 class DigestRunner:
     def __init__(
-        self, settings: Settings, em: EMClient, store: Store, notifier: Notifier, renderer: Renderer
+        self,
+        settings: Settings,
+        em: EMClient | Mapping[str, EMClient],
+        store: Store,
+        notifier: Notifier,
+        renderer: Renderer,
     ) -> None:
-        self.settings, self.em, self.store = settings, em, store
+        """`em`: one Enterprise Manager, or several by name (their jobs are then named
+        "em1 · Job")."""
+        self.settings, self.store = settings, store
+        self.sources = dict(em) if isinstance(em, Mapping) else {"": em}
         self.notifier, self.renderer = notifier, renderer
         self._lock = threading.Lock()
 
     def _stream(self, summary: Summary) -> Summary:
         flt = window_filter(summary.start, summary.end)
-        for type_ in self.settings.veeam.session_types:
-            for s in self.em.query(type_, flt, sort_asc="EndTime"):
-                summary.add(s)
+        types = {s.server: s.session_types for s in self.settings.servers}
+        for name, client in self.sources.items():
+            for type_ in types.get(name, self.settings.veeam.session_types):
+                for s in client.query(type_, flt, sort_asc="EndTime"):
+                    summary.add(s._replace(job=f"{name} · {s.job}", em=name) if name else s)
         return summary
 
     def build(self, now: datetime, window: timedelta = DAY) -> Message:
@@ -61,7 +72,7 @@ class DigestRunner:
             current,
             previous,
             self.settings.digest.timezone,
-            problem_digest(problems, mutes, start, end),
+            problem_digest(problems, mutes, start, end, named=self.settings.many),
         )
 
     def post(self, message: Message) -> Receipt:

@@ -328,6 +328,7 @@ def session_view(s: TaskSession) -> dict[str, Any]:
         "vm": s.vm,
         "job": s.job,
         "server": s.server,
+        "em": s.em,  # the Enterprise Manager's name when the bot watches several, else ""
         "result": s.result,
         "state": s.state,
         "emoji": EMOJI_MARKUP.get(s.result, NO_EMOJI),

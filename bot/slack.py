@@ -106,6 +106,15 @@ class Receipt:
     ts: str
 
 
+def error_code(exc: Exception) -> str:
+    """Slack's error code (`channel_not_found`, `ratelimited`), `http_503`, or `connection`."""
+    if isinstance(exc, SlackApiError):
+        error = str(exc.response.get("error", "")) if exc.response.data else ""
+        status = exc.response.status_code
+        return "ratelimited" if status == 429 else error or f"http_{status}"
+    return "connection"
+
+
 def classify(exc: Exception, channel: str) -> NotifyError:
     """Map a slack-sdk/urllib failure to one clear NotifyError."""
     if isinstance(exc, SlackApiError):
@@ -174,6 +183,13 @@ class SlackNotifier:
     def __init__(self, client: WebClient, pacer: Pacer) -> None:
         self.client = client
         self.pacer = pacer
+        # Called with Slack's error code of each failed post or update (the metrics).
+        self.on_error: Callable[[str], None] | None = None
+
+    def _failed(self, exc: Exception, channel: str) -> NotifyError:
+        if self.on_error is not None:
+            self.on_error(error_code(exc))
+        return classify(exc, channel)
 
     def post(self, channel: str, message: Message, *, label: str = "") -> Receipt:
         """Post one message; `label` names the channel in errors (e.g. "#alerts (C123)")."""
@@ -194,7 +210,7 @@ class SlackNotifier:
                 reply_broadcast=True if message.broadcast else None,
             )
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
-            raise classify(exc, label or channel) from exc
+            raise self._failed(exc, label or channel) from exc
         return Receipt(str(resp.get("channel") or channel), str(resp["ts"]))
 
     def update(self, channel: str, ts: str, message: Message) -> None:
@@ -210,7 +226,7 @@ class SlackNotifier:
                 parse="none",
             )
         except (SlackApiError, *TRANSPORT_ERRORS) as exc:
-            raise classify(exc, channel) from exc
+            raise self._failed(exc, channel) from exc
 
     def find_in_thread(self, channel: str, thread_ts: str, uids: set[str]) -> dict[str, Receipt]:
         """UIDs among `uids` that a reply in the thread already carries in its metadata

@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,6 +116,8 @@ class Store:
             )
             self.first_run = True
         self._sent: list[tuple[str, str]] = []
+        # Called with the sessions of each delivery record (the metrics count them).
+        self.on_sent: Callable[[list[TaskSession]], None] | None = None
         self._unmark: list[str] = []
         self._buffer_lock = threading.Lock()
         self._db = SqliteDict(
@@ -166,6 +169,8 @@ class Store:
         The rows are buffered and written in one batch then: until the commit they would
         not survive a crash anyway, and the pending marks (already committed) cover that."""
         at = now.timestamp()
+        if self.on_sent is not None:
+            self.on_sent(sessions)
         for s in sessions:
             receipt = {"c": channel, "ts": ts, "at": at, "r": s.result}
             self._sent.append((f"a:{s.uid}", json.dumps(receipt)))

@@ -30,7 +30,7 @@ from bot.alerts.message import (
 )
 from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.problems import Plan, hold, plan
-from bot.errors import NotifyError, SourceError
+from bot.errors import AuthError, EMRejected, EMUnavailable, NotifyError, SourceError
 from bot.models import TaskSession, iso_z
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
 from bot.settings import Settings
@@ -55,6 +55,9 @@ class PollResult:
     recovered: int = 0  # problems closed by a Success
     retries: int = 0  # EM requests and Slack posts sent again after a transient failure
     em_error: str = ""
+    # em_unreachable (connection, timeout, 5xx), em_rejected (logon or query refused),
+    # em_error (an answer the bot cannot read)
+    em_error_kind: str = ""
     slack_error: str = ""
 
     @property
@@ -162,6 +165,15 @@ def group_sessions(sessions: Iterable[TaskSession]) -> list[list[TaskSession]]:
 
 def _end_key(s: TaskSession) -> float:
     return s.ended.timestamp() if s.ended else 0.0
+
+
+def error_kind(exc: SourceError) -> str:
+    """The kind of an EM failure, as the metrics count it."""
+    if isinstance(exc, EMUnavailable) or exc.transient:
+        return "em_unreachable"
+    if isinstance(exc, AuthError | EMRejected):
+        return "em_rejected"
+    return "em_error"
 
 
 def em_filter(results: tuple[str, ...], since: datetime) -> str:
@@ -313,6 +325,7 @@ class Pipeline:
                     successes += self._successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)
+            result.em_error_kind = error_kind(exc)
             return [], [], [], {}
         if sweep:
             self.last_sweep = now

@@ -78,6 +78,8 @@ def query_reply(r: Renderer, answer: Answer, words: str, *, share: bool) -> Repl
             "total": answer.total,
             "shown": len(answer.sessions),
             "filters": [(t, flt) for t, flt in answer.filters.items()],
+            # Enterprise Managers that did not answer: name → one sentence
+            "missing": sorted((answer.missing or {}).items()),
         },
     )
     summary = f"{answer.total} session(s) match /veeam {words}".strip()

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,9 +31,9 @@ from bot.slash.answers import (
     status_reply,
     usage_error,
 )
-from bot.slash.lookup import run_query
+from bot.slash.lookup import run_on
 from bot.slash.query import Query, parse_query, tokenize
-from bot.store import Store, utc_from_epoch
+from bot.store import Store, scoped, utc_from_epoch
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 
@@ -90,7 +90,7 @@ class SlashPool:
 @dataclass
 class SlashDeps:
     settings: Settings
-    em: EMClient
+    em: EMClient  # the first (or only) Enterprise Manager
     store: Store
     renderer: Renderer
     pool: SlashPool
@@ -99,6 +99,11 @@ class SlashDeps:
     announce: Callable[[str], None] | None = None
     # Redraws the alerts marked for it (after an acknowledgement); None: the next poll does.
     redraw: Callable[[], None] | None = None
+    # Every Enterprise Manager by its `[[veeam.servers]]` name; empty: only `em`, unnamed.
+    ems: dict[str, EMClient] = field(default_factory=dict)
+
+    def sources(self) -> dict[str, EMClient]:
+        return self.ems or {"": self.em}
 
 
 def unescape_slack(text: str) -> str:
@@ -198,7 +203,7 @@ def _answer(work: Work, respond: Respond, deps: SlashDeps, queued_at: float) -> 
 
 
 def query_answer(deps: SlashDeps, query: Query, text: str) -> Reply:
-    answer = run_query(deps.em, query)
+    answer = run_on(deps.sources(), query)
     shown = " ".join(w for w in tokenize(text) if w.lower() != "share")
     return query_reply(deps.renderer, answer, shown, share=query.share)
 
@@ -206,26 +211,33 @@ def query_answer(deps: SlashDeps, query: Query, text: str) -> Reply:
 def one_session(deps: SlashDeps, uid: str, share: bool) -> Reply:
     m = UID.match(uid)
     types = (m.group(1),) if m and m.group(1) in SESSION_TYPES else SESSION_TYPES
-    for type_ in types:
-        full = uid if uid.startswith("urn:") else f"urn:veeam:{type_}:{uid}"
-        for s in deps.em.query(type_, F.cmp("UID", "==", full), page_size=1):
-            return session_reply(deps.renderer, s, share=share)
+    for name, client in deps.sources().items():
+        for type_ in types:
+            full = uid if uid.startswith("urn:") else f"urn:veeam:{type_}:{uid}"
+            for s in client.query(type_, F.cmp("UID", "==", full), page_size=1):
+                return session_reply(deps.renderer, s._replace(em=name), share=share)
     return plain(f"EM has no task session {uid}.")
 
 
 def status(deps: SlashDeps, now: datetime) -> Status:
-    last = deps.store.meta("last_poll") or {}
-    try:
-        deps.em.ping()
-        em_state = f"reachable at {deps.settings.veeam.url}"
-    except BotError as exc:
-        em_state = f"unreachable: {exc}"
+    polls, states = [], []
+    for name, client in deps.sources().items():
+        last = deps.store.meta(scoped("last_poll", name)) or {}
+        try:
+            client.ping()
+            state = f"reachable at {client.base_url}"
+        except BotError as exc:
+            state = f"unreachable: {exc}"
+        prefix = f"{name}: " if name else ""
+        states.append(prefix + state)
+        if "at" in last:
+            polls.append((last["at"], prefix + str(last.get("outcome", ""))))
     return Status(
-        last_poll=utc_from_epoch(last["at"]) if "at" in last else None,
-        last_outcome=str(last.get("outcome", "")),
-        em_state=em_state,
+        last_poll=utc_from_epoch(min(p[0] for p in polls)) if polls else None,
+        last_outcome="; ".join(p[1] for p in polls),
+        em_state="; ".join(states),
         announced_24h=deps.store.count_announced_since(now - timedelta(hours=24)),
-        pending=len(deps.store.pending()),
+        pending=len(deps.store.pending()),  # of every server
         version=__version__,
     )
 

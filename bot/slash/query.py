@@ -19,13 +19,14 @@ from bot.veeam import filters as F
 
 RESULT_WORDS = {"failed": "Failed", "warning": "Warning", "success": "Success"}
 STATES = {"inprogress": "InProgress", "pending": "Pending", "completed": "Completed"}
-KEYS = ("vm", "job", "server", "state", "type", "since", "until", "limit")
+KEYS = ("vm", "job", "server", "state", "type", "since", "until", "limit", "em")
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 DEFAULT_SINCE = timedelta(hours=24)
 USAGE = (
     "usage: [failed|warning|success ...] [vm:NAME] [job:NAME] [server:NAME] "
     "[state:completed|inprogress|pending] [type:replica|backup] [since:7d|24h|90m|YYYY-MM-DD] "
-    '[until:...] [limit:N (max 100)]; quote values with spaces: job:"Replication Job 2"'
+    "[until:...] [limit:N (max 100)] [em:NAME (one Enterprise Manager of several)]; "
+    'quote values with spaces: job:"Replication Job 2"'
 )
 _QUOTES = {'"': '"', "“": "”", "”": "”", "„": "“"}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}:?\d{2})?")
@@ -42,6 +43,7 @@ class Query:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = DEFAULT_LIMIT
+    em: str | None = None  # one Enterprise Manager of several, by its configured name
     share: bool = False
     words: tuple[str, ...] = field(default=(), compare=False)
 
@@ -145,7 +147,7 @@ def parse_query(
 
 
 def _key_value(key: str, value: str, now: datetime) -> dict[str, object]:
-    if key in ("vm", "job", "server"):
+    if key in ("vm", "job", "server", "em"):
         return {key: value}
     if key == "state":
         if value.lower() not in STATES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -46,8 +47,15 @@ def tls_verify(setting: bool | str) -> bool | ssl.SSLContext:
 class EMClient:
     """A thread-safe EM client. Build one per process; close it to log out."""
 
-    def __init__(self, settings: VeeamSettings, *, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        settings: VeeamSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        observe: Callable[[float], None] | None = None,
+    ):
         self.settings = settings
+        self.observe = observe  # called with each request's seconds (metrics)
         self.base_url = settings.url
         if settings.verify_tls is False:
             log.warning(
@@ -128,10 +136,14 @@ class EMClient:
 
     def _get_once(self, path: str, params: dict[str, str | int]) -> bytes:
         self.requests += 1
+        started = time.monotonic()
         try:
             response = self._http.get(path, params=params)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
+        finally:
+            if self.observe is not None:
+                self.observe(time.monotonic() - started)
         if response.status_code >= 400:
             self._raise_for(response)
         return response.content
