@@ -8,18 +8,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from bot.alerts.pipeline import Pipeline
+from bot.alerts.mutes import MuteBook
+from bot.alerts.pipeline import Pipeline, PollResult
+from bot.alerts.source import SourceWatch
 from bot.console import format_message
 from bot.digest_run import DigestRunner
 from bot.errors import ConfigError
+from bot.metrics import Metrics
+from bot.models import TaskSession
 from bot.render import Message, Renderer, section
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
-from bot.store import Store
+from bot.store import Store, scoped
 from bot.veeam.client import EMClient
 
 if TYPE_CHECKING:
@@ -29,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def em_client(settings: Settings) -> EMClient:
-    return EMClient(settings.veeam)
+def em_client(settings: Settings, metrics: Metrics | None = None) -> EMClient:
+    observe = metrics.em_observer(settings.veeam.label) if metrics else None
+    return EMClient(settings.veeam, observe=observe)
 
 
 def build_renderer(settings: Settings) -> Renderer:
@@ -60,6 +67,7 @@ def build_pipeline(
     renderer: Renderer,
     *,
     stopping: threading.Event | None = None,
+    lock: threading.Lock | None = None,
 ) -> Pipeline:
     return Pipeline(
         settings,
@@ -70,53 +78,137 @@ def build_pipeline(
         retries=settings.alerts.retries,
         stopping=stopping,
         backoff=settings.alerts.backoff.total_seconds(),
+        lock=lock,
     )
 
 
 class Services:
-    """Long-lived collaborators of `run`, closed together."""
+    """Long-lived collaborators of `run` (and of `poll --once`), closed together: one store,
+    one Slack client, and one EM client and pipeline per Enterprise Manager."""
 
     def __init__(self, settings: Settings, now: datetime, stopping: threading.Event) -> None:
         self.settings = settings
+        self.metrics = Metrics()
         self.renderer = build_renderer(settings)
-        self.em = em_client(settings)
         self.store = open_store(settings, now)
         self.notifier = slack_notifier(settings)
-        self.pipeline = build_pipeline(
-            settings, self.em, self.store, self.notifier, self.renderer, stopping=stopping
+        self.notifier.on_error = self.metrics.slack_error
+        # Held while the store changes (polls of every server, redraws, retention).
+        self.lock = threading.Lock()
+        self.ems: dict[str, EMClient] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+        for server in settings.servers:
+            own = settings.for_server(server)
+            em = em_client(own, self.metrics)
+            self.ems[server.label] = em
+            self.pipelines[server.label] = build_pipeline(
+                own, em, self.store, self.notifier, self.renderer, stopping=stopping, lock=self.lock
+            )
+        self.em = next(iter(self.ems.values()))
+        self.labels = {s.server: s.label for s in settings.servers}
+        self.store.on_sent = self._count_sent
+        named = {s.server: self.ems[s.label] for s in settings.servers if s.server}
+        self.digest = DigestRunner(
+            settings, named or self.em, self.store, self.notifier, self.renderer
         )
-        self.digest = DigestRunner(settings, self.em, self.store, self.notifier, self.renderer)
-        self._lock = threading.Lock()
+        self.watch = SourceWatch(self.store, self.notifier, settings.alerts.source_down_after)
+        for label, pipeline in self.pipelines.items():
+            last = self.store.meta(scoped("last_poll", pipeline.server)) or {}
+            if isinstance(last.get("ok_at"), int | float):
+                self.metrics.last_success.labels(server=label).set(last["ok_at"])
 
-    def poll(self, now: datetime) -> None:
+    def _count_sent(self, sessions: list[TaskSession]) -> None:
+        for s in sessions:
+            label = self.labels.get(s.em, s.em)
+            self.metrics.announced.labels(server=label, result=s.result).inc()
+
+    def poll(self, label: str, now: datetime) -> PollResult:
+        """One poll of one Enterprise Manager, then what it tells about that server (its
+        self-monitoring alert, the metrics, the log line)."""
         started = time.monotonic()
-        with self._lock:
-            result = self.pipeline.poll_once(now)
-        line = result.log_line(self.settings.veeam.name, time.monotonic() - started)
+        pipeline = self.pipelines[label]
+        result = pipeline.poll_once(now)
+        with self.lock:
+            error = self.watch.observe(
+                pipeline.server, label, result.em_error, now, channel=pipeline.channel
+            )
+            result.slack_error = result.slack_error or error
+            self._gauges(label, pipeline, now)
+        took = time.monotonic() - started
+        self._counters(label, result, now)
+        line = result.log_line(label, took)
         (log.warning if result.exit_code else log.info)("%s", line)
+        return result
+
+    def poll_all(self, now: datetime) -> dict[str, PollResult]:
+        """Every server at once, each on its own thread (`poll --once`)."""
+        if len(self.pipelines) == 1:
+            label = next(iter(self.pipelines))
+            return {label: self.poll(label, now)}
+        with ThreadPoolExecutor(len(self.pipelines), thread_name_prefix="poll") as pool:
+            futures = {label: pool.submit(self.poll, label, now) for label in self.pipelines}
+            return {label: f.result() for label, f in futures.items()}
+
+    def _counters(self, label: str, result: PollResult, now: datetime) -> None:
+        m = self.metrics
+        outcome = "em_error" if result.em_error else "slack_error" if result.slack_error else "ok"
+        m.polls.labels(server=label, outcome=outcome).inc()
+        if result.em_error:
+            m.poll_errors.labels(server=label, kind=result.em_error_kind or "em_error").inc()
+        if result.slack_error:
+            m.poll_errors.labels(server=label, kind="slack").inc()
+        if outcome == "ok":
+            m.last_success.labels(server=label).set(now.timestamp())
+        m.fetched.labels(server=label).inc(result.fetched)
+        m.retries.labels(server=label).inc(result.retries)
+        m.recovered.labels(server=label).inc(result.recovered)
+        m.pending.labels(server=label).set(result.pending)
+        m.source_down.labels(server=label).set(1 if result.em_error else 0)
+
+    def _gauges(self, label: str, pipeline: Pipeline, now: datetime) -> None:
+        """The gauges read from the store (under its lock)."""
+        counts = self.store.open_problems_by_em()
+        for name in self.pipelines:
+            self.metrics.open_problems.labels(server=name).set(counts.get(name, 0))
+        self.metrics.mutes.set(len(MuteBook(self.store).active(now)))
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """/healthz: the last successful poll within 3× the interval (the clock is read
-        here, at the edge)."""
-        from bot.health import health
+        """/healthz: every server's last successful poll within 3× the interval (the clock
+        is read here, at the edge)."""
+        from bot.health import combined, health
         from bot.schedule import utcnow
 
-        return health(self.store.meta("last_poll"), utcnow(), self.settings.poll.interval)
+        now, interval = utcnow(), self.settings.poll.interval
+        each = {
+            label: health(self.store.meta(scoped("last_poll", p.server)), now, interval)
+            for label, p in self.pipelines.items()
+        }
+        return combined(each)
 
     def redraw(self) -> None:
         """Redraw the alerts marked for it (an acknowledgement), between polls."""
-        with self._lock:
-            error = self.pipeline.life.flush_updates()
+        pipeline = next(iter(self.pipelines.values()))
+        with self.lock:
+            error = pipeline.life.flush_updates()
         if error:
             log.warning("could not redraw an alert: %s", error)
 
-    def prune(self, now: datetime) -> None:
-        with self._lock:
-            removed = self.pipeline.prune(now)
+    def prune(self, now: datetime) -> int:
+        """Retention over the whole store, with every server's checkpoints."""
+        with self.lock:
+            checkpoints = [c for p in self.pipelines.values() for c in p.checkpoints()]
+            removed = next(iter(self.pipelines.values())).prune(now, checkpoints)
         log.info("retention: forgot %d announced session(s)", removed)
+        return removed
+
+    def prune_if_due(self, now: datetime) -> None:
+        last = self.store.meta("last_prune")
+        if not isinstance(last, int | float) or now.timestamp() - last >= 86400:
+            self.prune(now)
 
     def close(self) -> None:
-        self.em.close()
+        for em in self.ems.values():
+            em.close()
         self.store.close()
 
 
@@ -147,10 +239,13 @@ def slash_surface(
         utcnow,
         announce=lambda line: _announce(services.notifier, settings.alerts.channel, line),
         redraw=services.redraw,
+        ems=dict(services.ems) if settings.many else {},
     )
     register(app, deps)
     register_buttons(app, deps)
-    return Surface(settings, app, on_fatal=on_fatal, health=services.health)
+    return Surface(
+        settings, app, on_fatal=on_fatal, health=services.health, metrics=services.metrics
+    )
 
 
 def _announce(notifier: Notifier, channel: str, line: str) -> None:
@@ -186,7 +281,7 @@ def run_forever(settings: Settings) -> int:
         services.close()
         raise
     scheduler = build_scheduler(
-        poll=services.poll,
+        polls={label: partial(_poll_job, services, label) for label in services.pipelines},
         interval=settings.poll.interval,
         prune=services.prune,
         digest=services.digest.run_scheduled if settings.digest.enabled else None,
@@ -197,7 +292,7 @@ def run_forever(settings: Settings) -> int:
     surface.start()
     log.info(
         "polling %s every %s; posting to %s",
-        settings.veeam.url,
+        ", ".join(s.url for s in settings.servers),
         settings.poll.interval,
         settings.alerts.channel,
     )
@@ -214,34 +309,48 @@ def run_forever(settings: Settings) -> int:
     return 0
 
 
+def _poll_job(services: Services, label: str, now: datetime) -> None:
+    services.poll(label, now)
+
+
 def poll_once_command(settings: Settings, now: datetime) -> int:
-    """`poll --once`: one cycle, a summary line on stdout, one error line on stderr."""
+    """`poll --once`: one cycle of every server, a summary line each on stdout, one error
+    line each on stderr; the worst exit code."""
     started = time.monotonic()
-    renderer = build_renderer(settings)
-    with em_client(settings) as em, closing(open_store(settings, now)) as store:
-        pipeline = build_pipeline(settings, em, store, slack_notifier(settings), renderer)
-        result = pipeline.poll_once(now)
-        if not result.em_error:
-            pipeline.prune_if_due(now)  # a cron-driven bot has no scheduler to do it
+    services = Services(settings, now, threading.Event())
+    try:
+        results = services.poll_all(now)
+        if not any(r.em_error for r in results.values()):
+            services.prune_if_due(now)  # a cron-driven bot has no scheduler to do it
+    finally:
+        services.close()
     took = time.monotonic() - started
-    log.info("%s", result.log_line(settings.veeam.name, took))
-    print(result.summary(took), flush=True)
-    if result.em_error:
-        print(f"error: {result.em_error}", file=sys.stderr)
-    elif result.pending:
-        why = result.slack_error or "Slack did not take them"
-        print(
-            f"error: {result.pending} alert(s) still pending ({why}); they go out on the next run",
-            file=sys.stderr,
-        )
-    return result.exit_code
+    for label, result in results.items():
+        prefix = f"{label}: " if settings.many else ""
+        print(prefix + result.summary(took), flush=True)
+        if result.em_error:
+            print(f"error: {prefix}{result.em_error}", file=sys.stderr)
+        elif result.pending:
+            why = result.slack_error or "Slack did not take them"
+            print(
+                f"error: {prefix}{result.pending} alert(s) still pending ({why}); they go out "
+                "on the next run",
+                file=sys.stderr,
+            )
+    return max(r.exit_code for r in results.values())
 
 
 def digest_command(settings: Settings, now: datetime, window: timedelta, dry_run: bool) -> int:
     """`digest`: build the digest for the window ending now; print it or post it."""
     renderer = build_renderer(settings)
-    with em_client(settings) as em, closing(open_store(settings, now)) as store:
-        runner = DigestRunner(settings, em, store, slack_notifier(settings), renderer)
+    with ExitStack() as stack:
+        clients = {
+            s.server: stack.enter_context(em_client(settings.for_server(s)))
+            for s in settings.servers
+        }
+        store = stack.enter_context(closing(open_store(settings, now)))
+        ems = clients if settings.many else clients[""]
+        runner = DigestRunner(settings, ems, store, slack_notifier(settings), renderer)
         message = runner.build(now, window)
         if dry_run:
             print(format_message(message, colour=sys.stdout.isatty()), end="")

@@ -6,6 +6,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
+def combined(each: dict[str, tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+    """One answer for several Enterprise Managers: 503 when any is failing, naming it. The
+    bot watching one answers with that server's body."""
+    if len(each) == 1:
+        return next(iter(each.values()))
+    failing = {name: body for name, (status, body) in each.items() if status != 200}
+    servers = {name: body for name, (_status, body) in each.items()}
+    if not failing:
+        return 200, {"status": "ok", "servers": servers}
+    reason = "; ".join(f"{name}: {body['reason']}" for name, body in failing.items())
+    return 503, {"status": "failing", "reason": reason, "servers": servers}
+
+
 def health(
     last_poll: dict[str, Any] | None, now: datetime, interval: timedelta
 ) -> tuple[int, dict[str, Any]]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -38,26 +39,29 @@ def digest_trigger(at: time, zone: str) -> CronTrigger:
 
 def build_scheduler(
     *,
-    poll: Job,
+    polls: dict[str, Job],
     interval: timedelta,
     prune: Job,
     digest: Job | None = None,
     digest_at: time = time(8, 0),
     digest_zone: str = "UTC",
 ) -> BackgroundScheduler:
-    """Poll now and then every `interval` (coalesced, one at a time); prune daily; digest at
-    `digest_at` local time."""
-    sched = BackgroundScheduler(timezone=UTC)
+    """Poll each Enterprise Manager now and then every `interval`, each on a worker of its
+    own (coalesced, one at a time per server: a slow one delays no other); prune daily;
+    digest at `digest_at` local time."""
+    workers = ThreadPoolExecutor(max_workers=len(polls) + 4)
+    sched = BackgroundScheduler(timezone=UTC, executors={"default": workers})
     seconds = interval.total_seconds()
-    sched.add_job(
-        _guarded("poll", poll),
-        IntervalTrigger(seconds=seconds, timezone=UTC),
-        id="poll",
-        next_run_time=utcnow(),
-        coalesce=True,
-        max_instances=1,
-        misfire_grace_time=max(1, int(seconds)),
-    )
+    for name, poll in polls.items():
+        sched.add_job(
+            _guarded(f"poll {name}", poll),
+            IntervalTrigger(seconds=seconds, timezone=UTC),
+            id=f"poll:{name}",
+            next_run_time=utcnow(),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(seconds)),
+        )
     sched.add_job(
         _guarded("retention", prune),
         IntervalTrigger(hours=24, timezone=UTC),

@@ -312,6 +312,16 @@ class Store:
         )
         return int(row[0]) if row else 0
 
+    def open_problems_by_em(self) -> dict[str, int]:
+        """Open problems per Enterprise Manager (the first item of a problem's identity)."""
+        self._flush()
+        rows = self._db.conn.select(
+            "SELECT json_extract(json_extract(value, '$.id'), '$[0]'), COUNT(*) "
+            f"FROM \"{TABLE}\" WHERE key >= 'P:' AND key < 'P;' "
+            "AND json_extract(value, '$.state') = 'open' GROUP BY 1"
+        )
+        return {str(em): int(n) for em, n in rows}
+
     # --------------------------------------------------------- checkpoints, meta
     def checkpoint(self, session_type: str, server: str = "") -> datetime | None:
         value = self._db.get(f"m:checkpoint:{scoped(session_type, server)}")

@@ -21,6 +21,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.errors import ConfigError
+from bot.metrics import CONTENT_TYPE as METRICS_TYPE
+from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.slack import AUTH_ERRORS, TRANSPORT_ERRORS
 
@@ -93,10 +95,13 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Health = Callable[[], tuple[int, dict[str, Any]]]
 
 
-def wsgi_app(app: App, health: Health | None = None) -> WSGIApp:
-    """`POST /slack/events` into Bolt (signatures verified there), `GET /healthz` for probes:
-    200 while polls succeed, 503 with the reason in JSON when they do not."""
-    handler = SlackRequestHandler(app, path=EVENTS_PATH)
+def wsgi_app(
+    app: App | None, health: Health | None = None, metrics: Metrics | None = None
+) -> WSGIApp:
+    """`POST /slack/events` into Bolt (signatures verified there; not served without `app`),
+    `GET /healthz` for probes (200 while polls succeed, 503 with the reason in JSON when they
+    do not) and `GET /metrics` for Prometheus."""
+    handler = SlackRequestHandler(app, path=EVENTS_PATH) if app is not None else None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -105,7 +110,10 @@ def wsgi_app(app: App, health: Health | None = None) -> WSGIApp:
             phrase = "200 OK" if status == 200 else "503 Service Unavailable"
             start_response(phrase, [("Content-Type", "application/json")])
             return [json.dumps(body).encode() + b"\n"]
-        if path == EVENTS_PATH:
+        if path == "/metrics" and metrics is not None:
+            start_response("200 OK", [("Content-Type", METRICS_TYPE)])
+            return [metrics.exposition()]
+        if path == EVENTS_PATH and handler is not None:
             return handler(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]
@@ -124,15 +132,17 @@ class Surface:
         host: str = "0.0.0.0",  # noqa: S104 - Slack must reach HTTP mode
         on_fatal: Callable[[str], None] | None = None,
         health: Health | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings, self.app, self.host = settings, app, host
-        self.health = health
+        self.health, self.metrics = health, metrics
         # Called with one sentence when /veeam cannot work until the configuration changes
         # (a rejected app token); `run` then stops with exit 78.
         self.on_fatal = on_fatal
         self._socket: SocketModeHandler | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._probe_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.port = 0
 
@@ -143,20 +153,23 @@ class Surface:
             )
             self._thread = threading.Thread(target=self._connect, name="socket-mode", daemon=True)
             self._thread.start()
+            port = self.settings.health_port
+            if port is not None:  # health and metrics on a small server of their own
+                self._serve(wsgi_app(None, self.health, self.metrics), port, threads=2)
+                log.info("health and metrics on http://%s:%d/healthz", self.host, self.port)
             return
+        self._serve(wsgi_app(self.app, self.health, self.metrics), self.settings.port, threads=8)
+        log.info("/veeam listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
+
+    def _serve(self, application: WSGIApp, port: int, *, threads: int) -> None:
         import waitress
 
         self._server = waitress.create_server(
-            wsgi_app(self.app, self.health),
-            host=self.host,
-            port=self.settings.port,
-            threads=8,
-            ident="veeam-slack-bot",
+            application, host=self.host, port=port, threads=threads, ident="veeam-slack-bot"
         )
         self.port = int(self._server.effective_port)
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
-        self._thread.start()
-        log.info("/veeam listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
+        self._probe_thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._probe_thread.start()
 
     def _connect(self) -> None:
         """Open the Socket Mode connection, retrying with backoff while Slack is unreachable
@@ -185,5 +198,6 @@ class Surface:
         if self._server is not None:
             self._server.close()
             self._server.task_dispatcher.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._probe_thread):
+            if thread is not None:
+                thread.join(timeout=5)
