@@ -174,6 +174,10 @@ class Settings:
         """More than the single server of `[veeam] url`: messages name the server."""
         return any(s.server for s in self.servers)
 
+    def __post_init__(self) -> None:
+        if not self.servers:  # built in code with one `veeam`: that is the server
+            object.__setattr__(self, "servers", (self.veeam,))
+
     def for_server(self, server: VeeamSettings) -> Settings:
         """These settings as one server's pipeline sees them (`veeam` is that server)."""
         return replace(self, veeam=server)
