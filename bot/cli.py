@@ -137,12 +137,31 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    settings = load_settings(env, require=("veeam",))
-    app.build_renderer(settings)
-    with app.em_client(settings) as client:
-        client.ping()
-    print(f"configuration OK; EM at {settings.veeam.url} answered")
-    return 0
+    """Every step from EM to Slack, one ✓/✗ line each; exit 1 when any failed."""
+    from bot.check import FAIL, OK, run_checks
+    from bot.errors import ConfigError
+    from bot.render import Renderer
+    from bot.template_check import check_templates
+
+    try:
+        settings = load_settings(env, require=("veeam",))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{FAIL} configuration: {problem}")
+        print("    fix: python -m bot example-config prints every key with its meaning")
+        return 78
+    print(f"{OK} configuration: {settings.config_path} and the environment")
+
+    def templates() -> str:
+        count = check_templates(Renderer(settings.templates_dir))
+        return f"{count} messages render from the sample sessions"
+
+    lines = run_checks(settings, templates)
+    for line in lines:
+        print(line, flush=True)
+    failed = sum(line.mark == FAIL for line in lines)
+    print(f"\n{failed} step(s) failed" if failed else "\nall steps passed")
+    return 1 if failed else 0
 
 
 def cmd_example_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -145,13 +145,16 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
     return out
 
 
-def check_templates(r: Renderer) -> None:
+def check_templates(r: Renderer) -> int:
     """Render every message the bot sends from the samples; a failing template is a
-    configuration error naming the template, the line and the sample."""
+    configuration error naming the template, the line and the sample. Returns how many
+    messages were rendered."""
     problems: list[str] = []
     r.strict = True
+    count = 0
     try:
         for label, render in _renders(r):
+            count += 1
             try:
                 render()
             except ConfigError as exc:
@@ -160,3 +163,4 @@ def check_templates(r: Renderer) -> None:
         r.strict = False
     if problems:
         raise ConfigError(sorted(set(problems), key=problems.index))
+    return count

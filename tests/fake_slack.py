@@ -57,6 +57,7 @@ class FakeSlack:
     lose_rate: float = 0.0  # share of the rest stored but answered 500
     faults: random.Random = field(default_factory=lambda: random.Random(0))
     delay: float = 0.0
+    scopes: set[str] = field(default_factory=lambda: {"chat:write", "channels:history"})
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     updates: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
@@ -116,12 +117,38 @@ class FakeSlack:
         if method == "chat.update":
             return self.update_message(body)
         answer = {
-            "auth.test": lambda: {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"},
+            "auth.test": lambda: {
+                "ok": True,
+                "user": "veeam",
+                "user_id": "UBOT",
+                "team": "Example",
+                "team_id": "T1",
+                "bot_id": "B1",
+            },
             "conversations.list": self.channel_list,
             "conversations.history": lambda: self.history(body),
+            "conversations.info": lambda: self.channel_info(body),
             "conversations.replies": lambda: self.thread_replies(body),
         }.get(method, lambda: {"ok": True})
         return 200, answer(), {}
+
+    def channel_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        """conversations.info: a channel by ID, with whether the bot is a member."""
+        cid = str(body.get("channel", ""))
+        names = {v: k.lstrip("#") for k, v in self.channels.items()}
+        if cid not in names:
+            return {"ok": False, "error": "channel_not_found"}
+        return {
+            "ok": True,
+            "channel": {
+                "id": cid,
+                "name": names[cid],
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": cid in self.members,
+            },
+        }
 
     def channel_list(self) -> dict[str, Any]:
         chans = [{"id": cid, "name": name.lstrip("#")} for name, cid in self.channels.items()]
@@ -276,6 +303,10 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         if str(body.get("channel")) != channel:  # history wants IDs, not names
             return {"ok": False, "error": "channel_not_found"}
+        if "channels:history" not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": "channels:history"}
+        if channel not in self.members:
+            return {"ok": False, "error": "not_in_channel"}
         oldest = float(body.get("oldest") or 0)
         limit = min(int(body.get("limit") or 100), 999)
         start = int(body.get("cursor") or 0)

@@ -96,13 +96,20 @@ class EMClient:
     def close(self) -> None:
         """Log out of EM (best effort, retried like any idempotent request) and close the
         connection pool."""
-        request = self.auth.logout_request()
-        if request is not None:
-            try:
-                self._retried(lambda: self._send_logout(request))
-            except SourceError as exc:
-                log.info("EM logout failed: %s", exc)
+        try:
+            self.logout()
+        except SourceError as exc:
+            log.info("EM logout failed: %s", exc)
         self._http.close()
+
+    def logout(self) -> bool:
+        """End the EM logon session (retried like any idempotent request); False when there
+        was none. Raises SourceError."""
+        request = self.auth.logout_request()
+        if request is None:
+            return False
+        self._retried(lambda: self._send_logout(request))
+        return True
 
     def _send_logout(self, request: httpx.Request) -> None:
         try:
