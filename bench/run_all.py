@@ -16,6 +16,7 @@ SCRIPTS = [
     "problems_bench.py",
     "slash_bench.py",
     "digest_bench.py",
+    "servers_bench.py",
 ]
 
 if __name__ == "__main__":

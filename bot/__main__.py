@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=float, default=900.0, help="token idle timeout, s")
     s.add_argument("--camel", action="store_true", help="v13-style camelCase JSON keys")
     s.add_argument("--bom", action="store_true", help="prefix JSON answers with a UTF-8 BOM")
+    s.add_argument("--delay", type=float, default=0.0, help="seconds before each query answer")
     s.set_defaults(func=cli.cmd_emulator)
 
     s = sub.add_parser("check", help="validate the configuration and templates, reach EM")

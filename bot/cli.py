@@ -104,6 +104,7 @@ def cmd_emulator(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         port=args.port,
         camel_case=args.camel,
         bom=args.bom,
+        delay=args.delay,
     )
     print(
         f"EM emulator on http://{args.host}:{args.port} with {len(sessions)} task sessions "
