@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from bot import app
 from bot.models import TYPE_SHORT, TaskSession
 from bot.settings import load_settings, parse_duration
-from bot.slash.lookup import Answer, run_query
+from bot.slash.lookup import Answer, run_on
 from bot.slash.query import parse_query
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,14 @@ def cmd_query(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     query = parse_query(
         " ".join(args.words), now=utcnow(), default_types=settings.veeam.session_types
     )
-    with app.em_client(settings) as client:
-        answer = run_query(client, query)
+    with contextlib.ExitStack() as stack:
+        clients = {
+            s.server: stack.enter_context(app.em_client(settings.for_server(s)))
+            for s in settings.servers
+        }
+        answer = run_on(clients, query)
+    for name, why in (answer.missing or {}).items():
+        print(f"warning: Enterprise Manager {name} did not answer: {why}", file=sys.stderr)
     if args.json:
         print(json.dumps([s.as_json() for s in answer.sessions], ensure_ascii=False, indent=2))
     else:
@@ -44,8 +50,11 @@ def _cell(text: str, width: int) -> str:
 
 def format_table(answer: Answer) -> str:
     """A readable fixed-width table, newest first, with the match count and filter."""
-    head = ("ENDED (UTC)", "RESULT", "TYPE", "VM", "JOB", "SERVER", "REASON")
-    rows = [head] + [_row(s) for s in answer.sessions]
+    named = any(s.em for s in answer.sessions)
+    head: tuple[str, ...] = ("ENDED (UTC)", "RESULT", "TYPE", "VM", "JOB", "SERVER", "REASON")
+    if named:  # several Enterprise Managers: which one listed the session
+        head = ("EM", *head)
+    rows = [head] + [((_cell(s.em, 20),) if named else ()) + _row(s) for s in answer.sessions]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]

@@ -4,6 +4,7 @@ own workers are what is tested."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from bot.emulator.server import Emulator
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings, load_settings
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack
-from tests.helpers import ROOT, bot_env, job_run
+from tests.helpers import ROOT, bot_env, job_run, run_bot
 
 MIN = timedelta(minutes=1)
 T0 = datetime(2026, 11, 20, 12, 0).astimezone()
@@ -302,3 +303,36 @@ def test_pipelines_keep_their_checkpoints_apart(slack: FakeSlack, tmp_path: Path
         b.stop()
     heads = sorted(str(m["blocks"][0]) for m in slack.posted())
     assert len(heads) == 2 and "em-a" in heads[0] and "em-b" in heads[1]
+
+
+def test_query_and_digest_name_the_server(tmp_path: Path) -> None:
+    """`query` asks every server and names each row's; `em:` narrows it; the digest shows
+    jobs as "em-a · Job"."""
+    now = datetime.now().astimezone()
+    a, b = Emulator(SessionStore([])).start(), Emulator(SessionStore([])).start()
+    try:
+        job_run(a, now, [("vm-a", "Failed", "x")])
+        job_run(b, now, [("vm-b", "Warning", "y")], job="Backup Job 7")
+        toml = f"""
+[[veeam.servers]]
+name = "em-a"
+url = "{a.url}"
+[[veeam.servers]]
+name = "em-b"
+url = "{b.url}"
+"""
+        env = bot_env(tmp_path, "", "", toml)
+        del env["VEEAM_URL"]
+        out = run_bot(env, "query", "--json", "failed", "warning")
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+        assert sorted((r["em"], r["vm"]) for r in rows) == [("em-a", "vm-a"), ("em-b", "vm-b")]
+        table = run_bot(env, "query", "warning", "em:em-b").stdout
+        assert table.splitlines()[0].startswith("EM ") and "vm-b" in table and "vm-a" not in table
+        digest = run_bot(env, "digest", "--dry-run")
+        assert digest.returncode == 0, digest.stderr
+        assert "em-a · Replication Job 2" in digest.stdout
+        assert "em-b · Backup Job 7" in digest.stdout
+    finally:
+        a.stop()
+        b.stop()

@@ -445,3 +445,37 @@ def test_buttons_from_a_disallowed_user_are_refused(bot: Bot, now: datetime) -> 
         assert bot.slack.updates == [] and bot.store.all_records("x") == {}
     finally:
         em.close()
+
+
+def test_several_enterprise_managers_and_em_narrowing(bot: Bot, now: datetime) -> None:
+    """With several Enterprise Managers a query asks all of them, each row names its server,
+    `em:NAME` narrows it to one, and one that does not answer is named under the others'
+    rows."""
+    from tests.helpers import job_run
+
+    other = Emulator(SessionStore([])).start()
+    job_run(other, now, [("only-on-b", "Failed", "quota")])
+    client = EMClient(veeam_settings(other, attempts=1))
+    bot.deps.ems = {"em-a": bot.deps.em, "em-b": client}
+    try:
+        bot.send("failed since:14d limit:100", hook="all")
+        text = blocks_text(bot.answer("all"))
+        assert "*only-on-b* · Replication Job 2" in text and "· em-b" in text
+        assert "· em-a" in text
+
+        bot.send("failed em:EM-B since:14d", hook="b")
+        text = blocks_text(bot.answer("b"))
+        assert "only-on-b" in text and "· em-a" not in text and "1 match" in text
+
+        bot.send("failed em:nope", hook="nope")
+        text = blocks_text(bot.answer("nope"))
+        assert "em:nope is not an Enterprise Manager the bot watches; known: em-a, em-b" in text
+
+        other.stop()
+        bot.send("failed since:14d", hook="down")
+        text = blocks_text(bot.answer("down"))
+        assert "· em-a" in text and "only-on-b" not in text
+        assert "Enterprise Manager em-b did not answer: cannot reach EM" in text
+    finally:
+        client.close()
+        other.stop()
