@@ -112,6 +112,7 @@ class Services:
             settings, named or self.em, self.store, self.notifier, self.renderer
         )
         self.watch = SourceWatch(self.store, self.notifier, settings.alerts.source_down_after)
+        self.metrics.read_state(self._state_gauges)
         for label, pipeline in self.pipelines.items():
             last = self.store.meta(scoped("last_poll", pipeline.server)) or {}
             if isinstance(last.get("ok_at"), int | float):
@@ -133,7 +134,6 @@ class Services:
                 pipeline.server, label, result.em_error, now, channel=pipeline.channel
             )
             result.slack_error = result.slack_error or error
-            self._gauges(label, pipeline, now)
         took = time.monotonic() - started
         self._counters(label, result, now)
         line = result.log_line(label, took)
@@ -165,12 +165,14 @@ class Services:
         m.pending.labels(server=label).set(result.pending)
         m.source_down.labels(server=label).set(1 if result.em_error else 0)
 
-    def _gauges(self, label: str, pipeline: Pipeline, now: datetime) -> None:
-        """The gauges read from the store (under its lock)."""
+    def _state_gauges(self) -> tuple[dict[str, int], int]:
+        """Open problems per server and active mutes, read when /metrics is scraped (the
+        clock is read here, at the edge)."""
+        from bot.schedule import utcnow
+
         counts = self.store.open_problems_by_em()
-        for name in self.pipelines:
-            self.metrics.open_problems.labels(server=name).set(counts.get(name, 0))
-        self.metrics.mutes.set(len(MuteBook(self.store).active(now)))
+        problems = {name: counts.get(name, 0) for name in self.pipelines}
+        return problems, len(MuteBook(self.store).active(utcnow()))
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """/healthz: every server's last successful poll within 3× the interval (the clock
