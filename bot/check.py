@@ -47,13 +47,6 @@ def _slack_error(exc: Exception) -> str:
 
 
 # ------------------------------------------------------------------- Enterprise Manager
-def credential_names(server: VeeamSettings, settings: Settings) -> str:
-    """Where the server's credentials come from, for the fix text."""
-    if server.server:
-        return f"the username and password variables of [[veeam.servers]] {server.server}"
-    return "VEEAM_USERNAME and VEEAM_PASSWORD"
-
-
 def check_em(server: VeeamSettings, settings: Settings) -> Iterator[Line]:
     """Logon, a one-row query, logout."""
     name = f"Enterprise Manager {server.label}"
@@ -66,7 +59,7 @@ def check_em(server: VeeamSettings, settings: Settings) -> Iterator[Line]:
                 FAIL,
                 f"{name} logon",
                 str(exc),
-                f"check {credential_names(server, settings)}; the account needs at least "
+                f"check {server.credentials}; the account needs at least "
                 "the Portal User role in Enterprise Manager (Configuration → Roles)",
             )
             yield Line(SKIP, f"{name} query and logout", "skipped (no logon)")

@@ -73,6 +73,8 @@ class VeeamSettings:
     # The `name` of a `[[veeam.servers]]` entry; "" for the single server of `[veeam] url`.
     # It scopes the server's checkpoints in the state store and is shown in messages.
     server: str = ""
+    # Where the account comes from, for messages that say what to fix (never the values).
+    credentials: str = "VEEAM_USERNAME and VEEAM_PASSWORD"
 
     @property
     def name(self) -> str:
@@ -487,6 +489,9 @@ def _server(
     problems: list[str],
 ) -> VeeamSettings:
     values: dict[str, Any] = {**shared.__dict__, "server": name}
+    sources = {"username": "VEEAM_USERNAME", "password": "VEEAM_PASSWORD"}
+    if "username" in entry:
+        sources["username"] = f"{where} username"
     for key, value in entry.items():
         spec = SCHEMA["veeam"].get(key)
         if spec is None:
@@ -509,6 +514,8 @@ def _server(
             problems.append(f"{var}: not set ({attr} of Enterprise Manager {name})")
         else:
             values[attr] = Secret(env[var]) if attr == "password" else env[var]
+            sources[attr] = var
+    values["credentials"] = f"{sources['username']} and {sources['password']}"
     if not values.get("url"):
         problems.append(f"{where}: url is required, e.g. https://em1.corp.local:9398")
     return VeeamSettings(**values)

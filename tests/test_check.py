@@ -125,3 +125,26 @@ def test_invalid_config_is_exit_78(env: dict[str, str]) -> None:
     code, _lines, out = run_check(env)
     assert code == 78
     assert "✗ configuration: [poll] interval" in out
+
+
+def test_each_enterprise_manager_is_checked(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
+    toml = f"""
+[veeam]
+attempts = 1
+[[veeam.servers]]
+name = "em-good"
+url = "{em.url}"
+[[veeam.servers]]
+name = "em-bad"
+url = "{em.url}"
+password_env = "EM_BAD_PASSWORD"
+"""
+    env = bot_env(tmp_path, "", slack.url, toml)
+    del env["VEEAM_URL"]
+    env.update(PORT="0", EM_BAD_PASSWORD="not-the-password")
+    code, lines, out = run_check(env)
+    (bad,) = failures(lines)
+    assert code == 1 and "Enterprise Manager em-bad logon" in bad
+    assert "fix: check VEEAM_USERNAME and EM_BAD_PASSWORD" in out
+    assert "✓ Enterprise Manager em-good one-row query" in out
+    assert "not-the-password" not in out
