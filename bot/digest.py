@@ -124,6 +124,8 @@ class ProblemDigest:
     recovered: list[Problem] = field(default_factory=list)  # in the window
     mutes: list[Mute] = field(default_factory=list)
     named: bool = False  # jobs named with their Enterprise Manager (several watched)
+    # (server, unreachable since, error) for each Enterprise Manager the bot cannot read
+    down: list[tuple[str, datetime | None, str]] = field(default_factory=list)
 
 
 def problem_digest(
@@ -133,12 +135,14 @@ def problem_digest(
     end: datetime,
     *,
     named: bool = False,
+    down: list[tuple[str, datetime | None, str]] | None = None,
 ) -> ProblemDigest:
     """Open problems (longest open first), those recovered in [start, end), active mutes.
     `named`: jobs are shown with their Enterprise Manager ("em1 · Job")."""
     lo, hi = start.timestamp(), end.timestamp()
     return ProblemDigest(
         named=named,
+        down=down or [],
         open=sorted((p for p in problems if p.is_open), key=lambda p: p.opened),
         recovered=sorted(
             (p for p in problems if not p.is_open and lo <= (p.recovered_at or 0) < hi),
@@ -163,6 +167,10 @@ def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str,
         return {"vm": vm, "job": job, "count": p.count}
 
     return {
+        "down": [
+            {"name": name, "since": slack_date(since) if since else "", "error": error}
+            for name, since, error in d.down
+        ],
         "open_count": len(d.open),
         "open": [
             {**row(p), "age": human_duration(end.timestamp() - p.opened)} for p in d.open[:rows]

@@ -24,7 +24,7 @@ from bot.models import iso_z
 from bot.render import Message, Renderer
 from bot.settings import Settings
 from bot.slack import Notifier, Receipt
-from bot.store import Store
+from bot.store import Store, scoped, utc_from_epoch
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,35 @@ class DigestRunner:
         self.notifier, self.renderer = notifier, renderer
         self._lock = threading.Lock()
 
-    def _stream(self, summary: Summary) -> Summary:
+    def _stream(self, summary: Summary, missing: dict[str, str]) -> Summary:
+        """Every session of the window into `summary`. With several Enterprise Managers one
+        that fails is named in `missing` and the others still count (all failing: raise)."""
         flt = window_filter(summary.start, summary.end)
         types = {s.server: s.session_types for s in self.settings.servers}
         for name, client in self.sources.items():
-            for type_ in types.get(name, self.settings.veeam.session_types):
-                for s in client.query(type_, flt, sort_asc="EndTime"):
-                    summary.add(s._replace(job=f"{name} · {s.job}", em=name) if name else s)
+            if name in missing:  # failed for the window before: not asked again
+                continue
+            try:
+                for type_ in types.get(name, self.settings.veeam.session_types):
+                    for s in client.query(type_, flt, sort_asc="EndTime"):
+                        summary.add(s._replace(job=f"{name} · {s.job}", em=name) if name else s)
+            except SourceError as exc:
+                if {*missing, name} == set(self.sources):  # none answers: no digest
+                    raise
+                missing.setdefault(name, str(exc))
         return summary
+
+    def _down(self, missing: dict[str, str]) -> list[tuple[str, datetime | None, str]]:
+        """(server, unreachable since, error) for each Enterprise Manager the bot cannot
+        read: down for a while (its self-monitoring state), or failing this digest's query."""
+        out: list[tuple[str, datetime | None, str]] = []
+        for server in self.settings.servers:
+            state = self.store.meta(scoped("source", server.server))
+            if isinstance(state, dict) and state.get("since") and not state.get("back_at"):
+                out.append((server.label, utc_from_epoch(state["since"]), str(state["error"])))
+            elif server.server in missing:
+                out.append((server.label, None, missing[server.server]))
+        return out
 
     def build(self, now: datetime, window: timedelta = DAY) -> Message:
         """The digest for [now - window, now), compared with the window before it."""
@@ -63,8 +84,9 @@ class DigestRunner:
 
     def build_window(self, start: datetime, end: datetime, previous_start: datetime) -> Message:
         """The digest for [start, end), compared with [previous_start, start)."""
-        current = self._stream(Summary(start, end))
-        previous = self._stream(Summary(previous_start, start)).counts
+        missing: dict[str, str] = {}
+        current = self._stream(Summary(start, end), missing)
+        previous = self._stream(Summary(previous_start, start), missing).counts
         problems = [Problem.from_json(v) for v in self.store.all_records("P").values()]
         mutes = MuteBook(self.store).active(end)
         return digest_message(
@@ -72,7 +94,9 @@ class DigestRunner:
             current,
             previous,
             self.settings.digest.timezone,
-            problem_digest(problems, mutes, start, end, named=self.settings.many),
+            problem_digest(
+                problems, mutes, start, end, named=self.settings.many, down=self._down(missing)
+            ),
         )
 
     def post(self, message: Message) -> Receipt:

@@ -88,7 +88,13 @@ def _problem_digest() -> ProblemDigest:
     problems = [_problem(s) for s in group]
     problems[-1] = recovered(problems[-1], group[-1])
     mute = Mute("m1", "vm", HOSTILE, HOSTILE, SAMPLE_TIME.timestamp(), HOSTILE, "U1", 0.0)
-    return ProblemDigest(problems[:-1], problems[-1:], [mute, replace(mute, by="x", reason="")])
+    return ProblemDigest(
+        problems[:-1],
+        problems[-1:],
+        [mute, replace(mute, by="x", reason="")],
+        named=True,
+        down=[("em-east", SAMPLE_TIME, HOSTILE), ("em-west", None, "cannot reach EM")],
+    )
 
 
 def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:

@@ -336,3 +336,30 @@ url = "{b.url}"
     finally:
         a.stop()
         b.stop()
+
+
+def test_digest_names_an_enterprise_manager_that_is_down(slack: FakeSlack, tmp_path: Path) -> None:
+    """One server down: the digest still counts the other's sessions and says which one is
+    missing, and since when when self-monitoring knows."""
+    a, b = Emulator(SessionStore([])).start(), Emulator(SessionStore([])).start()
+    try:
+        job_run(a, T0, [("vm-a", "Failed", "x")])
+        servers = [
+            replace(veeam_settings(a), server="em-a"),
+            replace(veeam_settings(b, attempts=1), server="em-b"),
+        ]
+        svc = Services(settings_of(tmp_path, slack, *servers), T0, threading.Event())
+        try:
+            b.stop()
+            text = str(svc.digest.build(T0 + MIN).blocks)
+            assert "em-a · Replication Job 2" in text
+            assert "*Enterprise Manager em-b* did not answer for this digest: cannot reach" in text
+            for minutes in (0, 20):  # down past source_down_after: self-monitoring knows
+                svc.poll("em-b", T0 + minutes * MIN)
+            text = str(svc.digest.build(T0 + 21 * MIN).blocks)
+            assert "*Enterprise Manager em-b* unreachable since <!date^" in text
+        finally:
+            svc.close()
+    finally:
+        a.stop()
+        b.stop()
