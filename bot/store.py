@@ -312,6 +312,17 @@ class Store:
         )
         return int(row[0]) if row else 0
 
+    def count_open_problems(self, em: str) -> int:
+        """Open problems whose identity starts with `em`: a key range on the primary key."""
+        self._flush()
+        low = "P:" + json.dumps([em], ensure_ascii=False)[:-1] + ","  # P:["em1",
+        row = self._db.conn.select_one(
+            f'SELECT COUNT(*) FROM "{TABLE}" WHERE key >= ? AND key < ? '
+            "AND json_extract(value, '$.state') = 'open'",
+            (low, low[:-1] + "-"),  # "-" follows "," in every collation SQLite uses here
+        )
+        return int(row[0]) if row else 0
+
     def open_problems_by_em(self) -> dict[str, int]:
         """Open problems per Enterprise Manager (the first item of a problem's identity)."""
         self._flush()

@@ -71,7 +71,9 @@ class Lifecycle:
         return {k: Problem.from_json(v) for k, v in self.store.records("P", ids).items()}
 
     def open_count(self) -> int:
-        return self.store.count_where("P", "state", "open")
+        """Open problems of this pipeline's Enterprise Manager (its name leads their
+        identities: the server's name with several, else its host name)."""
+        return self.store.count_open_problems(self.settings.veeam.label)
 
     # ------------------------------------------------------- after an alert
     def opened(self, sessions: list[TaskSession], receipt: Receipt, view: dict[str, Any]) -> None:
