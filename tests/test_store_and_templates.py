@@ -105,6 +105,32 @@ def test_retention_prunes_old_announcements_only(tmp_path: Path) -> None:
     store.close()
 
 
+def test_open_problems_are_counted_per_enterprise_manager(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite", now=NOW)
+    rows = {}
+    for em, vm, state in [
+        ("em-a", "v1", "open"),
+        ("em-a", "v2", "open"),
+        ("em-a", "v3", "recovered"),
+        ("em-a2", "v1", "open"),  # a name that starts like another
+        ("em-b", "v1", "open"),
+        ("Ünïcode", "v1", "open"),
+    ]:
+        pid = json.dumps([em, "ReplicaTaskSession", "Job", vm], ensure_ascii=False)
+        rows[pid] = {"id": pid, "state": state}
+    store.put_records("P", rows)
+    store.commit()
+    assert [store.count_open_problems(em) for em in ("em-a", "em-a2", "em-b", "Ünïcode", "x")] == [
+        2,
+        1,
+        1,
+        1,
+        0,
+    ]
+    assert store.open_problems_by_em() == {"em-a": 2, "em-a2": 1, "em-b": 1, "Ünïcode": 1}
+    store.close()
+
+
 def test_user_templates_override_the_packaged_ones(tmp_path: Path) -> None:
     (tmp_path / "alert_header.txt.j2").write_text("CUSTOM {{ vm }} <{{ result }}>")
     message = alert_message(Renderer(str(tmp_path)), [session()])
