@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -102,6 +103,25 @@ def bot_env(tmp: Path, em_url: str, slack_url: str = "", toml: str = "") -> dict
             SLACK_SIGNING_SECRET="test-signing-secret",
         )
     return env
+
+
+def start_bot(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`python -m bot run` (or `args`) in the background, its stderr kept for the test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", *(args or ("run",))],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (for a server to bind, or a dead EM to point at)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_bot(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +17,7 @@ from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from bot.health import health
 from tests.fake_slack import APP_TOKEN, FakeSlack
-from tests.helpers import ROOT, bot_env, job_run
+from tests.helpers import bot_env, free_port, job_run, start_bot
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
@@ -67,12 +64,6 @@ def wait_for(url: str, status: int, timeout: float = 30) -> dict[str, object]:
     raise AssertionError(f"/healthz stayed {last}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("mode", ["http", "socket"])
 def test_healthz_follows_em(slack: FakeSlack, tmp_path: Path, mode: str) -> None:
     """HTTP mode serves /healthz beside /slack/events on $PORT; Socket Mode on a small
@@ -88,14 +79,7 @@ def test_healthz_follows_em(slack: FakeSlack, tmp_path: Path, mode: str) -> None
         env["SLACK_APP_TOKEN"] = APP_TOKEN  # no WebSocket here: it keeps retrying, polls go on
     else:
         env["PORT"] = str(http_port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_bot(env)
     url = f"http://127.0.0.1:{http_port}/healthz"
     try:
         assert wait_for(url, 200)["status"] == "ok"
@@ -136,14 +120,7 @@ def test_metrics_move_in_a_scenario(slack: FakeSlack, tmp_path: Path) -> None:
     http_port = free_port()
     toml = '[poll]\ninterval = "1s"\n[veeam]\nattempts = 2\nbackoff = "0s"\ntimeout = "2s"\n'
     env = {**bot_env(tmp_path, em.url, slack.url, toml), "PORT": str(http_port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_bot(env)
     url = f"http://127.0.0.1:{http_port}/metrics"
     server = "127.0.0.1"
     try:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +23,7 @@ from bot.emulator.server import Emulator
 from bot.settings import AlertSettings, Secret, Settings, SlackSettings, load_settings
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack
-from tests.helpers import ROOT, bot_env, job_run, run_bot
+from tests.helpers import bot_env, free_port, job_run, run_bot, start_bot
 
 MIN = timedelta(minutes=1)
 T0 = datetime(2026, 11, 20, 12, 0).astimezone()
@@ -143,12 +140,6 @@ def test_slack_down_keeps_the_alerts_pending_and_says_so(
     assert len(slack.announced_uids()) == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_three_servers_one_down_one_slow(slack: FakeSlack, tmp_path: Path) -> None:
     """`run` with three Enterprise Managers: the healthy one's alert is in Slack before the
     slow one (5 s) has answered; the dead one raises its one self-monitoring alert; each
@@ -182,14 +173,7 @@ url = "{slow.url}"
     env["DEAD_PASSWORD"] = "other-secret"
     env["PORT"] = str(free_port())
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_bot(env)
     arrived: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 40
