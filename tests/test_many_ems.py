@@ -347,3 +347,34 @@ def test_digest_names_an_enterprise_manager_that_is_down(slack: FakeSlack, tmp_p
     finally:
         a.stop()
         b.stop()
+
+
+def test_moving_to_a_server_list_loses_no_pending_alert(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """A bot of one server (`VEEAM_URL`) leaves alerts pending (Slack was down) and is then
+    given `[[veeam.servers]]`: the first server delivers them, once; what was announced is
+    not announced again."""
+    job_run(em, T0, [("sent", "Failed", "x")], job="Job 1")
+    one = Services(settings_of(tmp_path, slack, veeam_settings(em)), T0, threading.Event())
+    try:
+        one.poll_all(T0)
+        job_run(em, T0 + 5 * MIN, [("stuck", "Failed", "y")], job="Job 2", ended_ago=MIN)
+        slack.fail_next.extend([400] * 1)  # refused once: it stays pending
+        assert one.poll_all(T0 + 5 * MIN)[next(iter(one.pipelines))].pending == 1
+    finally:
+        one.close()
+    other = Emulator(SessionStore([])).start()
+    servers = [
+        replace(veeam_settings(em), server="em-a"),
+        replace(veeam_settings(other), server="em-b"),
+    ]
+    many = Services(settings_of(tmp_path, slack, *servers), T0, threading.Event())
+    try:
+        results = many.poll_all(T0 + 10 * MIN)
+        assert results["em-a"].pending == 0 and results["em-b"].pending == 0
+    finally:
+        many.close()
+        other.stop()
+    posted = [m["text"] for m in slack.posted() if "Failed" in m["text"]]
+    assert sum("sent" in t for t in posted) == 1 and sum("stuck" in t for t in posted) == 1

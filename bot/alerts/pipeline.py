@@ -206,6 +206,14 @@ class Pipeline:
         # `[[veeam.servers]]` name ("" for the one server of `[veeam] url`): this pipeline's
         # pending alerts, held failures and checkpoints are the ones of this server.
         self.server = settings.veeam.server
+        # What this pipeline delivers of what is pending or held: its server's, and for the
+        # first of several servers also what a bot of one server (`[veeam] url`) left
+        # behind, so that moving to `[[veeam.servers]]` loses no alert.
+        self.owns = (
+            {self.server, ""}
+            if self.server and settings.servers[0] == settings.veeam
+            else {self.server}
+        )
         # Held while the store changes; the pipelines of several servers share one, so that
         # only their EM queries run side by side.
         self.lock: AbstractContextManager[object] = lock or threading.Lock()
@@ -234,7 +242,7 @@ class Pipeline:
 
     def pending(self) -> list[Pending]:
         """This server's pending alerts."""
-        return [p for p in self.store.pending() if p.session.em == self.server]
+        return [p for p in self.store.pending() if p.session.em in self.owns]
 
     def checkpoints(self) -> list[datetime | None]:
         return [self.store.checkpoint(t, self.server) for t in self.settings.veeam.session_types]
@@ -393,7 +401,7 @@ class Pipeline:
         if self.settings.alerts.hold_for_retries <= timedelta(0):
             return []
         held = [session_from_json(v["s"]) for v in self.store.all_records("h").values()]
-        return [s for s in held if s.em == self.server]
+        return [s for s in held if s.em in self.owns]
 
     def _hold(
         self, todo: Plan, now: datetime, held: list[TaskSession], late: dict[str, float]
@@ -585,7 +593,7 @@ class Pipeline:
         """A catch-up message whose post was cut short (a crash, a lost answer): adopt it if
         it is in the channel, else forget the attempt (its sessions are still pending)."""
         attempts = {
-            k: a for k, a in self.store.all_records("C").items() if a.get("e", "") == self.server
+            k: a for k, a in self.store.all_records("C").items() if a.get("e", "") in self.owns
         }
         if not attempts:
             return
