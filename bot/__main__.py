@@ -12,9 +12,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from bot import __version__, cli, logs
+from bot import __version__, cli
 from bot.errors import BotError, ConfigError
 from bot.lock import StateLocked
+from bot.ops import logs
 
 EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 64, 75, 78
 

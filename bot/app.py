@@ -20,8 +20,8 @@ from bot.alerts.source import SourceWatch
 from bot.console import format_message
 from bot.digest_run import DigestRunner
 from bot.errors import ConfigError
-from bot.metrics import Metrics
 from bot.models import TaskSession
+from bot.ops.metrics import Metrics
 from bot.render import Message, Renderer, section
 from bot.settings import Settings
 from bot.slack import Notifier, Pacer, SlackNotifier, web_client
@@ -177,7 +177,7 @@ class Services:
     def health(self) -> tuple[int, dict[str, Any]]:
         """/healthz: every server's last successful poll within 3× the interval (the clock
         is read here, at the edge)."""
-        from bot.health import combined, health
+        from bot.ops.health import combined, health
         from bot.schedule import utcnow
 
         now, interval = utcnow(), self.settings.poll.interval

@@ -148,8 +148,8 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Every step from EM to Slack, one ✓/✗ line each; exit 1 when any failed."""
-    from bot.check import FAIL, OK, run_checks
     from bot.errors import ConfigError
+    from bot.ops.check import FAIL, OK, run_checks
     from bot.render import Renderer
     from bot.template_check import check_templates
 

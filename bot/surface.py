@@ -21,8 +21,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.errors import ConfigError
-from bot.metrics import CONTENT_TYPE as METRICS_TYPE
-from bot.metrics import Metrics
+from bot.ops.metrics import CONTENT_TYPE as METRICS_TYPE
+from bot.ops.metrics import Metrics
 from bot.settings import Settings
 from bot.slack import AUTH_ERRORS, TRANSPORT_ERRORS
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot import __version__
 from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
-from bot.health import health
+from bot.ops.health import health
 from tests.fake_slack import APP_TOKEN, FakeSlack
 from tests.helpers import bot_env, free_port, job_run, start_bot
 

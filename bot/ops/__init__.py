@@ -1,0 +1,1 @@
+"""Operating the bot: `check`, `/healthz`, `/metrics` and the log set-up."""
