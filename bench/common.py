@@ -13,11 +13,47 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 compileall.compile_dir(ROOT / "bot", quiet=1)
+
+from bot.alerts.pipeline import Pipeline  # noqa: E402 - after the bytecode is written
+from bot.render import Renderer  # noqa: E402
+from bot.settings import (  # noqa: E402
+    AlertSettings,
+    PollSettings,
+    Secret,
+    Settings,
+    SlackSettings,
+    VeeamSettings,
+)
+from bot.slack import Pacer, SlackNotifier, web_client  # noqa: E402
+from bot.store import Store  # noqa: E402
+from bot.veeam.client import EMClient  # noqa: E402
+
+BENCH_TOKEN = "xoxb-test-token"
+
+
+def bench_pipeline(
+    em_url: str, slack_url: str, state: Path, now: datetime, poll: PollSettings, **alerts: Any
+) -> tuple[Pipeline, Store, EMClient]:
+    """The real pipeline against an emulator and the fake Slack (pacing off), its state in
+    `state`: (pipeline, its store, its EM client)."""
+    settings = Settings(
+        veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
+        poll=poll,
+        alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0, **alerts),
+        slack=SlackSettings(bot_token=Secret(BENCH_TOKEN), api_url=slack_url),
+        state_path=str(state),
+    )
+    store = Store(settings.state_path, now=now)
+    em = EMClient(settings.veeam)
+    notifier = SlackNotifier(web_client(BENCH_TOKEN, slack_url), Pacer(0, 1))
+    return Pipeline(settings, em, store, notifier, Renderer()), store, em
 
 
 def free_port() -> int:

@@ -14,15 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import perf_counter
 
-from common import start_emulator, start_fake_slack
+from common import bench_pipeline, start_emulator, start_fake_slack
 
-from bot.alerts.pipeline import Pipeline
 from bot.alerts.problems import Problem
-from bot.render import Renderer
-from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
-from bot.slack import Pacer, SlackNotifier, web_client
-from bot.store import Store
-from bot.veeam.client import EMClient
+from bot.settings import PollSettings
 
 
 def main(open_problems: int, polls: int) -> None:
@@ -31,21 +26,18 @@ def main(open_problems: int, polls: int) -> None:
     slack_proc, slack_url = start_fake_slack()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
-                poll=PollSettings(initial_lookback=timedelta(hours=1)),
-                alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
-                slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
-                state_path=str(Path(tmp) / "state.sqlite"),
+            pipeline, store, em = bench_pipeline(
+                em_url,
+                slack_url,
+                Path(tmp) / "state.sqlite",
+                now,
+                PollSettings(initial_lookback=timedelta(hours=1)),
             )
-            store = Store(settings.state_path, now=now)
-            em = EMClient(settings.veeam)
-            notifier = SlackNotifier(web_client("xoxb-test-token", slack_url), Pacer(0, 1))
-            pipeline = Pipeline(settings, em, store, notifier, Renderer())
             first = pipeline.poll_once(now)  # announces the last hour (and opens its problems)
             base = now.timestamp() - 86400
+            em_name = pipeline.settings.veeam.name
             ghosts = {
-                f'["{settings.veeam.name}", "ReplicaTaskSession", "Job {n % 300}", "vm-{n}"]': (
+                f'["{em_name}", "ReplicaTaskSession", "Job {n % 300}", "vm-{n}"]': (
                     Problem(
                         f"p{n}", "open", f"u{n}", base, f"u{n}", base, "Failed", "Failed", 1,
                         "C0ALERTS", f"{base:.6f}",

@@ -15,14 +15,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from common import start_emulator, start_fake_slack
+from common import bench_pipeline, start_emulator, start_fake_slack
 
-from bot.alerts.pipeline import Pipeline
-from bot.render import Renderer
-from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
-from bot.slack import Pacer, SlackNotifier, web_client
-from bot.store import Store
-from bot.veeam.client import EMClient
+from bot.settings import PollSettings
 
 
 class Setup:
@@ -36,14 +31,13 @@ class Setup:
             n, "14d", 0.1, "--end-offset", "2h", "--recent", "500"
         )
         self.slack_proc, slack_url = start_fake_slack()
-        settings = Settings(
-            veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
-            poll=PollSettings(initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)),
-            alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
-            slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
-            state_path=str(tmp / f"state-{n}.sqlite"),
+        self.pipeline, self.store, self.em = bench_pipeline(
+            em_url,
+            slack_url,
+            tmp / f"state-{n}.sqlite",
+            now,
+            PollSettings(initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)),
         )
-        self.store = Store(settings.state_path, now=now)
         t0 = time.monotonic()
         self.store.bulk_announced(
             [f"urn:veeam:ReplicaTaskSession:{uuid.uuid4()}" for _ in range(n)],
@@ -52,9 +46,6 @@ class Setup:
             now,
         )
         self.loaded = time.monotonic() - t0
-        self.em = EMClient(settings.veeam)
-        notifier = SlackNotifier(web_client("xoxb-test-token", slack_url), Pacer(0, 1))
-        self.pipeline = Pipeline(settings, self.em, self.store, notifier, Renderer())
         self.first = self.pipeline.poll_once(now)  # announces the last hour
         self.times: list[float] = []
         self.queries: set[int] = set()

@@ -18,14 +18,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from common import start_emulator, start_fake_slack
+from common import bench_pipeline, start_emulator, start_fake_slack
 
-from bot.alerts.pipeline import Pipeline
-from bot.render import Renderer
-from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
-from bot.slack import Pacer, SlackNotifier, web_client
-from bot.store import Store
-from bot.veeam.client import EMClient
+from bot.settings import PollSettings
 
 
 def main(sessions: int, polls: int, recovery: bool) -> None:
@@ -34,17 +29,14 @@ def main(sessions: int, polls: int, recovery: bool) -> None:
     slack_proc, slack_url = start_fake_slack()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
-                poll=PollSettings(initial_lookback=timedelta(hours=24)),
-                alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0, recovery=recovery),
-                slack=SlackSettings(bot_token=Secret("xoxb-test-token"), api_url=slack_url),
-                state_path=str(Path(tmp) / "state.sqlite"),
+            pipeline, store, em = bench_pipeline(
+                em_url,
+                slack_url,
+                Path(tmp) / "state.sqlite",
+                now,
+                PollSettings(initial_lookback=timedelta(hours=24)),
+                recovery=recovery,
             )
-            store = Store(settings.state_path, now=now)
-            em = EMClient(settings.veeam)
-            notifier = SlackNotifier(web_client("xoxb-test-token", slack_url), Pacer(0, 1))
-            pipeline = Pipeline(settings, em, store, notifier, Renderer())
             t0 = time.monotonic()
             first = pipeline.poll_once(now)  # announces the whole day
             took = time.monotonic() - t0

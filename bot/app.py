@@ -40,6 +40,14 @@ def em_client(settings: Settings, metrics: Metrics | None = None) -> EMClient:
     return EMClient(settings.veeam, observe=observe)
 
 
+def em_clients(settings: Settings, stack: ExitStack) -> dict[str, EMClient]:
+    """An EM client per server, by its `[[veeam.servers]]` name ("" for the one server of
+    `[veeam] url`), each logged out and closed when `stack` closes."""
+    return {
+        s.server: stack.enter_context(em_client(settings.for_server(s))) for s in settings.servers
+    }
+
+
 def build_renderer(settings: Settings) -> Renderer:
     """The templates, overrides first, each rendered once against sample sessions: an
     override that breaks on some data stops the bot at start with its file and line."""
@@ -189,24 +197,31 @@ class Services:
 
     def redraw(self) -> None:
         """Redraw the alerts marked for it (an acknowledgement), between polls."""
-        pipeline = next(iter(self.pipelines.values()))
         with self.lock:
-            error = pipeline.life.flush_updates()
+            error = self._first.life.flush_updates()
         if error:
             log.warning("could not redraw an alert: %s", error)
 
     def prune(self, now: datetime) -> int:
         """Retention over the whole store, with every server's checkpoints."""
         with self.lock:
-            checkpoints = [c for p in self.pipelines.values() for c in p.checkpoints()]
-            removed = next(iter(self.pipelines.values())).prune(now, checkpoints)
+            removed = self._first.prune(now, self._checkpoints())
         log.info("retention: forgot %d announced session(s)", removed)
         return removed
 
     def prune_if_due(self, now: datetime) -> None:
-        last = self.store.meta("last_prune")
-        if not isinstance(last, int | float) or now.timestamp() - last >= 86400:
-            self.prune(now)
+        """Once a day, for a bot run as `poll --once` from cron."""
+        with self.lock:
+            removed = self._first.prune_if_due(now, self._checkpoints())
+        if removed is not None:
+            log.info("retention: forgot %d announced session(s)", removed)
+
+    @property
+    def _first(self) -> Pipeline:
+        return next(iter(self.pipelines.values()))
+
+    def _checkpoints(self) -> list[datetime | None]:
+        return [c for p in self.pipelines.values() for c in p.checkpoints()]
 
     def close(self) -> None:
         for em in self.ems.values():
@@ -346,10 +361,7 @@ def digest_command(settings: Settings, now: datetime, window: timedelta, dry_run
     """`digest`: build the digest for the window ending now; print it or post it."""
     renderer = build_renderer(settings)
     with ExitStack() as stack:
-        clients = {
-            s.server: stack.enter_context(em_client(settings.for_server(s)))
-            for s in settings.servers
-        }
+        clients = em_clients(settings, stack)
         store = stack.enter_context(closing(open_store(settings, now)))
         ems = clients if settings.many else clients[""]
         runner = DigestRunner(settings, ems, store, slack_notifier(settings), renderer)

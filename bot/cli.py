@@ -29,11 +29,7 @@ def cmd_query(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         " ".join(args.words), now=utcnow(), default_types=settings.veeam.session_types
     )
     with contextlib.ExitStack() as stack:
-        clients = {
-            s.server: stack.enter_context(app.em_client(settings.for_server(s)))
-            for s in settings.servers
-        }
-        answer = run_on(clients, query)
+        answer = run_on(app.em_clients(settings, stack), query)
     for name, why in (answer.missing or {}).items():
         print(f"warning: Enterprise Manager {name} did not answer: {why}", file=sys.stderr)
     if args.json:

@@ -61,17 +61,26 @@ def app_token_problem(exc: Exception) -> str | None:
     )
 
 
-def check_app_token(client: WebClient, app_token: str) -> None:
-    """apps.connections.open at start, as Socket Mode will call it: a rejected app token
-    stops the bot with one sentence (exit 78); Slack being unreachable does not."""
+def probe_app_token(client: WebClient, app_token: str) -> Exception | None:
+    """apps.connections.open, as Socket Mode will call it; its failure, or None."""
     probe = WebClient(token=app_token, base_url=client.base_url, timeout=client.timeout)
     try:
         probe.apps_connections_open(app_token=app_token)
     except (SlackApiError, *TRANSPORT_ERRORS) as exc:
-        problem = app_token_problem(exc)
-        if problem:
-            raise ConfigError([problem]) from None
-        log.warning("cannot open a Socket Mode connection at start (%s); retrying", exc)
+        return exc
+    return None
+
+
+def check_app_token(client: WebClient, app_token: str) -> None:
+    """At start: a rejected app token stops the bot with one sentence (exit 78); Slack
+    being unreachable does not."""
+    exc = probe_app_token(client, app_token)
+    if exc is None:
+        return
+    problem = app_token_problem(exc)
+    if problem:
+        raise ConfigError([problem]) from None
+    log.warning("cannot open a Socket Mode connection at start (%s); retrying", exc)
 
 
 def bolt_app(settings: Settings, client: WebClient) -> App:
@@ -142,7 +151,7 @@ class Surface:
         self._socket: SocketModeHandler | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
-        self._probe_thread: threading.Thread | None = None
+        self._http_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.port = 0
 
@@ -168,8 +177,8 @@ class Surface:
             application, host=self.host, port=port, threads=threads, ident="veeam-slack-bot"
         )
         self.port = int(self._server.effective_port)
-        self._probe_thread = threading.Thread(target=self._server.run, name="http", daemon=True)
-        self._probe_thread.start()
+        self._http_thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._http_thread.start()
 
     def _connect(self) -> None:
         """Open the Socket Mode connection, retrying with backoff while Slack is unreachable
@@ -198,6 +207,6 @@ class Surface:
         if self._server is not None:
             self._server.close()
             self._server.task_dispatcher.shutdown()
-        for thread in (self._thread, self._probe_thread):
+        for thread in (self._thread, self._http_thread):
             if thread is not None:
                 thread.join(timeout=5)

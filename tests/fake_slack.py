@@ -275,23 +275,10 @@ class FakeSlack:
         parent = self._find(channel, ts)
         if parent is None:
             return {"ok": False, "error": "thread_not_found"}
-        with_meta = str(body.get("include_all_metadata", "")).lower() in ("true", "1")
         everything = [parent, *self.replies.get((channel, ts), [])]
         oldest = float(body.get("oldest") or 0)
         everything = [m for m in everything if m is parent or float(m["ts"]) > oldest]
-        limit = min(int(body.get("limit") or 100), 1000)
-        start = int(body.get("cursor") or 0)
-        page = everything[start : start + limit]
-        out = [
-            dict(m) if with_meta else {k: v for k, v in m.items() if k != "metadata"} for m in page
-        ]
-        more = start + limit < len(everything)
-        return {
-            "ok": True,
-            "messages": out,
-            "has_more": more,
-            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
-        }
+        return _page(everything, body, 1000)
 
     def thread(self, ts: str, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
         """The replies in a thread, oldest first."""
@@ -308,23 +295,29 @@ class FakeSlack:
         if channel not in self.members:
             return {"ok": False, "error": "not_in_channel"}
         oldest = float(body.get("oldest") or 0)
-        limit = min(int(body.get("limit") or 100), 999)
-        start = int(body.get("cursor") or 0)
-        with_meta = str(body.get("include_all_metadata", "")).lower() in ("true", "1")
         newest_first = [
             m for m in reversed(self.messages.get(channel, [])) if float(m["ts"]) > oldest
         ]
-        page = newest_first[start : start + limit]
-        out = [
-            dict(m) if with_meta else {k: v for k, v in m.items() if k != "metadata"} for m in page
-        ]
-        more = start + limit < len(newest_first)
-        return {
-            "ok": True,
-            "messages": out,
-            "has_more": more,
-            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
-        }
+        return _page(newest_first, body, 999)
+
+
+def _page(messages: list[dict[str, Any]], body: dict[str, Any], most: int) -> dict[str, Any]:
+    """One page of a conversations.* answer: `limit` (at most `most`) messages from the
+    `cursor`, metadata only with `include_all_metadata`."""
+    limit = min(int(body.get("limit") or 100), most)
+    start = int(body.get("cursor") or 0)
+    with_meta = str(body.get("include_all_metadata", "")).lower() in ("true", "1")
+    out = [
+        dict(m) if with_meta else {k: v for k, v in m.items() if k != "metadata"}
+        for m in messages[start : start + limit]
+    ]
+    more = start + limit < len(messages)
+    return {
+        "ok": True,
+        "messages": out,
+        "has_more": more,
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+    }
 
 
 def signed_command(

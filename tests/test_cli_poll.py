@@ -18,7 +18,7 @@ import pytest
 from bot.emulator.data import EmSession, SessionStore, generate, inject_failures
 from bot.emulator.server import Emulator
 from tests.fake_slack import TOKEN, FakeSlack
-from tests.helpers import ROOT, bot_env, run_bot
+from tests.helpers import ROOT, bot_env, run_bot, start_bot
 
 
 def history(n: int, *, seed: int) -> list[EmSession]:
@@ -155,14 +155,7 @@ def test_run_polls_at_start_and_stops_on_sigterm(
 ) -> None:
     env = env_for(em, slack, tmp_path, '[poll]\ninterval = "1h"\n')
     env["PORT"] = "0"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_bot(env)
     try:
         deadline = time.monotonic() + 30
         while len(slack.announced_uids()) < len(expected_uids(em)) and time.monotonic() < deadline:
@@ -240,14 +233,7 @@ def test_a_second_process_on_the_same_state_file_exits_75_naming_the_first(
 ) -> None:
     env = env_for(em, slack, tmp_path)
     em.delay = 2.0  # the first poll holds the state file while EM answers slowly
-    first = subprocess.Popen(
-        [sys.executable, "-m", "bot", "poll", "--once"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_bot(env, "poll", "--once")
     try:
         deadline = time.monotonic() + 30
         while not em.queries() and time.monotonic() < deadline:

@@ -703,13 +703,15 @@ class Pipeline:
         self.store.commit()
         return removed
 
-    def prune_if_due(self, now: datetime) -> int | None:
+    def prune_if_due(
+        self, now: datetime, checkpoints: list[datetime | None] | None = None
+    ) -> int | None:
         """Prune once a day for a bot that runs as `poll --once` from cron (`run` prunes on
         its own schedule); None when it was not due."""
         last = self.store.meta("last_prune")
         if isinstance(last, int | float) and now.timestamp() - last < 86400:
             return None
-        return self.prune(now)
+        return self.prune(now, checkpoints)
 
     def _remember(self, now: datetime, result: PollResult) -> None:
         outcome = "ok"

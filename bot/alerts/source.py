@@ -112,12 +112,11 @@ class SourceWatch:
         self.channel = ""  # the alert channel (its ID once known), set before each observe
 
     def state(self, server_key: str) -> dict[str, Any] | None:
-        value = self.store.meta(scoped("source", server_key) if server_key else "source")
+        value = self.store.meta(scoped("source", server_key))
         return value if isinstance(value, dict) else None
 
     def _save(self, server_key: str, state: dict[str, Any] | None) -> None:
-        name = scoped("source", server_key) if server_key else "source"
-        self.store.set_meta(name, state)
+        self.store.set_meta(scoped("source", server_key), state)
         self.store.commit()
 
     def observe(

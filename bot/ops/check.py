@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.errors import AuthError, BotError, EMRejected, EMUnavailable
 from bot.settings import Settings, VeeamSettings
-from bot.slack import AUTH_ERRORS, CHANNEL_ID, TRANSPORT_ERRORS, web_client
-from bot.surface import app_token_problem
+from bot.slack import AUTH_ERRORS, CHANNEL_ID, TRANSPORT_ERRORS, error_code, web_client
+from bot.surface import app_token_problem, probe_app_token
 from bot.veeam.client import EMClient
 
 OK, FAIL, SKIP = "✓", "✗", "·"
@@ -41,8 +40,7 @@ class Line:
 
 def _slack_error(exc: Exception) -> str:
     if isinstance(exc, SlackApiError):
-        data = exc.response.data if isinstance(exc.response.data, dict) else {}
-        return str(data.get("error") or f"HTTP {exc.response.status_code}")
+        return error_code(exc)
     return f"cannot reach Slack ({type(exc).__name__}: {exc})"
 
 
@@ -207,10 +205,8 @@ class SlackChecks:
     def slash_mode(self, port_free: Callable[[int], bool]) -> Line:
         slack = self.settings.slack
         if slack.socket_mode:
-            probe = WebClient(token=slack.app_token.value, base_url=self.client.base_url)
-            try:
-                probe.apps_connections_open(app_token=slack.app_token.value)
-            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+            exc = probe_app_token(self.client, slack.app_token.value)
+            if exc is not None:
                 problem = app_token_problem(exc) or _slack_error(exc)
                 return Line(
                     FAIL,
