@@ -159,13 +159,12 @@ class Services:
 
     def _counters(self, label: str, result: PollResult, now: datetime) -> None:
         m = self.metrics
-        outcome = "em_error" if result.em_error else "slack_error" if result.slack_error else "ok"
-        m.polls.labels(server=label, outcome=outcome).inc()
+        m.polls.labels(server=label, outcome=result.outcome).inc()
         if result.em_error:
             m.poll_errors.labels(server=label, kind=result.em_error_kind or "em_error").inc()
         if result.slack_error:
             m.poll_errors.labels(server=label, kind="slack").inc()
-        if outcome == "ok":
+        if result.outcome == "ok":
             m.last_success.labels(server=label).set(now.timestamp())
         m.fetched.labels(server=label).inc(result.fetched)
         m.retries.labels(server=label).inc(result.retries)

@@ -66,12 +66,16 @@ class PollResult:
             return 1
         return 2 if self.pending else 0
 
+    @property
+    def outcome(self) -> str:
+        """The word for the log line and the metrics: ok, em_error or slack_error."""
+        return "em_error" if self.em_error else "slack_error" if self.slack_error else "ok"
+
     def log_line(self, server: str, seconds: float) -> str:
         """The poll as key=value pairs, one line (for log shippers and grep)."""
-        outcome = "em_error" if self.em_error else "slack_error" if self.slack_error else "ok"
         error = self.em_error or self.slack_error
         return (
-            f"poll server={server} outcome={outcome} fetched={self.fetched} new={self.new} "
+            f"poll server={server} outcome={self.outcome} fetched={self.fetched} new={self.new} "
             f"announced={self.announced} recovered={self.recovered} pending={self.pending} "
             f"retries={self.retries} ms={seconds * 1000:.0f}"
             + (f" error={json.dumps(error)}" if error else "")
