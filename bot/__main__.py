@@ -13,8 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from bot import __version__, cli
-from bot.errors import BotError, ConfigError
-from bot.lock import StateLocked
+from bot.errors import BotError, ConfigError, StateError
 from bot.ops import logs
 
 EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 64, 75, 78
@@ -113,9 +112,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except StateLocked as exc:
+    except StateError as exc:  # locked, busy, a permission or I/O error: 75; a bad path: 78
         print(f"error: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+        return exc.exit_code
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -70,3 +70,13 @@ class NotifyError(BotError):
         # message will never pass; a smaller form of it may.
         self.content = content
         super().__init__(message)
+
+
+class StateError(BotError):
+    """The state file cannot be used now. `exit_code` is 75 (try again later: locked, a
+    permission or I/O error) or 78 (a path that cannot be created: fix the configuration).
+    Never a reason to start as on a first run."""
+
+    def __init__(self, message: str, *, exit_code: int = 75) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)

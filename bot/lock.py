@@ -18,11 +18,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from bot.errors import BotError
+from bot.errors import StateError
 
 
-class StateLocked(BotError):
-    """Another bot process holds the state file."""
+class StateLocked(StateError):
+    """Another bot process holds the state file (exit 75)."""
 
 
 class StateLock:
@@ -33,11 +33,24 @@ class StateLock:
 
     def acquire(self, now: datetime) -> None:
         """Take the lock at once, or raise StateLocked naming the process that holds it."""
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.state_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state folder {folder}: {exc.strerror or exc}; "
+                "set BOT_STATE_PATH to a path the bot may create",
+                exit_code=78,
+            ) from None
         try:
             self._lock.acquire()
         except Timeout:
             raise StateLocked(self._held_by()) from None
+        except OSError as exc:
+            raise StateError(
+                f"cannot take the lock file {self._lock.lock_file}: {exc.strerror or exc}; "
+                "check the permissions of the state folder"
+            ) from None
         holder = {"pid": os.getpid(), "since": now.isoformat(), "command": _command()}
         self.holder_file.write_text(json.dumps(holder), encoding="utf-8")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlitedict import SqliteDict
 
+from bot.errors import StateError
 from bot.lock import StateLock
 from bot.models import TaskSession, iso_z
 from bot.veeam.parse import parse_time
@@ -77,24 +78,52 @@ def session_from_json(d: dict[str, Any]) -> TaskSession:
     )
 
 
-def _usable(path: Path) -> bool:
+# How long opening the state file waits for another program's lock on it (sqlite3's
+# busy timeout), before the command gives up with exit 75.
+BUSY_TIMEOUT = 5.0
+# What sqlite says of a file that is not, or no longer, a database: only these move it aside.
+CORRUPT = ("file is not a database", "database disk image is malformed", "quick_check: ")
+
+
+def open_trouble(exc: BaseException) -> str:
+    """What an error met while opening the state file means: "corrupt" (move it aside and
+    start afresh), "locked" (another program holds it) or "unavailable" (permissions, I/O,
+    a folder in its place). Only "corrupt" ever leads to a first run."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and any(c in text for c in CORRUPT):
+        return "corrupt"
+    if "locked" in text or "busy" in text:
+        return "locked"
+    return "unavailable"
+
+
+def _check(path: Path, busy_timeout: float) -> None:
+    """Raise what is wrong with an existing state file, if anything: it must be a sound
+    sqlite database (quick_check) that this process can lock for writing."""
+    conn = sqlite3.connect(path, timeout=busy_timeout)
     try:
-        with sqlite3.connect(path) as conn:
-            ok = conn.execute("PRAGMA quick_check").fetchone()
+        ok = conn.execute("PRAGMA quick_check").fetchone()
+        if not ok or ok[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {ok[0] if ok else 'no answer'}")
+        try:
             conn.execute(f'SELECT key, value FROM "{TABLE}" LIMIT 1').fetchall()
-    except sqlite3.OperationalError as exc:
-        return "no such table" in str(exc)
-    except sqlite3.DatabaseError:
-        return False
-    return bool(ok) and ok[0] == "ok"
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+        conn.execute("BEGIN IMMEDIATE")  # the write lock: a program holding it is waited out
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 class Store:
     """Single-process state store. Call `commit()` to make writes durable."""
 
-    def __init__(self, path: str | Path, *, now: datetime) -> None:
+    def __init__(
+        self, path: str | Path, *, now: datetime, busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = busy_timeout
         self._lock = StateLock(self.path)
         self._lock.acquire(now)  # one bot process per state file (StateLocked otherwise)
         try:
@@ -105,34 +134,60 @@ class Store:
 
     def _open(self, now: datetime) -> None:
         self.first_run = not self.path.exists()
-        if not self.first_run and not _usable(self.path):
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{now:%Y%m%dT%H%M%SZ}")
-            self.path.rename(aside)
-            log.warning(
-                "state store %s is corrupt; moved it to %s and starting as on a first "
-                "run (alerts of the last initial_lookback may be announced again)",
-                self.path,
-                aside,
-            )
-            self.first_run = True
+        if not self.first_run:
+            try:
+                _check(self.path, self.busy_timeout)
+            except (sqlite3.Error, OSError) as exc:
+                self._trouble(exc, now)
         self._sent: list[tuple[str, str]] = []
         # Called with the sessions of each delivery record (the metrics count them).
         self.on_sent: Callable[[list[TaskSession]], None] | None = None
         self._unmark: list[str] = []
         self._buffer_lock = threading.Lock()
-        self._db = SqliteDict(
-            str(self.path),
-            tablename=TABLE,
-            autocommit=False,
-            encode=json.dumps,
-            decode=json.loads,
-            outer_stack=False,
-        )
+        try:
+            self._db = SqliteDict(
+                str(self.path),
+                tablename=TABLE,
+                autocommit=False,
+                encode=json.dumps,
+                decode=json.loads,
+                outer_stack=False,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"cannot open the state file {self.path}: {exc}") from None
         # sqlitedict opens its connection with `PRAGMA synchronous=OFF`: a commit survives the
         # process being killed, but power loss or an OS crash can lose it or corrupt the
         # file. The pending marks committed before each post are what keep an alert from
         # being posted twice, so commits go to disk again (SQLite's default).
         self._db.conn.execute("PRAGMA synchronous=FULL")
+        # Another program's short lock (an sqlite3 shell, a backup agent) is waited out.
+        self._db.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+
+    def _trouble(self, exc: BaseException, now: datetime) -> None:
+        """Move a corrupt file aside (the bot then starts as on a first run); raise a
+        StateError for anything else, which leaves the file as it is."""
+        kind = open_trouble(exc)
+        if kind == "locked":
+            raise StateError(
+                f"the state file {self.path} is locked by another program ({exc}, waited "
+                f"{self.busy_timeout:g}s); close what holds it (an sqlite3 shell, a backup "
+                "agent) and the next run goes on where this one would have"
+            ) from None
+        if kind == "unavailable":
+            raise StateError(
+                f"cannot read the state file {self.path}: {exc}; check that it is a file "
+                "the bot may read and write"
+            ) from None
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{now:%Y%m%dT%H%M%SZ}")
+        self.path.rename(aside)
+        log.warning(
+            "state store %s is corrupt; moved it to %s and starting as on a first run "
+            "(alerts of the last initial_lookback may be announced again): %s",
+            self.path,
+            aside,
+            exc,
+        )
+        self.first_run = True
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -278,3 +279,30 @@ def test_logs_json_lines_one_poll_line_each_and_no_secret(slack: FakeSlack, tmp_
     secrets = [password, TOKEN, "test-signing-secret", *tokens]
     for secret in secrets:
         assert secret not in logs, secret
+
+
+def test_a_state_file_locked_by_another_program_exits_75_and_loses_nothing(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Someone opened the state file in an sqlite3 shell and left a transaction open: the
+    poll waits a few seconds, exits 75 naming the file, moves nothing aside, and once the
+    lock is gone the next poll announces nothing a second time."""
+    env = env_for(em, slack, tmp_path)
+    assert poll(env).returncode == 0
+    before = list(slack.announced_uids())
+    assert before
+    state = tmp_path / "state.sqlite"
+    holder = sqlite3.connect(state, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = poll(env)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert locked.returncode == 75, locked.stderr
+    (line,) = locked.stderr.strip().splitlines()
+    assert line.startswith(f"error: the state file {state} is locked by another program")
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
+    after = poll(env)
+    assert after.returncode == 0, after.stderr
+    assert slack.announced_uids() == before

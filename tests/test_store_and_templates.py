@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.alerts.message import alert_message
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StateError
 from bot.models import TaskSession
 from bot.render import Renderer
 from bot.slack import Pacer
-from bot.store import Store
+from bot.store import Store, open_trouble
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -167,3 +167,60 @@ def test_a_broken_digest_override_also_fails_at_start_up(tmp_path: Path) -> None
     (tmp_path / "digest_job.md.j2").write_text("{% for row in rows %}\nno end\n")
     with pytest.raises(ConfigError, match=r"digest_job\.md\.j2"):
         Renderer(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (sqlite3.DatabaseError("file is not a database"), "corrupt"),
+        (sqlite3.DatabaseError("database disk image is malformed"), "corrupt"),
+        (sqlite3.DatabaseError("quick_check: *** in database main ***"), "corrupt"),
+        (sqlite3.OperationalError("database is locked"), "locked"),
+        (sqlite3.OperationalError("database table is locked"), "locked"),
+        (sqlite3.OperationalError("unable to open database file"), "unavailable"),
+        (sqlite3.OperationalError("disk I/O error"), "unavailable"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "unavailable"),
+        (PermissionError(13, "Permission denied"), "unavailable"),
+        (OSError(5, "Input/output error"), "unavailable"),
+    ],
+)
+def test_only_corruption_counts_as_corrupt(error: BaseException, kind: str) -> None:
+    assert open_trouble(error) == kind
+
+
+def test_a_locked_store_is_waited_for_then_refused_and_never_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path, now=NOW)
+    store.record_sent([session()], "C1", "9.9", NOW)
+    store.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # someone's sqlite3 shell, mid-transaction
+    try:
+        with pytest.raises(StateError, match="is locked by another program") as err:
+            Store(path, now=NOW, busy_timeout=0.2)
+        assert err.value.exit_code == 75
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert list(tmp_path.glob("*.corrupt-*")) == [] and "corrupt" not in caplog.text
+    again = Store(path, now=NOW)
+    try:
+        assert not again.first_run and again.is_announced(session().uid)
+    finally:
+        again.close()
+
+
+def test_a_folder_in_place_of_the_store_exits_75_and_an_impossible_path_78(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "state.sqlite").mkdir()
+    with pytest.raises(StateError, match="cannot read the state file") as err:
+        Store(tmp_path / "state.sqlite", now=NOW)
+    assert err.value.exit_code == 75
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StateError, match="cannot create the state folder") as err:
+        Store(tmp_path / "a-file" / "state.sqlite", now=NOW)
+    assert err.value.exit_code == 78
+    assert list(tmp_path.glob("*.corrupt-*")) == []
