@@ -503,3 +503,31 @@ def test_hold(failed_min: int, success_min: int | None, now_min: int, expected: 
     if expected == "announce":
         assert [s.uid for s in split.folded] == ["f2"]  # the retry that also failed
     assert split.recoveries == []
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_lowering_the_hold_announces_what_it_held(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime, restart: bool
+) -> None:
+    """`hold_for_retries` 40m → 0m (edited while failures are held, picked up by a restart
+    or by a new process from cron): what was held is announced at the next poll, once."""
+    held = settings_for(em, slack, tmp_path, hold_for_retries=timedelta(minutes=40))
+    rig = Rig(held, now - 20 * M)
+    failed = job_run(
+        em, now, [("sql01", "Failed", "x"), ("sql02", "Warning", "y")], ended_ago=25 * M
+    )
+    assert rig.pipeline.poll_once(now - 20 * M).announced == 0
+    assert slack.posted() == []
+    lowered = replace(held, alerts=replace(held.alerts, hold_for_retries=timedelta(0)))
+    if restart:
+        rig.close()
+        rig = Rig(lowered, now - 15 * M)
+    else:
+        rig.pipeline.settings = lowered
+    try:
+        r = rig.pipeline.poll_once(now - 15 * M)
+        assert (r.announced, r.pending, r.exit_code) == (2, 0, 0)
+        assert rig.pipeline.poll_once(now).announced == 0
+    finally:
+        rig.close()
+    assert Counter(slack.announced_uids()) == Counter(s.uid for s in failed)

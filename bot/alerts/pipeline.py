@@ -401,9 +401,9 @@ class Pipeline:
         return [s for s in sessions if s.uid not in skip]
 
     def _held(self) -> list[TaskSession]:
-        """Failures held back by `[alerts] hold_for_retries`, waiting for a retry."""
-        if self.settings.alerts.hold_for_retries <= timedelta(0):
-            return []
+        """Failures held back by `[alerts] hold_for_retries`, waiting for a retry. Read
+        whatever the hold is now: a hold lowered or removed since they were held announces
+        them at once (as one catch-up when there are many), never forgets them."""
         held = [session_from_json(v["s"]) for v in self.store.all_records("h").values()]
         return [s for s in held if s.em in self.owns]
 
