@@ -61,8 +61,11 @@ class NotifyError(BotError):
         retryable: bool,
         outcome_unknown: bool = False,
         content: bool = False,
+        code: str = "",
     ) -> None:
         self.retryable = retryable
+        # Slack's error code (`thread_not_found`, `is_archived`), `http_503`, or "".
+        self.code = code
         # True when Slack may have posted the message although we saw an error
         # (5xx or timeout on chat.postMessage): reconcile before posting again.
         self.outcome_unknown = outcome_unknown

@@ -38,6 +38,17 @@ AUTH_ERRORS = {
     "missing_scope",
     "no_permission",
 }
+# A reply or an update that Slack refuses for good because its thread, message or channel is
+# no longer there for the bot (deleted, archived, the bot removed): it concerns one problem.
+GONE_ERRORS = {
+    "thread_not_found",
+    "message_not_found",
+    "cant_update_message",
+    "cannot_reply_to_message",
+    "is_archived",
+    "channel_not_found",
+    "not_in_channel",
+}
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}\Z")
 CHANNEL_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action"}
 # Slack refused the message's content; the same payload will never pass.
@@ -120,38 +131,55 @@ def classify(exc: Exception, channel: str) -> NotifyError:
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
         error = str(exc.response.get("error", "")) if exc.response.data else ""
+        code = error_code(exc)
         if status == 429 or error == "ratelimited":
-            return NotifyError("Slack kept rate-limiting the bot (HTTP 429)", retryable=True)
+            return NotifyError(
+                "Slack kept rate-limiting the bot (HTTP 429)", retryable=True, code=code
+            )
         if status >= 500:
             return NotifyError(
-                f"Slack answered HTTP {status}", retryable=True, outcome_unknown=True
+                f"Slack answered HTTP {status}", retryable=True, outcome_unknown=True, code=code
             )
         if error in AUTH_ERRORS:
             return NotifyError(
                 f"Slack rejected the bot token ({error}); check SLACK_BOT_TOKEN "
                 "and the app's scopes",
                 retryable=False,
+                code=code,
             )
         if error in CONTENT_ERRORS:
             return NotifyError(
-                f"Slack refused the message's content ({error})", retryable=False, content=True
+                f"Slack refused the message's content ({error})",
+                retryable=False,
+                content=True,
+                code=code,
             )
         if error in CHANNEL_ERRORS:
             return NotifyError(
                 f"Slack cannot post to channel {channel}: {error}; invite the bot "
                 "to it or fix the configured channel",
                 retryable=False,
+                code=code,
             )
         return NotifyError(
-            f"Slack refused the message for {channel}: {error or status}", retryable=False
+            f"Slack refused the message for {channel}: {error or status}",
+            retryable=False,
+            code=code,
         )
     if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, ConnectionRefusedError):
-        return NotifyError(f"cannot reach Slack: {exc.reason}", retryable=True)
+        return NotifyError(f"cannot reach Slack: {exc.reason}", retryable=True, code="connection")
     return NotifyError(
         f"lost the connection to Slack ({type(exc).__name__}: {exc})",
         retryable=True,
         outcome_unknown=True,
+        code="connection",
     )
+
+
+def gone(exc: NotifyError) -> bool:
+    """Slack refused a reply or an update because its thread, message or channel is gone
+    for the bot: settle it for that one problem, never retry it."""
+    return not exc.retryable and exc.code in GONE_ERRORS
 
 
 TRANSPORT_ERRORS = (urllib.error.URLError, HTTPException, ConnectionError, socket.timeout, OSError)

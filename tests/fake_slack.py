@@ -7,6 +7,9 @@
   `limit` and cursors, and drops `metadata` unless `include_all_metadata` is true.
 - Threads: a post with `thread_ts` is a reply (in the channel too with `reply_broadcast`);
   conversations.replies returns the parent and its replies; chat.update edits a message.
+- chat.delete (`delete()` for a test's person): a message without replies is gone, so a
+  reply to it answers `thread_not_found` and an update `message_not_found`; one with replies
+  stays as a tombstone that keeps its thread and cannot be updated.
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
 Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls),
 `lose_answers` (store the message, then answer 500), `fail_rate` and `lose_rate` (the same at
@@ -49,6 +52,7 @@ class FakeSlack:
     ws_url: str = ""  # what apps.connections.open hands out (Socket Mode tests)
     channels: dict[str, str] = field(default_factory=lambda: dict(CHANNELS))
     members: set[str] = field(default_factory=lambda: set(CHANNELS.values()))
+    archived: set[str] = field(default_factory=set)  # channel IDs: posts answer is_archived
     fail_next: list[int] = field(default_factory=list)
     retry_after: int = 1
     lose_answers: int = 0
@@ -116,6 +120,8 @@ class FakeSlack:
             return self.post_message(body)  # the server holds the answer back by `delay`
         if method == "chat.update":
             return self.update_message(body)
+        if method == "chat.delete":
+            return 200, self.delete_message(body), {}
         answer = {
             "auth.test": lambda: {
                 "ok": True,
@@ -145,7 +151,7 @@ class FakeSlack:
                 "name": names[cid],
                 "is_channel": True,
                 "is_private": False,
-                "is_archived": False,
+                "is_archived": cid in self.archived,
                 "is_member": cid in self.members,
             },
         }
@@ -195,6 +201,8 @@ class FakeSlack:
         channel = self.resolve(str(body.get("channel", "")))
         if channel is None:
             return 200, {"ok": False, "error": "channel_not_found"}, {}
+        if channel in self.archived:
+            return 200, {"ok": False, "error": "is_archived"}, {}
         if channel not in self.members:
             return 200, {"ok": False, "error": "not_in_channel"}, {}
         blocks = _json_field(body.get("blocks")) or []
@@ -257,7 +265,7 @@ class FakeSlack:
             if target is None:
                 thread = (m for r in self.replies.values() for m in r if m["ts"] == ts)
                 target = next(thread, None)
-            if target is None:
+            if target is None or target.get("subtype") == "tombstone":
                 return 200, {"ok": False, "error": "message_not_found"}, {}
             target.update(text=body.get("text", ""), blocks=blocks, attachments=attachments)
             if body.get("metadata"):
@@ -265,6 +273,37 @@ class FakeSlack:
             target["edited"] = {"user": "UBOT", "ts": f"{time.time():.6f}"}
             self.updates.append((channel, ts, dict(target)))
         return 200, {"ok": True, "channel": channel, "ts": ts, "text": target["text"]}, {}
+
+    def delete_message(self, body: dict[str, Any]) -> dict[str, Any]:
+        """chat.delete, as a person deleting a message: one without replies is gone; one
+        with replies stays as a tombstone ("This message was deleted.") holding its thread,
+        which can no longer be updated."""
+        channel = self.resolve(str(body.get("channel", "")))
+        ts = str(body.get("ts", ""))
+        with self._lock:
+            target = self._find(channel or "", ts)
+            if channel is None or target is None:
+                return {"ok": False, "error": "message_not_found"}
+            if self.replies.get((channel, ts)):
+                target.clear()
+                target.update(
+                    type="message",
+                    subtype="tombstone",
+                    ts=ts,
+                    thread_ts=ts,
+                    text="This message was deleted.",
+                    blocks=[],
+                    attachments=[],
+                    metadata=None,
+                )
+            else:
+                self.messages[channel].remove(target)
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def delete(self, ts: str, channel: str = "C0ALERTS") -> None:
+        """A person deletes the message `ts` (as chat.delete does)."""
+        answer = self.delete_message({"channel": channel, "ts": ts})
+        assert answer["ok"], answer
 
     def thread_replies(self, body: dict[str, Any]) -> dict[str, Any]:
         """conversations.replies: the parent first, then its replies, oldest first."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -36,11 +37,12 @@ from bot.errors import NotifyError
 from bot.models import TaskSession
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer
 from bot.settings import Settings
-from bot.slack import Notifier, Receipt
+from bot.slack import Notifier, Receipt, gone
 from bot.store import Store, session_from_json, session_to_json
 
 log = logging.getLogger(__name__)
-Send = Callable[[Message, datetime], Receipt]
+# Post a message to a channel ("" for the alert channel of today's configuration).
+Send = Callable[[Message, datetime, str], Receipt]
 
 
 class Lifecycle:
@@ -147,7 +149,11 @@ class Lifecycle:
         return sum(len(v) for v in into.values())
 
     def deliver_repeats(self, repeats: list[TaskSession], now: datetime) -> tuple[int, str]:
-        """Post each repeat in its problem's thread; (how many went out, Slack's error)."""
+        """Post each repeat in its problem's thread, in the channel that thread is in;
+        (how many went out, Slack's error). A thread that is gone (the alert deleted, its
+        channel archived) makes the repeat a new alert in the alert channel, which is the
+        problem's alert from then on; a repeat Slack refuses for good is settled alone, so
+        that no other problem's follow-ups wait behind it."""
         if not repeats:
             return 0, ""
         done = 0
@@ -160,9 +166,16 @@ class Lifecycle:
                 broadcast = escalates(p, s) and self.settings.alerts.broadcast_escalation
                 message = repeat_message(self.renderer, s, p, broadcast=broadcast)
                 try:
-                    receipt = self.send(message, now)
+                    receipt = self.send(message, now, p.channel)
                 except NotifyError as exc:
-                    return done, str(exc)
+                    if exc.retryable:
+                        return done, str(exc)
+                    try:
+                        problems[p.id] = self._refused_repeat(s, p, exc, now)
+                    except NotifyError as again:  # the alert channel refuses it as well
+                        return done, str(again)
+                    done += 1
+                    continue
                 problems[p.id] = self.repeated(s, p, receipt, now)
                 done += 1
                 if done % 500 == 0:
@@ -170,6 +183,33 @@ class Lifecycle:
             return done, ""
         finally:
             self._write()
+
+    def _refused_repeat(
+        self, s: TaskSession, p: Problem, exc: NotifyError, now: datetime
+    ) -> Problem:
+        """A repeat Slack will never take in its thread: announced as a new alert when the
+        thread is gone, else (content Slack refuses in every form) recorded without a
+        message. Raises NotifyError when the new alert cannot be posted either."""
+        if not gone(exc):
+            log.warning("Slack refused the repeat of %s for good (%s); recorded", s.vm, exc)
+            self.store.record_silently([s], now, f"refused by Slack ({exc.code})")
+            return p
+        after = replace(repeated(p, s), first_uid=s.uid)
+        message = alert_message(self.renderer, [s], status={s.uid: problem_status(after)})
+        receipt = self.send(message, now, "")
+        log.warning(
+            "the thread of %s's alert %s is gone (%s); announced it again as %s",
+            s.vm,
+            p.ts,
+            exc.code,
+            receipt.ts,
+        )
+        after = replace(after, channel=receipt.channel, ts=receipt.ts)
+        self.store.record_sent([s], receipt.channel, receipt.ts, now)
+        self._staged_p[p.id] = after.to_json()
+        record = {"c": receipt.channel, "s": [session_to_json(s)], "reopened": p.ts}
+        self.store.put_records("M", {receipt.ts: record})
+        return after
 
     def repeated(
         self, s: TaskSession, p: Problem, receipt: Receipt, now: datetime, *, redraw: bool = True
@@ -239,16 +279,27 @@ class Lifecycle:
                 s = session_from_json(row["s"])
                 seen = self._in_thread(problem.channel, problem.ts, {uid}) if uid in earlier else {}
                 try:
-                    receipt = seen.get(uid) or self.send(
-                        recovery_message(self.renderer, s, problem), now
+                    receipt: Receipt | None = seen.get(uid) or self.send(
+                        recovery_message(self.renderer, s, problem), now, problem.channel
                     )
                 except NotifyError as exc:
-                    return done, str(exc)
+                    if exc.retryable:
+                        return done, str(exc)
+                    # Its thread is gone, or Slack refuses the reply for good: the problem
+                    # is closed all the same, and no other recovery waits behind it.
+                    log.warning(
+                        "cannot reply that %s recovered in %s (%s); closed it without the reply",
+                        s.vm,
+                        problem.ts,
+                        exc,
+                    )
+                    receipt = None
                 problems[problem.id] = closed = recovered(problem, s)
                 self._staged_p[problem.id] = closed.to_json()
-                self._staged_u[problem.ts] = {"c": problem.channel}
+                if receipt is not None:
+                    self._staged_u[problem.ts] = {"c": problem.channel}
                 self.store.drop_records("q", [uid])
-                log.info("%s recovered (%s)", s.vm, receipt.ts)
+                log.info("%s recovered (%s)", s.vm, receipt.ts if receipt else "no reply")
                 done += 1
                 if done % 500 == 0:
                     self._write(wait=False)
@@ -266,7 +317,7 @@ class Lifecycle:
         records = self.store.records("M", sorted(marked))
         for ts, mark in marked.items():
             record = records.get(ts)
-            if record is None or record.get("kind") == "catchup":
+            if record is None or record.get("kind") == "catchup" or record.get("gone"):
                 self.store.drop_records("u", [ts])  # a catch-up's thread tells the news
                 continue
             try:
@@ -282,6 +333,8 @@ class Lifecycle:
                 if exc.retryable:
                     return str(exc)
                 log.warning("cannot update the alert %s (%s); leaving it as it is", ts, exc)
+                if gone(exc):  # deleted: said once, never tried again
+                    self.store.put_records("M", {ts: {**record, "gone": exc.code}})
             self.store.drop_records("u", [ts])
         self.store.commit()
         return ""

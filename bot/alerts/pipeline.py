@@ -64,7 +64,9 @@ class PollResult:
     def exit_code(self) -> int:
         if self.em_error:
             return 1
-        return 2 if self.pending else 0
+        # Something Slack could still take is left: alerts pending, or replies, recoveries
+        # or updates that met a passing error (what Slack refuses for good is settled).
+        return 2 if self.pending or self.slack_error else 0
 
     @property
     def outcome(self) -> str:
@@ -475,21 +477,24 @@ class Pipeline:
         if not pending:
             return []
         oldest = min(p.since for p in pending) - 60
-        uids = {p.session.uid for p in pending}
-        channel = self.channel
-        try:
-            found = self.notifier.find_posted(channel, uids, oldest)
-        except NotifyError as exc:
-            if exc.retryable:
-                raise
-            log.warning(
-                "cannot read %s history to check %d pending alert(s) (%s); posting "
-                "them again, which may repeat some",
-                channel,
-                len(uids),
-                exc,
-            )
-            found = {}
+        # Each is looked for where it was to go: the alert channel may have changed since.
+        wanted: dict[str, set[str]] = {}
+        for p in pending:
+            wanted.setdefault(p.channel or self.channel, set()).add(p.session.uid)
+        found: dict[str, Receipt] = {}
+        for channel, uids in wanted.items():
+            try:
+                found.update(self.notifier.find_posted(channel, uids, oldest))
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+                log.warning(
+                    "cannot read %s history to check %d pending alert(s) (%s); posting "
+                    "them again, which may repeat some",
+                    channel,
+                    len(uids),
+                    exc,
+                )
         by_uid = {p.session.uid: p.session for p in pending}
         by_ts: dict[Receipt, list[TaskSession]] = {}
         for uid, receipt in found.items():
@@ -620,26 +625,28 @@ class Pipeline:
                 self.store.drop_records("C", [catchup_id])
         self.store.commit()
 
-    def _send(self, msg: Message, now: datetime) -> Receipt:
-        """Post; when Slack refuses the content, post a smaller form of it at once, and then
-        plain text, rather than the same message again."""
+    def _send(self, msg: Message, now: datetime, channel: str = "") -> Receipt:
+        """Post to `channel` (a problem's own, for its replies), else to the alert channel;
+        when Slack refuses the content, post a smaller form of it at once, and then plain
+        text, rather than the same message again."""
         forms = [msg, minimal_message(msg), plain_message(msg)]
         for n, form in enumerate(forms):
             try:
-                return self._send_form(form, now)
+                return self._send_form(form, now, channel)
             except NotifyError as exc:
                 if not exc.content or n == len(forms) - 1:
                     raise
                 log.warning("%s; sending the alert again in a smaller form", exc)
         raise AssertionError("unreachable")
 
-    def _send_form(self, msg: Message, now: datetime) -> Receipt:
+    def _send_form(self, msg: Message, now: datetime, channel: str = "") -> Receipt:
         """Post with backoff; after an unknown outcome, look in the channel before retrying."""
         uids = {s.uid for s in msg.sessions}
         for attempt in range(self.retries + 1):
+            target = channel or self.channel
             try:
-                receipt = self.notifier.post(self.channel, msg, label=self._label())
-                if receipt.channel != self.channel:
+                receipt = self.notifier.post(target, msg, label=channel or self._label())
+                if not channel and receipt.channel != self.channel:
                     self.store.set_meta(
                         f"channel-id:{self.settings.alerts.channel}", receipt.channel
                     )
@@ -653,15 +660,14 @@ class Pipeline:
                 self.slack_retries += 1
                 self.sleep(delay)
                 if exc.outcome_unknown:
-                    found = self._look(uids, now, msg)
+                    found = self._look(uids, now, msg, target)
                     if found is not None:
                         return found
         raise AssertionError("unreachable")
 
-    def _look(self, uids: set[str], now: datetime, msg: Message) -> Receipt | None:
-        """The message carrying `uids` if Slack posted it (in the thread, for a reply; by
-        its id, for a catch-up message)."""
-        channel = self.channel
+    def _look(self, uids: set[str], now: datetime, msg: Message, channel: str) -> Receipt | None:
+        """The message carrying `uids` if Slack posted it in `channel` (in the thread, for a
+        reply; by its id, for a catch-up message)."""
         oldest = (now - timedelta(minutes=10)).timestamp()
         meta = msg.metadata or {}
         try:

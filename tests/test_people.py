@@ -1,0 +1,146 @@
+"""What people do to the bot's things: they delete its alerts, archive its channel and
+change the configuration with problems open. None of it stalls a poll or repeats an alert."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.server import Emulator
+from bot.settings import Settings
+from tests.fake_slack import FakeSlack
+from tests.helpers import Rig, job_run, settings_for
+from tests.test_lifecycle import text_of
+
+M = timedelta(minutes=1)
+
+
+def alert_of(slack: FakeSlack, vm: str, channel: str = "C0ALERTS") -> dict[str, object]:
+    (alert,) = [
+        m
+        for m in slack.posted(channel)
+        if m.get("subtype") != "thread_broadcast"
+        and any(
+            s["vm"] == vm
+            for s in (m.get("metadata") or {}).get("event_payload", {}).get("sessions", [])
+        )
+    ]
+    return alert
+
+
+def test_a_deleted_alert_blocks_nothing_and_its_next_repeat_is_a_new_alert(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_run(em, now, [("sql01", "Failed", "disk full")], job="SQL", ended_ago=60 * M)
+    job_run(em, now, [("web01", "Failed", "timeout")], job="Web", ended_ago=59 * M)
+    assert rig.pipeline.poll_once(now - 55 * M).announced == 2
+    deleted = alert_of(slack, "sql01")
+    web = alert_of(slack, "web01")
+    slack.delete(str(deleted["ts"]))  # someone tidies the channel
+    (repeat,) = job_run(em, now, [("sql01", "Failed", "still full")], job="SQL", ended_ago=30 * M)
+    (new,) = job_run(em, now, [("app01", "Warning", "slow")], job="App", ended_ago=29 * M)
+    job_run(em, now, [("web01", "Success", "")], job="Web", ended_ago=28 * M)
+    r = rig.pipeline.poll_once(now - 25 * M)
+    assert (r.exit_code, r.pending, r.announced, r.recovered) == (0, 0, 2, 1), r
+    # the repeat is a new top-level alert that says it is not the first failure
+    again = alert_of(slack, "sql01")
+    assert again["metadata"]["event_payload"]["sessions"][0]["uid"] == repeat.uid
+    assert "still full" in text_of(again) and "failed again once" in text_of(again)
+    assert alert_of(slack, "app01")["metadata"]["event_payload"]["sessions"][0]["uid"] == new.uid
+    (recovery,) = slack.thread(str(web["ts"]))
+    assert "Recovered" in text_of(recovery)
+    assert "thread of sql01's alert" in caplog.text
+    # from now on the new alert is the problem's: the next repeat goes to its thread
+    (third,) = job_run(em, now, [("sql01", "Failed", "full again")], job="SQL", ended_ago=10 * M)
+    r = rig.pipeline.poll_once(now - 5 * M)
+    assert (r.exit_code, r.announced) == (0, 1)
+    (reply,) = slack.thread(str(again["ts"]))
+    assert reply["metadata"]["event_payload"]["sessions"][0]["uid"] == third.uid
+    assert len(slack.posted()) == 3
+    assert rig.pipeline.poll_once(now).exit_code == 0
+    assert len(slack.announced_uids()) == len(set(slack.announced_uids()))
+
+
+def test_a_deleted_alert_with_replies_keeps_its_thread_and_is_no_longer_updated(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_run(em, now, [("sql01", "Failed", "a")], ended_ago=60 * M)
+    rig.pipeline.poll_once(now - 55 * M)
+    (alert,) = slack.posted()
+    job_run(em, now, [("sql01", "Failed", "b")], ended_ago=50 * M)
+    rig.pipeline.poll_once(now - 45 * M)
+    slack.delete(str(alert["ts"]))  # a tombstone: "This message was deleted."
+    updates = len(slack.updates)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        job_run(em, now, [("sql01", "Failed", "c")], ended_ago=40 * M)
+        r = rig.pipeline.poll_once(now - 35 * M)
+        assert (r.exit_code, r.announced) == (0, 1)
+        job_run(em, now, [("sql01", "Failed", "d")], ended_ago=30 * M)
+        r = rig.pipeline.poll_once(now - 25 * M)
+        assert (r.exit_code, r.announced) == (0, 1)
+    assert len(slack.thread(str(alert["ts"]))) == 3  # the replies still go to the thread
+    assert len(slack.updates) == updates  # nothing could be updated
+    lines = [r.message for r in caplog.records if "cannot update the alert" in r.message]
+    assert len(lines) == 1 and "message_not_found" in lines[0]
+
+
+def moved(settings: Settings, channel: str) -> Settings:
+    return replace(settings, alerts=replace(settings.alerts, channel=channel))
+
+
+def test_changing_the_alert_channel_never_strands_an_open_problem(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """Open problems keep their threads in the old channel; new problems go to the new one."""
+    settings = settings_for(em, slack, tmp_path)
+    rig = Rig(settings, now - 55 * M)
+    job_run(em, now, [("sql01", "Failed", "a")], job="SQL", ended_ago=60 * M)
+    job_run(em, now, [("web01", "Failed", "b")], job="Web", ended_ago=60 * M)
+    rig.pipeline.poll_once(now - 55 * M)
+    rig.close()
+    sql, web = alert_of(slack, "sql01"), alert_of(slack, "web01")
+    rig = Rig(moved(settings, "#ops"), now - 25 * M)  # edited config, restarted bot
+    try:
+        job_run(em, now, [("sql01", "Failed", "again")], job="SQL", ended_ago=30 * M)
+        job_run(em, now, [("web01", "Success", "")], job="Web", ended_ago=30 * M)
+        (new,) = job_run(em, now, [("app01", "Failed", "new")], job="App", ended_ago=30 * M)
+        r = rig.pipeline.poll_once(now - 25 * M)
+        assert (r.exit_code, r.pending, r.announced, r.recovered) == (0, 0, 2, 1)
+    finally:
+        rig.close()
+    assert "again" in text_of(slack.thread(str(sql["ts"]))[0])
+    assert "Recovered" in text_of(slack.thread(str(web["ts"]))[0])
+    assert "recovered" in text_of(alert_of(slack, "web01"))  # updated where it is
+    (ops,) = slack.posted("C0OPS")
+    assert ops["metadata"]["event_payload"]["sessions"][0]["uid"] == new.uid
+    assert len(slack.posted("C0ALERTS")) == 2
+
+
+def test_an_archived_channel_sends_the_next_repeat_to_the_alert_channel(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = settings_for(em, slack, tmp_path)
+    rig = Rig(settings, now - 55 * M)
+    job_run(em, now, [("sql01", "Failed", "a")], ended_ago=60 * M)
+    job_run(em, now, [("web01", "Failed", "b")], job="Web", ended_ago=60 * M)
+    rig.pipeline.poll_once(now - 55 * M)
+    rig.close()
+    slack.archived.add("C0ALERTS")  # the old channel is archived; the config names #ops
+    rig = Rig(moved(settings, "#ops"), now - 25 * M)
+    try:
+        (again,) = job_run(em, now, [("sql01", "Failed", "again")], ended_ago=30 * M)
+        job_run(em, now, [("web01", "Success", "")], job="Web", ended_ago=30 * M)
+        r = rig.pipeline.poll_once(now - 25 * M)
+        assert (r.exit_code, r.pending, r.announced, r.recovered) == (0, 0, 1, 1)
+        assert rig.pipeline.poll_once(now).exit_code == 0
+    finally:
+        rig.close()
+    (ops,) = slack.posted("C0OPS")
+    assert ops["metadata"]["event_payload"]["sessions"][0]["uid"] == again.uid
+    assert Counter(slack.announced_uids("C0OPS")) == Counter([again.uid])
