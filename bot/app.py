@@ -63,7 +63,11 @@ def open_store(settings: Settings, now: datetime) -> Store:
 
 
 def slack_notifier(settings: Settings) -> SlackNotifier:
-    client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
+    client = web_client(
+        settings.slack.bot_token.value,
+        settings.slack.api_url,
+        read_backoff=settings.alerts.backoff.total_seconds(),
+    )
     return SlackNotifier(client, Pacer(settings.alerts.max_posts_per_second, settings.alerts.burst))
 
 

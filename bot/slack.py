@@ -9,11 +9,13 @@ a blind retry could post twice. The pipeline reconciles those against channel hi
 from __future__ import annotations
 
 import logging
+import random
 import re
 import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -22,6 +24,12 @@ from typing import Any, Protocol
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.jitter import RandomJitter
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 from bot.errors import NotifyError
 from bot.render import ALERT_EVENT, Message
@@ -64,9 +72,19 @@ CONTENT_ERRORS = {
 
 
 def web_client(
-    token: str, base_url: str, *, timeout: int = 30, rate_limit_retries: int = 5
+    token: str,
+    base_url: str,
+    *,
+    timeout: int = 30,
+    rate_limit_retries: int = 5,
+    read_retries: int = 3,
+    read_backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> WebClient:
-    """A WebClient that waits out 429s itself and reports everything else to us."""
+    """A WebClient that waits out 429s itself, retries reads (history, replies, channel
+    info, auth.test) on 5xx, lost connections and timeouts with backoff, and reports
+    everything else to us. `sleep` does the waiting (the bot's lets others write the state
+    meanwhile)."""
     # slack-sdk builds its debug line (the whole request body, formatted) on every call when
     # its logger's own level is unset, even if nothing would print it: about half of the
     # client's own time per post. Pin the level it inherits; LOG_LEVEL=DEBUG still shows it.
@@ -78,8 +96,94 @@ def web_client(
         base_url=base_url,
         timeout=timeout,
         logger=sdk_log,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)],
+        retry_handlers=[
+            RateLimitRetry(rate_limit_retries, sleep=sleep),
+            ReadRetry(read_retries, read_backoff, sleep=sleep),
+        ],
     )
+
+
+# Methods that change nothing in Slack: sending one again is always safe. Writes are not
+# retried blindly: an unknown outcome is looked up in the channel first (the pipeline).
+READ_METHODS = frozenset(
+    {
+        "conversations.history",
+        "conversations.replies",
+        "conversations.info",
+        "conversations.list",
+        "auth.test",
+    }
+)
+_TRANSIENT = (urllib.error.URLError, ConnectionError, HTTPException, TimeoutError)
+
+
+class ReadRetry(RetryHandler):
+    """slack-sdk's retry hook, for reads only: 5xx, a lost connection or a timeout is tried
+    again after 0.5 s, 1 s, 2 s … (with jitter)."""
+
+    def __init__(
+        self, retries: int, backoff: float, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        super().__init__(
+            max_retry_count=retries,
+            interval_calculator=BackoffRetryIntervalCalculator(backoff, RandomJitter()),
+        )
+        self.sleep = sleep
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if urllib.parse.urlsplit(request.url).path.rsplit("/", 1)[-1] not in READ_METHODS:
+            return False
+        if response is not None:
+            return response.status_code >= 500
+        return isinstance(error, _TRANSIENT)
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        state.next_attempt_requested = True
+        self.sleep(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
+        state.increment_current_attempt()
+
+
+class RateLimitRetry(RateLimitErrorRetryHandler):
+    """slack-sdk's 429 handling (Retry-After, any method: a 429 means nothing was done),
+    with the wait done by `sleep`."""
+
+    def __init__(self, retries: int, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(max_retry_count=retries)
+        self.sleep = sleep
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        if response is None:
+            raise error or RuntimeError("no answer to retry")
+        state.next_attempt_requested = True
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        after = (headers.get("retry-after") or ["1"])[0]
+        try:
+            wait = float(after)
+        except ValueError:
+            wait = 1.0
+        self.sleep(wait + random.random())  # noqa: S311 (jitter, not a secret)
+        state.increment_current_attempt()
 
 
 class Pacer:

@@ -13,7 +13,8 @@
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
 Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls),
 `lose_answers` (store the message, then answer 500), `fail_rate` and `lose_rate` (the same at
-random, seeded), `delay` (seconds before answering).
+random, seeded), `read_fail_rate` (reads answered 500 at random), `delay` (seconds before
+answering).
 `stored` is set each time a chat.postMessage is stored (tests clear it and wait on it).
 Run standalone: `python -m tests.fake_slack --port 0` prints its base URL.
 """
@@ -59,6 +60,8 @@ class FakeSlack:
     text_limit: int = MESSAGE_TEXT_LIMIT  # msg_blocks_too_long past this many characters
     fail_rate: float = 0.0  # share of chat.postMessage calls answered 500, not stored
     lose_rate: float = 0.0  # share of the rest stored but answered 500
+    read_fail_rate: float = 0.0  # share of reads (conversations.*, auth.test) answered 500
+    fail_reads: list[int] = field(default_factory=list)  # statuses for the next reads
     faults: random.Random = field(default_factory=lambda: random.Random(0))
     delay: float = 0.0
     scopes: set[str] = field(default_factory=lambda: {"chat:write", "channels:history"})
@@ -122,6 +125,11 @@ class FakeSlack:
             return self.update_message(body)
         if method == "chat.delete":
             return 200, self.delete_message(body), {}
+        reads = method.startswith("conversations.") or method == "auth.test"
+        if reads and self.fail_reads:
+            return self.fail_reads.pop(0), {"ok": False, "error": "fatal_error"}, {}
+        if reads and self.read_fail_rate and self.faults.random() < self.read_fail_rate:
+            return 500, {"ok": False, "error": "fatal_error"}, {}
         answer = {
             "auth.test": lambda: {
                 "ok": True,

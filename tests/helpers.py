@@ -64,7 +64,7 @@ class Rig:
         self.settings = settings
         self.em = EMClient(settings.veeam)
         self.store = Store(settings.state_path, now=now)
-        client = web_client(TOKEN, settings.slack.api_url, timeout=5)
+        client = web_client(TOKEN, settings.slack.api_url, timeout=5, read_backoff=0.01)
         self.notifier = SlackNotifier(client, Pacer(0, 1))
         self.pipeline = Pipeline(
             settings, self.em, self.store, self.notifier, Renderer(), retries=2, backoff=0.01

@@ -306,3 +306,28 @@ def test_a_state_file_locked_by_another_program_exits_75_and_loses_nothing(
     after = poll(env)
     assert after.returncode == 0, after.stderr
     assert slack.announced_uids() == before
+
+
+def test_flaky_reads_too_every_failure_is_delivered_within_ten_polls(
+    em: Emulator, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """30 % of EM requests answer 500; 30 % of Slack posts *and reads* (history, replies)
+    answer 500; a tenth of the posts Slack takes are answered 500 all the same. A read is
+    retried within the poll, so one 500 on conversations.history does not give up the
+    poll's delivery: every failure is in Slack, once, within 10 runs of `poll --once`."""
+    em.fault_rate, em.faults = 0.3, random.Random(21)
+    slack.fail_rate, slack.lose_rate, slack.faults = 0.3, 0.1, random.Random(33)
+    slack.read_fail_rate = 0.3
+    env = env_for(em, slack, tmp_path, '[veeam]\nattempts = 3\nbackoff = "5ms"\n')
+    wanted = Counter(expected_uids(em))
+    polls = 0
+    while polls < 10:
+        proc = poll(env)
+        polls += 1
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if proc.returncode == 0 and Counter(slack.announced_uids()) == wanted:
+            break
+    print(f"{len(wanted)} failures delivered in {polls} polls")
+    assert Counter(slack.announced_uids()) == wanted, f"not all delivered in {polls} polls"
+    reads = [n for n, _ in slack.calls if n.startswith("conversations.")]
+    assert len(reads) > polls  # reads happened, and some were answered 500 and retried

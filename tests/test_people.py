@@ -144,3 +144,23 @@ def test_an_archived_channel_sends_the_next_repeat_to_the_alert_channel(
     (ops,) = slack.posted("C0OPS")
     assert ops["metadata"]["event_payload"]["sessions"][0]["uid"] == again.uid
     assert Counter(slack.announced_uids("C0OPS")) == Counter([again.uid])
+
+
+def test_slack_reads_are_retried_and_posts_are_not(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    """A 5xx on conversations.history is read again within the poll (backoff), so the
+    poll's delivery goes on; a 5xx on a post is never re-sent blindly by the client."""
+    rig.pipeline.poll_once(now - 40 * M)  # nothing yet; the channel's ID is known now
+    job_run(em, now, [("sql01", "Failed", "a")], ended_ago=30 * M)
+    slack.lose_answers = 1  # stored, answered 500: the pipeline looks in the channel
+    slack.fail_reads = [500, 503]  # and that history read fails twice first
+    r = rig.pipeline.poll_once(now - 25 * M)
+    assert (r.exit_code, r.announced, r.pending) == (0, 1, 0)
+    assert len(slack.method_calls("chat.postMessage")) == 1  # adopted, not posted again
+    assert len(slack.method_calls("conversations.history")) == 3
+    assert slack.fail_reads == []
+    slack.fail_next = [500]  # a post answered 500 and not stored
+    job_run(em, now, [("web01", "Failed", "b")], job="Web", ended_ago=20 * M)
+    r = rig.pipeline.poll_once(now - 15 * M)
+    assert r.announced == 1 and len(slack.posted()) == 2
