@@ -19,10 +19,10 @@ from pathlib import Path
 from common import ROOT
 
 sys.path.insert(0, str(ROOT))
-from bot.emulator.data import SessionStore, generate  # noqa: E402
-from bot.emulator.server import Emulator  # noqa: E402
-from tests.fake_slack import FakeSlack  # noqa: E402
-from tests.helpers import bot_env  # noqa: E402
+from bot.emulator.data import SessionStore, generate
+from bot.emulator.server import Emulator
+from tests.fake_slack import FakeSlack
+from tests.helpers import bot_env
 
 TARGET = 10
 TOML = (
@@ -50,7 +50,9 @@ def one_run(seed: int) -> tuple[int, int, bool]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             env = bot_env(Path(tmp), em.url, slack.url, TOML)
-            for polls in range(1, 31):
+            polls = 0
+            while polls < 30:
+                polls += 1
                 proc = subprocess.run(
                     [sys.executable, "-m", "bot", "poll", "--once"],
                     cwd=ROOT, env=env, capture_output=True, text=True, check=False,
