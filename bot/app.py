@@ -20,6 +20,7 @@ from bot.alerts.source import SourceWatch
 from bot.console import format_message
 from bot.digest_run import DigestRunner
 from bot.errors import ConfigError
+from bot.lock import WriterLock
 from bot.models import TaskSession
 from bot.ops.metrics import Metrics
 from bot.render import Message, Renderer, section
@@ -62,13 +63,18 @@ def open_store(settings: Settings, now: datetime) -> Store:
     return Store(settings.state_path, now=now)
 
 
-def slack_notifier(settings: Settings) -> SlackNotifier:
+def slack_notifier(settings: Settings, store: Store | None = None) -> SlackNotifier:
+    """The Slack client of the alerts. With the bot's `store`, its waits (pacing, 429s,
+    read backoff) let go of the store's lock, so that a button click is not kept waiting."""
+    sleep = store.lock.sleep if store is not None else time.sleep
     client = web_client(
         settings.slack.bot_token.value,
         settings.slack.api_url,
         read_backoff=settings.alerts.backoff.total_seconds(),
+        sleep=sleep,
     )
-    return SlackNotifier(client, Pacer(settings.alerts.max_posts_per_second, settings.alerts.burst))
+    pacer = Pacer(settings.alerts.max_posts_per_second, settings.alerts.burst, sleep=sleep)
+    return SlackNotifier(client, pacer)
 
 
 def build_pipeline(
@@ -79,7 +85,7 @@ def build_pipeline(
     renderer: Renderer,
     *,
     stopping: threading.Event | None = None,
-    lock: threading.Lock | None = None,
+    lock: WriterLock | None = None,
 ) -> Pipeline:
     return Pipeline(
         settings,
@@ -103,10 +109,11 @@ class Services:
         self.metrics = Metrics()
         self.renderer = build_renderer(settings)
         self.store = open_store(settings, now)
-        self.notifier = slack_notifier(settings)
+        self.notifier = slack_notifier(settings, self.store)
         self.notifier.on_error = self.metrics.slack_error
-        # Held while the store changes (polls of every server, redraws, retention).
-        self.lock = threading.Lock()
+        # Held while the store changes (polls of every server, redraws, retention, buttons,
+        # mutes, the digest's records): the store's own.
+        self.lock = self.store.lock
         self.ems: dict[str, EMClient] = {}
         self.pipelines: dict[str, Pipeline] = {}
         for server in settings.servers:

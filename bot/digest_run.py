@@ -109,8 +109,14 @@ class DigestRunner:
         if not known:
             known = self.notifier.channel_id(configured)
             if known:
-                self.store.set_meta(f"channel-id:{configured}", known)
+                self._remember(f"channel-id:{configured}", known)
         return str(known or configured)
+
+    def _remember(self, name: str, value: str) -> None:
+        """Write one fact and commit, as one writer of the state (the store's lock)."""
+        with self.store.lock:
+            self.store.set_meta(name, value)
+            self.store.commit()
 
     def run_scheduled(self, now: datetime) -> None:
         """Post the digest of the last scheduled time if it is due and not yet posted (cron,
@@ -136,8 +142,8 @@ class DigestRunner:
             except SourceError as exc:
                 self._unavailable(day.isoformat(), str(exc), now)
                 return
-            self.store.set_meta("digest:attempted_day", day.isoformat())
-            self.store.commit()  # before the post: a crash during it is looked up next time
+            # before the post: a crash during it is looked up next time
+            self._remember("digest:attempted_day", day.isoformat())
             try:
                 receipt = self.post(message)
             except NotifyError as exc:
@@ -161,8 +167,7 @@ class DigestRunner:
         return None
 
     def _posted(self, day: str, receipt: Receipt, how: str) -> None:
-        self.store.set_meta("digest:last_day", day)
-        self.store.commit()
+        self._remember("digest:last_day", day)
         log.info("%s the digest for %s in %s (ts %s)", how, day, receipt.channel, receipt.ts)
 
     def _unavailable(self, day: str, reason: str, now: datetime) -> None:
@@ -175,5 +180,4 @@ class DigestRunner:
         except NotifyError as exc:
             log.error("could not post that the digest is unavailable: %s", exc)
             return
-        self.store.set_meta("digest:unavailable_day", day)
-        self.store.commit()
+        self._remember("digest:unavailable_day", day)

@@ -1,4 +1,5 @@
-"""One bot process per state file, through a `filelock` lock held for the process's life.
+"""Locks on the state: one bot process per state file (`StateLock`, through `filelock`,
+held for the process's life), and one writer at a time within it (`WriterLock`).
 
 Two processes on one state file would both mark, post and record the same sessions: each
 alert could go out twice. The lock file sits beside the state file; the holder's process
@@ -13,6 +14,9 @@ import contextlib
 import json
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -75,3 +79,65 @@ class StateLock:
 def _command() -> str:
     args = [a for a in sys.argv[1:] if not a.startswith("-")][:1]
     return " ".join(["python -m bot", *args])
+
+
+class WriterLock:
+    """One writer of the state at a time, within the process: the polls of every server,
+    redraws, retention, the buttons, mutes and the digest's records all hold it while they
+    read and change the store.
+
+    Re-entrant. `paused()` (and `sleep()`) let the others in while the holder only waits
+    (Slack pacing, a Retry-After, backoff), and take it back after: a button click is never
+    queued behind a long delivery. Whoever pauses must read again what it depends on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return
+        self._lock.acquire()
+        self._owner, self._depth = me, 1
+
+    def release(self) -> None:
+        if self._owner != threading.get_ident():
+            raise RuntimeError("release of a WriterLock this thread does not hold")
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    @property
+    def held(self) -> bool:
+        """Whether this thread holds it."""
+        return self._owner == threading.get_ident()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Let go while the body runs (it must not touch the store), if this thread holds it."""
+        if not self.held:
+            yield
+            return
+        depth, self._depth, self._owner = self._depth, 0, None
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()
+            self._owner, self._depth = threading.get_ident(), depth
+
+    def sleep(self, seconds: float) -> None:
+        """Wait without holding the lock (Slack pacing and backoff call this)."""
+        with self.paused():
+            time.sleep(seconds)

@@ -21,7 +21,7 @@ from typing import Any
 from sqlitedict import SqliteDict
 
 from bot.errors import StateError
-from bot.lock import StateLock
+from bot.lock import StateLock, WriterLock
 from bot.models import TaskSession, iso_z
 from bot.veeam.parse import parse_time
 
@@ -124,6 +124,8 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        # Held by whoever changes the state (polls, buttons, mutes, the digest, redraws).
+        self.lock = WriterLock()
         self._lock = StateLock(self.path)
         self._lock.acquire(now)  # one bot process per state file (StateLocked otherwise)
         try:

@@ -258,7 +258,11 @@ class FakeSlack:
         """chat.update: replaces the text, blocks and attachments of a message (top-level or
         a reply); validated like a post."""
         if self.fail_updates:
-            return self.fail_updates.pop(0), {"ok": False, "error": "fatal_error"}, {}
+            status = self.fail_updates.pop(0)
+            if status == 429:
+                headers = {"Retry-After": str(self.retry_after)}
+                return 429, {"ok": False, "error": "ratelimited"}, headers
+            return status, {"ok": False, "error": "fatal_error"}, {}
         channel = self.resolve(str(body.get("channel", "")))
         if channel is None or str(body.get("channel")) != channel:
             return 200, {"ok": False, "error": "channel_not_found"}, {}

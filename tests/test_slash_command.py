@@ -323,22 +323,27 @@ def test_mute_from_a_disallowed_user_is_refused(bot: Bot) -> None:
     assert bot.slack.posted("C0ALERTS") == [] and bot.store.all_records("x") == {}
 
 
-def pipeline_for(bot: Bot) -> tuple[Any, Any]:
-    """The real pipeline on the slash bot's own state file and EM (one store per file)."""
+def pipeline_for(bot: Bot, *, rate: float = 0, **alerts: Any) -> tuple[Any, Any]:
+    """The real pipeline on the slash bot's own state file and EM (one store per file),
+    its Slack waits letting go of the store's lock as the bot's do; `rate` posts a second."""
     from bot.alerts.pipeline import Pipeline
     from bot.veeam.client import EMClient
 
     settings = Settings(
         veeam=veeam_settings(bot.em),
-        alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0),
+        alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=rate, **alerts),
         state_path=str(bot.store.path),
     )
     em = EMClient(settings.veeam)
-    notifier = SlackNotifier(web_client(TOKEN, bot.slack.url), Pacer(0, 1))
+    sleep = bot.store.lock.sleep
+    notifier = SlackNotifier(
+        web_client(TOKEN, bot.slack.url, sleep=sleep), Pacer(rate, 1, sleep=sleep)
+    )
     pipeline = Pipeline(settings, em, bot.store, notifier, Renderer(), retries=0)
 
     def redraw() -> None:
-        pipeline.life.flush_updates()
+        with bot.store.lock:  # as the bot's Services.redraw
+            pipeline.life.flush_updates()
 
     bot.deps.redraw = redraw
     pipeline.poll_once(datetime.now(UTC))  # the emulator's history: out of the way
@@ -479,3 +484,67 @@ def test_several_enterprise_managers_and_em_narrowing(bot: Bot, now: datetime) -
     finally:
         client.close()
         other.stop()
+
+
+def test_an_acknowledge_during_a_redraw_is_never_undone(bot: Bot, now: datetime) -> None:
+    """The poll is redrawing the alert (a repeat) and Slack answers its chat.update with a
+    429: while it waits, Alice clicks Acknowledge. The redraw that read the alert before the
+    click lands after it, and the alert still ends up showing the acknowledgement."""
+    import threading
+
+    from tests.helpers import job_run
+
+    pipeline, em = pipeline_for(bot)
+    try:
+        job_run(bot.em, now, [("sql01", "Failed", "x")], job="Race Job", ended_ago=-M)
+        pipeline.poll_once(now + 2 * M)
+        alert = json.loads(json.dumps(bot.slack.posted("C0ALERTS")[-1]))
+        job_run(bot.em, now, [("sql01", "Failed", "y")], job="Race Job", ended_ago=-3 * M)
+        bot.slack.fail_updates = [429]  # Retry-After: 1 s
+        poll = threading.Thread(target=pipeline.poll_once, args=(now + 4 * M,))
+        poll.start()
+        deadline = time.monotonic() + 20
+        while not bot.slack.method_calls("chat.update") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bot.slack.method_calls("chat.update"), "the poll never redrew the alert"
+        click(bot, alert, "veeam_ack", user="U0ALICE", hook="r1")
+        answer = bot.answer("r1")["text"]
+        still_redrawing = poll.is_alive()
+        poll.join(30)
+        assert answer.startswith("Acknowledged") and still_redrawing
+        shown = "\n".join(_texts(bot.slack.posted("C0ALERTS")[-1]["blocks"]))
+        assert ":eyes: acknowledged by <@U0ALICE>" in shown
+        assert "failed again once" in "\n".join(
+            _texts(bot.slack.posted("C0ALERTS")[-1]["attachments"])
+        )
+    finally:
+        em.close()
+
+
+def test_a_button_answers_while_a_long_delivery_is_under_way(bot: Bot, now: datetime) -> None:
+    """80 alerts at 20 posts a second: a Mute click on the first one is answered (and
+    said in the channel) between two posts, not after the last one."""
+    import threading
+
+    from tests.helpers import job_run
+
+    pipeline, em = pipeline_for(bot, rate=20, max_messages_per_poll=0)
+    try:
+        before = len(bot.slack.announced_uids("C0ALERTS"))  # the emulator's own history
+        for i in range(80):
+            job_run(bot.em, now, [(f"vm{i:02}", "Failed", "x")], job=f"Job {i:02}", ended_ago=-M)
+        poll = threading.Thread(target=pipeline.poll_once, args=(now + 2 * M,))
+        poll.start()
+        deadline = time.monotonic() + 30
+        while len(bot.slack.posted("C0ALERTS")) < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = bot.slack.posted("C0ALERTS")[before]
+        click(bot, first, "veeam_mute_vm", user="U0ALICE", hook="c1")
+        answer = bot.answer("c1")["text"]
+        posted_by_then = len(bot.slack.announced_uids("C0ALERTS")) - before
+        poll.join(60)
+        assert answer.startswith("Muted vm vm"), answer
+        assert posted_by_then < 80, "the click waited for the whole delivery"
+        assert len(bot.slack.announced_uids("C0ALERTS")) - before == 80
+    finally:
+        em.close()

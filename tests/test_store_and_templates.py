@@ -224,3 +224,28 @@ def test_a_folder_in_place_of_the_store_exits_75_and_an_impossible_path_78(
         Store(tmp_path / "a-file" / "state.sqlite", now=NOW)
     assert err.value.exit_code == 78
     assert list(tmp_path.glob("*.corrupt-*")) == []
+
+
+def test_the_writer_lock_is_reentrant_and_lets_others_in_while_its_holder_waits() -> None:
+    import threading
+
+    from bot.lock import WriterLock
+
+    lock = WriterLock()
+    got: list[str] = []
+
+    def other() -> None:
+        with lock:
+            got.append("other")
+
+    with lock, lock:  # re-entrant
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(0.2)
+        assert got == []  # held: the other writer waits
+        lock.sleep(0.01)  # a pacing wait lets it in
+        t.join(5)
+        assert got == ["other"] and lock.held
+    assert not lock.held
+    with pytest.raises(RuntimeError):
+        lock.release()

@@ -316,28 +316,40 @@ class Lifecycle:
             return ""
         records = self.store.records("M", sorted(marked))
         for ts, mark in marked.items():
-            record = records.get(ts)
+            try:
+                self._update(ts, mark["c"], records.get(ts))
+            except NotifyError as exc:  # a passing error: the rest wait for the next poll
+                self.store.commit()
+                return str(exc)
+            self.store.drop_records("u", [ts])
+        self.store.commit()
+        return ""
+
+    def _update(self, ts: str, channel: str, record: dict[str, Any] | None) -> None:
+        """Redraw one alert. Slack's waits (a 429) let other writers in: an Acknowledge
+        click that lands meanwhile is seen when the record is read again after the update,
+        and the alert is drawn once more with it. Raises NotifyError on a passing error."""
+        for _ in range(3):
             if record is None or record.get("kind") == "catchup" or record.get("gone"):
-                self.store.drop_records("u", [ts])  # a catch-up's thread tells the news
-                continue
+                return  # a catch-up's thread tells the news; a deleted alert is left alone
             try:
                 message = self._redrawn(record)
             except Exception:  # a redraw must never stop a poll
                 log.exception("cannot redraw the alert %s; leaving it as it is", ts)
-                self.store.drop_records("u", [ts])
-                continue
+                return
             try:
-                self.notifier.update(mark["c"], ts, message)
+                self.notifier.update(channel, ts, message)
             except NotifyError as exc:
-                self.store.commit()
                 if exc.retryable:
-                    return str(exc)
+                    raise
                 log.warning("cannot update the alert %s (%s); leaving it as it is", ts, exc)
                 if gone(exc):  # deleted: said once, never tried again
-                    self.store.put_records("M", {ts: {**record, "gone": exc.code}})
-            self.store.drop_records("u", [ts])
-        self.store.commit()
-        return ""
+                    now = self.store.records("M", [ts]).get(ts) or record
+                    self.store.put_records("M", {ts: {**now, "gone": exc.code}})
+                return
+            drawn, record = record, self.store.records("M", [ts]).get(ts)
+            if record == drawn:
+                return
 
     def _redrawn(self, record: dict[str, Any]) -> Message:
         sessions = [session_from_json(d) for d in record["s"]]

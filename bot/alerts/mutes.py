@@ -96,15 +96,17 @@ class MuteBook:
         self.store = store
 
     def add(self, mute: Mute) -> None:
-        self.store.put_records("x", {mute.id: asdict(mute)})
-        self.store.commit()
+        with self.store.lock:  # one writer of the state at a time
+            self.store.put_records("x", {mute.id: asdict(mute)})
+            self.store.commit()
 
     def remove(self, mute_id: str) -> Mute | None:
-        found = self.store.records("x", [mute_id]).get(mute_id)
-        if found is None:
-            return None
-        self.store.drop_records("x", [mute_id])
-        self.store.commit()
+        with self.store.lock:
+            found = self.store.records("x", [mute_id]).get(mute_id)
+            if found is None:
+                return None
+            self.store.drop_records("x", [mute_id])
+            self.store.commit()
         return Mute(**found)
 
     def active(self, now: datetime) -> list[Mute]:

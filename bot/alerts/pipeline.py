@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +30,7 @@ from bot.alerts.message import (
 from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.problems import Plan, hold, plan
 from bot.errors import AuthError, EMRejected, EMUnavailable, NotifyError, SourceError
+from bot.lock import WriterLock
 from bot.models import TaskSession, iso_z
 from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
 from bot.settings import Settings
@@ -206,7 +206,7 @@ class Pipeline:
         retries: int = 3,
         backoff: float = 1.0,
         stopping: threading.Event | None = None,
-        lock: AbstractContextManager[object] | None = None,
+        lock: WriterLock | None = None,
     ) -> None:
         self.settings = settings
         # `[[veeam.servers]]` name ("" for the one server of `[veeam] url`): this pipeline's
@@ -220,9 +220,10 @@ class Pipeline:
             if self.server and settings.servers[0] == settings.veeam
             else {self.server}
         )
-        # Held while the store changes; the pipelines of several servers share one, so that
-        # only their EM queries run side by side.
-        self.lock: AbstractContextManager[object] = lock or threading.Lock()
+        # Held while the store changes: the store's own, shared by the pipelines of several
+        # servers (only their EM queries run side by side) and by every other writer. It is
+        # let go during Slack pacing and backoff waits.
+        self.lock = lock or store.lock
         # Set on SIGTERM: delivery stops between messages; the rest stays pending.
         self.stopping = stopping or threading.Event()
         self.em, self.store, self.notifier, self.renderer = em, store, notifier, renderer
@@ -658,7 +659,8 @@ class Pipeline:
                 delay = self.backoff * 2**attempt
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self.slack_retries += 1
-                self.sleep(delay)
+                with self.lock.paused():
+                    self.sleep(delay)
                 if exc.outcome_unknown:
                     found = self._look(uids, now, msg, target)
                     if found is not None:

@@ -58,17 +58,20 @@ def register_buttons(app: App, deps: SlashDeps) -> None:
 
 
 def acknowledge(deps: SlashDeps, channel: str, ts: str, user: str, now: datetime) -> str:
-    """Record who is on it and redraw the alert with it, once."""
-    record = deps.store.records("M", [ts]).get(ts)
-    if record is None:
-        return "This alert is no longer in the bot's state; nothing to acknowledge."
-    if record.get("ack"):
-        by, at = record["ack"]["by"], record["ack"]["at"]
-        return f"Already acknowledged by {mention(by)} at {slack_date(utc_from_epoch(at))}."
-    record["ack"] = {"by": user, "at": now.timestamp()}
-    deps.store.put_records("M", {ts: record})
-    deps.store.put_records("u", {ts: {"c": record.get("c") or channel}})
-    deps.store.commit()
+    """Record who is on it and redraw the alert with it, once. The record is read and
+    written as the one writer of the state: a redraw under way either shows the ack or is
+    followed by one that does."""
+    with deps.store.lock:
+        record = deps.store.records("M", [ts]).get(ts)
+        if record is None:
+            return "This alert is no longer in the bot's state; nothing to acknowledge."
+        if record.get("ack"):
+            by, at = record["ack"]["by"], record["ack"]["at"]
+            return f"Already acknowledged by {mention(by)} at {slack_date(utc_from_epoch(at))}."
+        record["ack"] = {"by": user, "at": now.timestamp()}
+        deps.store.put_records("M", {ts: record})
+        deps.store.put_records("u", {ts: {"c": record.get("c") or channel}})
+        deps.store.commit()
     if deps.redraw is not None:
         deps.redraw()
     return "Acknowledged: the alert now shows that you are on it."
