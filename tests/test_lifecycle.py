@@ -531,3 +531,22 @@ def test_lowering_the_hold_announces_what_it_held(
     finally:
         rig.close()
     assert Counter(slack.announced_uids()) == Counter(s.uid for s in failed)
+
+
+def test_the_newest_reason_is_shown_when_it_differs_from_the_first(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    """Folded failures and later repeats: the alert keeps its first Reason and adds the
+    newest one (escaped: a `<!channel>` in it is text), unless it says the same."""
+    job_run(em, now, [("db01", "Failed", "disk full")], ended_ago=60 * M)
+    job_run(em, now, [("db01", "Failed", "quota <!channel> & more")], ended_ago=50 * M)
+    rig.pipeline.poll_once(now - 45 * M)
+    (alert,) = slack.posted()
+    shown = text_of(alert)
+    assert "disk full" in shown and "_latest:_ quota &lt;!channel&gt; &amp; more" in shown
+    job_run(em, now, [("db01", "Failed", "network down")], ended_ago=30 * M)
+    rig.pipeline.poll_once(now - 25 * M)
+    assert "_latest:_ network down" in text_of(slack.posted()[0])
+    job_run(em, now, [("db01", "Failed", "disk full")], ended_ago=10 * M)
+    rig.pipeline.poll_once(now - 5 * M)
+    assert "_latest:_" not in text_of(slack.posted()[0])  # the same Reason as the alert's

@@ -121,7 +121,7 @@ class Lifecycle:
                 p = opened_by(pid, s, "", "")
                 for f in later[pid]:
                     p = repeated(p, f)
-                status[s.uid] = problem_status(p)
+                status[s.uid] = problem_status(p, s.reason)
                 into[s.uid] = later[pid]
         return status, into
 
@@ -195,7 +195,8 @@ class Lifecycle:
             self.store.record_silently([s], now, f"refused by Slack ({exc.code})")
             return p
         after = replace(repeated(p, s), first_uid=s.uid)
-        message = alert_message(self.renderer, [s], status={s.uid: problem_status(after)})
+        status = {s.uid: problem_status(after, s.reason)}
+        message = alert_message(self.renderer, [s], status=status)
         receipt = self.send(message, now, "")
         log.warning(
             "the thread of %s's alert %s is gone (%s); announced it again as %s",
@@ -359,7 +360,7 @@ class Lifecycle:
         for s in sessions:
             p = problems.get(identity(self.em, s))
             if p is not None and p.first_uid == s.uid:
-                status[s.uid] = problem_status(p)
+                status[s.uid] = problem_status(p, s.reason)
                 closed += not p.is_open
         message = alert_message(
             self.renderer,

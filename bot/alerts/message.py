@@ -273,15 +273,20 @@ def _at(epoch: float | None) -> datetime | None:
     return utc_from_epoch(epoch) if epoch is not None else None
 
 
-def problem_status(p: Problem) -> Markup:
-    """What became of a problem since its alert, as one mrkdwn line (no EM text in it)."""
+def problem_status(p: Problem, first_reason: str = "") -> Markup:
+    """What became of a problem since its alert, as mrkdwn: one line, and a second with
+    the newest Reason when it differs from the alert's own (`first_reason`; escaped)."""
     if not p.is_open:
         took = human_duration((p.recovered_at or p.opened) - p.opened)
         return Markup(f":white_check_mark: recovered {slack_date(_at(p.recovered_at))}, {took}")
     if p.count > 1:
         again = "failed again" if p.last_result == "Failed" else "warned again"
         times = "once" if p.count == 2 else f"{p.count - 1} times"
-        return Markup(f":repeat: {again} {times}, last {slack_date(_at(p.last_end))}")
+        line = f":repeat: {again} {times}, last {slack_date(_at(p.last_end))}"
+        latest, _cut = excerpt(p.last_reason)
+        if latest and p.last_reason.strip() != first_reason.strip():
+            line += f"\n_latest:_ {slack_escape(latest)}"
+        return Markup(line)
     return Markup("")
 
 

@@ -42,6 +42,7 @@ class Problem:
     ts: str  # the top-level message that announced it (its thread takes the rest)
     recovered_at: float | None = None
     recovery_uid: str = ""
+    last_reason: str = ""  # the newest failure's Reason (records before it have none)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +66,7 @@ def repeated(p: Problem, s: TaskSession) -> Problem:
     worst = s.result if SEVERITY.get(s.result, 0) > SEVERITY.get(p.worst, 0) else p.worst
     return replace(
         p, last_uid=s.uid, last_end=max(end, p.last_end), last_result=s.result, worst=worst,
-        count=p.count + 1,
+        count=p.count + 1, last_reason=s.reason,
     )  # fmt: skip
 
 
