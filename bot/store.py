@@ -428,9 +428,13 @@ class Store:
             f"FROM \"{TABLE}\" WHERE key >= 'P:' AND key < 'P;' AND COALESCE("
             "json_extract(value, '$.recovered_at'), json_extract(value, '$.last_end')) < ?"
         )
+        # The alert of a problem still open is kept, however old: its thread and its
+        # redraws (recovery, acknowledgement) still need it.
         alerts = (
             f"FROM \"{TABLE}\" WHERE key >= 'M:' AND key < 'M;' "
-            "AND CAST(substr(key, 3) AS REAL) < ?"
+            "AND CAST(substr(key, 3) AS REAL) < ? AND substr(key, 3) NOT IN ("
+            f"SELECT json_extract(value, '$.ts') FROM \"{TABLE}\" WHERE key >= 'P:' "
+            "AND key < 'P;' AND json_extract(value, '$.state') = 'open')"
         )
         removed = 0
         for where in (problems, alerts):
@@ -439,6 +443,46 @@ class Store:
             self._db.conn.execute(f"DELETE {where}", (cutoff,))
         self.commit()
         return removed
+
+    def prune_orphans(self, before: datetime, servers: set[str]) -> int:
+        """Forget what nothing will read again: mutes that expired before `before`, catch-up
+        attempts older than it, pending and held rows of Enterprise Managers no longer
+        configured (`servers`: the names the bot watches now, "" included), and the state
+        of those servers (checkpoints, floors, last poll, self-monitoring) once their last
+        poll is older than `before`."""
+        cutoff = before.timestamp()
+        doomed: list[str] = []
+        for key, mute in self.all_records("x").items():
+            if float(mute.get("until") or 0) < cutoff:
+                doomed.append(f"x:{key}")
+        for key, attempt in self.all_records("C").items():
+            if float(attempt.get("t") or 0) < cutoff or attempt.get("e", "") not in servers:
+                doomed.append(f"C:{key}")
+        for prefix in ("p", "h"):
+            for key, row in self.all_records(prefix).items():
+                if row["s"].get("em", "") not in servers:
+                    doomed.append(f"{prefix}:{key}")
+        facts = self._db.conn.select(
+            f"SELECT key, value FROM \"{TABLE}\" WHERE key >= 'm:' AND key < 'm;' "
+            "AND instr(key, '@') > 0"
+        )
+        gone: dict[str, list[str]] = {}
+        last: dict[str, float] = {}
+        for key, raw in facts:
+            name, _, server = key[2:].partition("@")
+            if server in servers:
+                continue
+            gone.setdefault(server, []).append(key)
+            if name == "last_poll":
+                last[server] = float((json.loads(raw) or {}).get("at") or 0)
+        for server, keys in gone.items():
+            if last.get(server, 0) < cutoff:
+                doomed += keys
+                log.info("forgot the state of %s, no longer configured", server)
+        with self._buffer_lock:
+            self._unmark += doomed
+        self.commit()
+        return len(doomed)
 
     def bulk_announced(self, uids: list[str], channel: str, ts: str, now: datetime) -> None:
         """Load many announced UIDs at once (benchmarks, imports)."""

@@ -164,3 +164,69 @@ def test_slack_reads_are_retried_and_posts_are_not(
     job_run(em, now, [("web01", "Failed", "b")], job="Web", ended_ago=20 * M)
     r = rig.pipeline.poll_once(now - 15 * M)
     assert r.announced == 1 and len(slack.posted()) == 2
+
+
+D = timedelta(days=1)
+
+
+def test_an_alert_open_for_20_days_outlives_a_14_day_retention(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """Retention forgets old alerts, but never the alert of a problem still open: twenty
+    days on, its recovery is replied in its thread and the alert itself turns green."""
+    settings = settings_for(em, slack, tmp_path, retention=14 * D)
+    rig = Rig(settings, now - 20 * D)
+    try:
+        job_run(em, now, [("sql01", "Failed", "a")], ended_ago=20 * D)
+        rig.pipeline.poll_once(now - 20 * D + 5 * M)
+        (alert,) = slack.posted()
+        job_run(em, now, [("sql01", "Failed", "b")], ended_ago=10 * D)  # still failing
+        rig.pipeline.poll_once(now - 10 * D + 5 * M)
+        rig.pipeline.prune(now - 5 * M)
+        job_run(em, now, [("sql01", "Success", "")], ended_ago=2 * M)
+        r = rig.pipeline.poll_once(now)
+    finally:
+        rig.close()
+    assert (r.recovered, r.exit_code) == (1, 0)
+    assert "Recovered" in text_of(slack.thread(str(alert["ts"]))[-1])
+    assert "recovered" in text_of(slack.posted()[0])  # redrawn: its record was kept
+
+
+def test_retention_forgets_what_nothing_reads_again(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    """Expired mutes, catch-up attempts, and the rows and state of an Enterprise Manager
+    removed from the configuration go after `retention`; this server's state stays."""
+    from bot.alerts.mutes import Mute, MuteBook
+    from bot.store import scoped
+
+    (s,) = job_run(em, now, [("sql01", "Failed", "a")], ended_ago=5 * M)
+    gone = rig.em_session(s.uid)._replace(em="old-em", uid="urn:old")
+    store = rig.store
+    long_ago = now - 30 * D
+    book = MuteBook(store)
+    book.add(Mute("m1", "vm", "a", "", (now - 20 * D).timestamp(), "", "U1", long_ago.timestamp()))
+    book.add(Mute("m2", "vm", "b", "", (now + D).timestamp(), "", "U1", now.timestamp()))
+    store.put_records("C", {"1-x": {"u": ["u1"], "t": long_ago.timestamp(), "e": ""}})
+    store.mark_pending([gone], "C0ALERTS", long_ago)
+    store.put_records("h", {"urn:old2": {"s": {**_json(gone), "uid": "urn:old2"}}})
+    store.set_checkpoint("ReplicaTaskSession", long_ago, "old-em")
+    store.set_meta(scoped("last_poll", "old-em"), {"at": long_ago.timestamp()})
+    store.set_meta(scoped("source", "old-em"), {"down_since": None})
+    rig.pipeline.poll_once(now)  # this server's own state
+    store.commit()
+    rig.pipeline.prune(now)
+    assert [m.id for m in book.active(now - 25 * D)] == ["m2"]
+    assert store.all_records("C") == {} and store.pending() == []
+    assert store.all_records("h") == {}
+    assert store.checkpoint("ReplicaTaskSession", "old-em") is None
+    assert store.meta(scoped("last_poll", "old-em")) is None
+    assert store.meta(scoped("source", "old-em")) is None
+    assert store.checkpoint("ReplicaTaskSession") is not None
+    assert store.meta("last_poll") is not None
+
+
+def _json(s: object) -> dict[str, object]:
+    from bot.store import session_to_json
+
+    return session_to_json(s)  # type: ignore[arg-type]

@@ -711,6 +711,9 @@ class Pipeline:
             checkpoints = self.checkpoints()
         removed = self.store.prune(prune_cutoff(now, self.settings, checkpoints))
         self.store.prune_lifecycle(now - self.settings.alerts.retention)
+        # "" is the one server of `[veeam] url`, whose rows the first listed server takes on.
+        configured = {s.server for s in self.settings.servers} | {""}
+        self.store.prune_orphans(now - self.settings.alerts.retention, configured)
         self.store.set_meta("last_prune", now.timestamp())
         self.store.commit()
         return removed
