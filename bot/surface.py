@@ -205,8 +205,21 @@ class Surface:
         if self._socket is not None:
             self._socket.close()  # type: ignore[no-untyped-call]
         if self._server is not None:
-            self._server.close()
-            self._server.task_dispatcher.shutdown()
+            # Closed by its own loop thread: closing its sockets from this thread while the
+            # loop polls them (a SIGTERM just after start) fails that poll with EBADF and a
+            # traceback. Run before the loop starts, the request waits in the trigger pipe.
+            server = self._server
+            server.trigger.pull_trigger(lambda: _close_all(server))
         for thread in (self._thread, self._http_thread):
             if thread is not None:
                 thread.join(timeout=5)
+        if self._server is not None:
+            self._server.task_dispatcher.shutdown()
+
+
+def _close_all(server: Any) -> None:
+    """Close a waitress server's listener, connections and trigger (in its loop thread);
+    its loop then ends, its map being empty."""
+    from waitress import wasyncore
+
+    wasyncore.close_all(server._map, ignore_all=True)

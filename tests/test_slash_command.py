@@ -548,3 +548,33 @@ def test_a_button_answers_while_a_long_delivery_is_under_way(bot: Bot, now: date
         assert len(bot.slack.announced_uids("C0ALERTS")) - before == 80
     finally:
         em.close()
+
+
+def test_stopping_the_http_surface_right_after_it_starts_is_clean(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """A SIGTERM just after `run` starts stops the HTTP server while its loop thread is
+    only starting: no thread may die with a traceback (EBADF on closed sockets), and the
+    port is free again."""
+    import threading
+
+    settings = Settings(
+        slack=SlackSettings(
+            bot_token=Secret(TOKEN), signing_secret=Secret(SECRET), api_url=slack.url
+        ),
+        state_path=str(tmp_path / "state.sqlite"),
+        port=0,
+    )
+    app = bolt_app(settings, web_client(TOKEN, slack.url))
+    died: list[str] = []
+    before = threading.excepthook
+    threading.excepthook = lambda args: died.append(f"{args.thread}: {args.exc_value!r}")
+    try:
+        for _ in range(30):
+            surface = Surface(settings, app, host="127.0.0.1")
+            surface.start()
+            surface.stop()
+            assert not surface._http_thread or not surface._http_thread.is_alive()
+    finally:
+        threading.excepthook = before
+    assert died == []
