@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_prints_alerts_without_any_configuration(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "VEEAM_", "BOT_"))}
-    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "demo", "--cycles", "2", "--interval", "0.2"],
         cwd=tmp_path,
@@ -23,10 +21,8 @@ def test_demo_prints_alerts_without_any_configuration(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    took = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.count("→ #veeam-alerts") >= 3
     assert "Reason:" in out and "poll: fetched" in out
     assert "&lt;" not in out, "the console shows text, not Slack escapes"
-    assert took < 10

@@ -125,8 +125,8 @@ def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterat
 
 
 def test_query_is_acked_then_answered_on_response_url(bot: Bot) -> None:
-    status, body, took = bot.send("failed warning since:7d limit:5")
-    assert (status, body) == (200, "") and took < 3
+    status, body, _took = bot.send("failed warning since:7d limit:5")
+    assert (status, body) == (200, "")  # the ack says nothing; its latency: bench/
     answer = bot.answer()
     assert answer["response_type"] == "ephemeral"
     text = blocks_text(answer)
@@ -203,8 +203,9 @@ def test_hostile_values_reach_em_only_as_quoted_literals(bot: Bot, value: str) -
 
 def test_ack_stays_fast_while_em_takes_5_seconds(bot: Bot) -> None:
     bot.em.delay = 5
-    status, _, took = bot.send("failed since:1d")
-    assert status == 200 and took < 3
+    status, _, _took = bot.send("failed since:1d")
+    assert status == 200
+    assert not bot.slack.hooks, "acked before EM answered, not after"
     answer = bot.answer(timeout=30)
     assert "match" in blocks_text(answer)
 
@@ -250,12 +251,12 @@ def test_command_text_arrives_escaped_and_is_read_as_characters(bot: Bot, now: d
 def test_a_full_queue_answers_busy_in_the_ack(bot: Bot) -> None:
     """One worker and one waiting place: a third query while EM is slow is refused at once,
     in the ack, rather than waiting where its response_url could expire."""
-    bot.em.delay = 1.0
+    bot.em.delay = 2.0
     first = bot.send("failed", hook="h1")
     second = bot.send("warning", hook="h2")
-    status, body, took = bot.send("success", hook="h3")
+    status, body, _took = bot.send("success", hook="h3")
     assert first[:2] == (200, "") and second[:2] == (200, "")
-    assert status == 200 and took < 1
+    assert status == 200 and not bot.slack.hooks  # refused while both still wait for EM
     assert "busy" in body and "try again in a minute" in body
     assert "match" in blocks_text(bot.answer("h1", timeout=30))
     assert "match" in blocks_text(bot.answer("h2", timeout=30))
