@@ -230,3 +230,28 @@ def _json(s: object) -> dict[str, object]:
     from bot.store import session_to_json
 
     return session_to_json(s)  # type: ignore[arg-type]
+
+
+def test_follow_ups_slack_keeps_failing_keep_the_poll_from_ok(
+    rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
+) -> None:
+    """Updates that meet a 5xx every time: the poll exits 2 (not 0), its outcome is a Slack
+    error, and /healthz turns 503 once no poll has been whole for 3 intervals."""
+    from bot.ops.health import health
+    from bot.store import scoped
+
+    job_run(em, now, [("sql01", "Failed", "a")], ended_ago=60 * M)
+    assert rig.pipeline.poll_once(now - 55 * M).exit_code == 0
+    job_run(em, now, [("sql01", "Failed", "b")], ended_ago=50 * M)
+    slack.fail_updates = [500] * 40
+    for minutes in (45, 40, 35, 30, 25):
+        r = rig.pipeline.poll_once(now - minutes * M)
+        assert (r.exit_code, r.outcome, r.pending) == (2, "slack_error", 0)
+    last = rig.store.meta(scoped("last_poll", ""))
+    status, body = health(last, now - 25 * M, timedelta(minutes=5))
+    assert status == 503 and "Slack" in body["reason"]
+    slack.fail_updates = []
+    assert rig.pipeline.poll_once(now - 20 * M).exit_code == 0
+    assert "failed again once" in text_of(slack.posted()[0])
+    status, _ = health(rig.store.meta(scoped("last_poll", "")), now - 20 * M, timedelta(minutes=5))
+    assert status == 200
