@@ -1,9 +1,17 @@
-"""The bot's state: announced session UIDs, pending deliveries, checkpoints and small facts.
+"""The bot's state: one sqlite file, one sqlitedict table (`state`), JSON values (never
+pickle), explicit commits. Range work (retention, counts) runs as SQL on sqlitedict's own
+connection, since the dict interface has no range queries.
 
-One sqlitedict table, JSON-encoded (never pickle), explicit commits. Keys carry a prefix:
-`a:<uid>` announced, `p:<uid>` pending, `m:<name>` meta. Range work (retention, counts) runs
-as SQL on sqlitedict's own connection, since the dict interface has no range queries.
-A missing file is a first run; a corrupt one is moved aside with a warning.
+Opening: a missing file is a first run. Only a corrupt file ("file is not a database",
+"malformed", a failed quick_check) is moved aside (`.corrupt-<time>`) for a fresh start; a
+lock held by another program is waited out (`busy_timeout`) and then refused with exit 75,
+like a permission or I/O error; a path that cannot be created exits 78.
+
+Writers: every change goes through `Store.lock` (a `WriterLock`): polls, redraws,
+retention, buttons, mutes, the digest. Retention runs once a day (`Pipeline.prune`).
+
+The layout (each kind of record, its key, fields, writer and retention) is in
+`docs/state.md`; keep the two in step.
 """
 
 from __future__ import annotations
