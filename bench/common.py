@@ -22,8 +22,8 @@ PY = sys.executable
 compileall.compile_dir(ROOT / "bot", quiet=1)
 
 from bot.alerts.pipeline import Pipeline  # noqa: E402 - after the bytecode is written
-from bot.render import Renderer  # noqa: E402
-from bot.settings import (  # noqa: E402
+from bot.config.render import Renderer  # noqa: E402
+from bot.config.settings import (  # noqa: E402
     AlertSettings,
     PollSettings,
     Secret,
@@ -31,8 +31,8 @@ from bot.settings import (  # noqa: E402
     SlackSettings,
     VeeamSettings,
 )
-from bot.slack import Pacer, SlackNotifier, web_client  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.slack.web import Pacer, SlackNotifier, web_client  # noqa: E402
+from bot.store.store import Store  # noqa: E402
 from bot.veeam.client import EMClient  # noqa: E402
 
 BENCH_TOKEN = "xoxb-test-token"

@@ -17,7 +17,7 @@ from time import perf_counter
 from common import bench_pipeline, start_emulator, start_fake_slack
 
 from bot.alerts.problems import Problem
-from bot.settings import PollSettings
+from bot.config.settings import PollSettings
 
 
 def main(open_problems: int, polls: int) -> None:

@@ -24,7 +24,14 @@ from pathlib import Path
 from common import start_emulator, start_fake_slack
 
 from bot.app import Services
-from bot.settings import AlertSettings, PollSettings, Secret, Settings, SlackSettings, VeeamSettings
+from bot.config.settings import (
+    AlertSettings,
+    PollSettings,
+    Secret,
+    Settings,
+    SlackSettings,
+    VeeamSettings,
+)
 
 
 def settings_for(urls: list[str], slack_url: str, state: Path) -> Settings:

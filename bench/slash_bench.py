@@ -16,14 +16,14 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.config.render import Renderer
+from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings, VeeamSettings
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
-from bot.render import Renderer
-from bot.settings import AlertSettings, Secret, Settings, SlackSettings, VeeamSettings
-from bot.slack import web_client
+from bot.slack.surface import Surface, bolt_app
+from bot.slack.web import web_client
 from bot.slash.commands import SlashDeps, SlashPool, register
-from bot.store import Store
-from bot.surface import Surface, bolt_app
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.fake_slack import TOKEN, FakeSlack, signed_command
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import bench_pipeline, start_emulator, start_fake_slack
 
-from bot.settings import PollSettings
+from bot.config.settings import PollSettings
 
 
 class Setup:

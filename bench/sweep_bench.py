@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import bench_pipeline, start_emulator, start_fake_slack
 
-from bot.settings import PollSettings
+from bot.config.settings import PollSettings
 
 
 def main(sessions: int, polls: int, recovery: bool) -> None:

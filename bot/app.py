@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 from bot.alerts.mutes import MuteBook
 from bot.alerts.pipeline import Pipeline, PollResult
 from bot.alerts.source import SourceWatch
-from bot.console import format_message
-from bot.digest_run import DigestRunner
+from bot.config.render import Message, Renderer, section
+from bot.config.settings import Settings
+from bot.digest.run import DigestRunner
 from bot.errors import ConfigError
-from bot.lock import WriterLock
 from bot.models import TaskSession
 from bot.ops.metrics import Metrics
-from bot.render import Message, Renderer, section
-from bot.settings import Settings
-from bot.slack import Notifier, Pacer, SlackNotifier, web_client
-from bot.store import Store, scoped
+from bot.slack.console import format_message
+from bot.slack.web import Notifier, Pacer, SlackNotifier, web_client
+from bot.store.lock import WriterLock
+from bot.store.store import Store, scoped
 from bot.veeam.client import EMClient
 
 if TYPE_CHECKING:
+    from bot.slack.surface import Surface
     from bot.slash.commands import SlashPool
-    from bot.surface import Surface
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def em_clients(settings: Settings, stack: ExitStack) -> dict[str, EMClient]:
 def build_renderer(settings: Settings) -> Renderer:
     """The templates, overrides first, each rendered once against sample sessions: an
     override that breaks on some data stops the bot at start with its file and line."""
-    from bot.template_check import check_templates
+    from bot.ops.template_check import check_templates
 
     renderer = Renderer(settings.templates_dir)
     check_templates(renderer)
@@ -248,9 +248,9 @@ def slash_surface(
     """The Bolt app with `/veeam`, behind Socket Mode or HTTP."""
     # Imported here: `poll --once` and `digest` start faster without Bolt and the scheduler.
     from bot.schedule import utcnow
+    from bot.slack.surface import Surface, bolt_app, check_app_token, check_token
     from bot.slash.buttons import register_buttons
     from bot.slash.commands import SlashDeps, register
-    from bot.surface import Surface, bolt_app, check_app_token, check_token
 
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
     check_token(client)

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from bot import app
+from bot.config.settings import load_settings, parse_duration
 from bot.models import TYPE_SHORT, TaskSession
-from bot.settings import load_settings, parse_duration
 from bot.slash.lookup import Answer, run_on
 from bot.slash.query import parse_query
 
@@ -144,10 +144,10 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Every step from EM to Slack, one ✓/✗ line each; exit 1 when any failed."""
+    from bot.config.render import Renderer
     from bot.errors import ConfigError
     from bot.ops.check import FAIL, OK, run_checks
-    from bot.render import Renderer
-    from bot.template_check import check_templates
+    from bot.ops.template_check import check_templates
 
     try:
         settings = load_settings(env, require=("veeam",))
@@ -171,7 +171,7 @@ def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_example_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from bot.resources import example_config
+    from bot.config.resources import example_config
 
     print(example_config(), end="")
     return 0

@@ -15,13 +15,13 @@ from random import Random
 from typing import Any, TextIO
 
 from bot.alerts.pipeline import Pipeline
-from bot.console import DIM, RESET, format_message
+from bot.config.render import Message, Renderer
+from bot.config.settings import AlertSettings, PollSettings, Secret, Settings, VeeamSettings
 from bot.emulator.data import SessionStore, generate, inject_failures
 from bot.emulator.server import Emulator
-from bot.render import Message, Renderer
-from bot.settings import AlertSettings, PollSettings, Secret, Settings, VeeamSettings
-from bot.slack import Receipt
-from bot.store import Store
+from bot.slack.console import DIM, RESET, format_message
+from bot.slack.web import Receipt
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 
 

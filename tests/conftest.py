@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from bot.config.settings import Secret, VeeamSettings
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
-from bot.settings import Secret, VeeamSettings
 from bot.veeam.client import EMClient
 from tests.fake_slack import FakeSlack
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from random import Random
 
 from bot.alerts.pipeline import Pipeline
+from bot.config.render import Renderer
+from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
-from bot.render import Renderer
-from bot.settings import AlertSettings, Secret, Settings, SlackSettings
-from bot.slack import Pacer, SlackNotifier, web_client
-from bot.store import Store
+from bot.slack.web import Pacer, SlackNotifier, web_client
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack

@@ -10,22 +10,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.digest import Summary, digest_window, due, scheduled_for
-from bot.digest_run import DigestRunner
-from bot.emulator.data import EmSession, SessionStore, generate
-from bot.emulator.server import Emulator
-from bot.models import TaskSession
-from bot.render import Renderer, limit_problems
-from bot.schedule import digest_trigger
-from bot.settings import (
+from bot.config.render import Renderer, limit_problems
+from bot.config.settings import (
     AlertSettings,
     DigestSettings,
     Secret,
     Settings,
     SlackSettings,
 )
-from bot.slack import Pacer, SlackNotifier, web_client
-from bot.store import Store
+from bot.digest.build import Summary, digest_window, due, scheduled_for
+from bot.digest.run import DigestRunner
+from bot.emulator.data import EmSession, SessionStore, generate
+from bot.emulator.server import Emulator
+from bot.models import TaskSession
+from bot.schedule import digest_trigger
+from bot.slack.web import Pacer, SlackNotifier, web_client
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack

@@ -16,8 +16,8 @@ from bot.alerts.pipeline import (
     prune_cutoff,
     sweep_start,
 )
+from bot.config.settings import AlertSettings, PollSettings, Settings
 from bot.emulator.server import Emulator
-from bot.settings import AlertSettings, PollSettings, Settings
 from tests.fake_slack import FakeSlack
 from tests.helpers import Rig, job_run, settings_for
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.alerts.problems import Problem, identity, opened_by, plan
-from bot.digest_run import DigestRunner
+from bot.digest.run import DigestRunner
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
 from tests.fake_slack import FakeSlack, _texts

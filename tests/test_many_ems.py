@@ -18,9 +18,9 @@ import pytest
 
 from bot.alerts.source import SOURCE_EVENT, Step, step
 from bot.app import Services
+from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings, load_settings
 from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
-from bot.settings import AlertSettings, Secret, Settings, SlackSettings, load_settings
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack
 from tests.helpers import bot_env, free_port, job_run, run_bot, start_bot

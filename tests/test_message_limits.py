@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from bot.config.render import TEXT_BUDGET
 from bot.emulator.server import Emulator
-from bot.render import TEXT_BUDGET
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import Rig, job_run
 

@@ -46,7 +46,7 @@ def test_the_wheel_holds_the_templates_and_the_example_config(wheel: Path) -> No
     packaged = {p.name for p in (ROOT / "templates").glob("*.j2")}
     assert len(packaged) > 10
     assert {f"bot/templates/{n}" for n in packaged} <= names
-    assert "bot/config/bot.toml" in names
+    assert "bot/config/example/bot.toml" in names
 
 
 def test_an_installed_bot_polls_from_another_folder(

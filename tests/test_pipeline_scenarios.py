@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.render import limit_problems
 from bot.emulator.server import Emulator
-from bot.render import limit_problems
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import Rig, job_run, settings_for
 
@@ -246,7 +246,7 @@ def test_rendered_messages_respect_limits_for_hostile_emulator_data(
 
 
 def test_limit_checker_flags_oversize() -> None:
-    from bot.render import Message
+    from bot.config.render import Message
 
     bad = Message(
         text="", blocks=[{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}]

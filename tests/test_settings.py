@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.settings import load_settings, parse_duration
 from bot.errors import ConfigError
-from bot.settings import load_settings, parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "bot.toml"
 

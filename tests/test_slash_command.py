@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 
 from bot import __version__
+from bot.config.render import Message, Renderer, section
+from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
-from bot.render import Message, Renderer, section
-from bot.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
-from bot.slack import Pacer, SlackNotifier, web_client
+from bot.slack.surface import Surface, bolt_app
+from bot.slack.web import Pacer, SlackNotifier, web_client
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
-from bot.store import Store
-from bot.surface import Surface, bolt_app
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack, _texts, signed_action, signed_command
@@ -286,7 +286,7 @@ def test_mute_by_command_holds_alerts_back_until_it_expires(bot: Bot, now: datet
         r = pipeline.poll_once(now + M)
         assert r.announced == 0 and len(bot.slack.posted("C0ALERTS")) == before
         assert bot.store.known([muted.uid])[0] == {muted.uid}  # recorded, never announced later
-        from bot.digest_run import DigestRunner
+        from bot.digest.run import DigestRunner
 
         digest = DigestRunner(
             pipeline.settings, em, bot.store, pipeline.notifier, Renderer()

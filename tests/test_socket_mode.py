@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import websockets
 
+from bot.config.render import Renderer
+from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
-from bot.render import Renderer
-from bot.settings import AlertSettings, Secret, Settings, SlackSettings
-from bot.slack import web_client
+from bot.slack.surface import Surface, bolt_app
+from bot.slack.web import web_client
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
-from bot.store import Store
-from bot.surface import Surface, bolt_app
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import APP_TOKEN, TOKEN, FakeSlack

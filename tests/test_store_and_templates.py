@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.alerts.message import alert_message
+from bot.config.render import Renderer
 from bot.errors import ConfigError, StateError
 from bot.models import TaskSession
-from bot.render import Renderer
-from bot.slack import Pacer
-from bot.store import Store, open_trouble
+from bot.slack.web import Pacer
+from bot.store.store import Store, open_trouble
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -229,7 +229,7 @@ def test_a_folder_in_place_of_the_store_exits_75_and_an_impossible_path_78(
 def test_the_writer_lock_is_reentrant_and_lets_others_in_while_its_holder_waits() -> None:
     import threading
 
-    from bot.lock import WriterLock
+    from bot.store.lock import WriterLock
 
     lock = WriterLock()
     got: list[str] = []

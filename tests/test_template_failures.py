@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.render import Renderer
 from bot.emulator.server import Emulator
 from bot.errors import ConfigError
-from bot.render import Renderer
-from bot.template_check import check_templates, sample_sessions
+from bot.ops.template_check import check_templates, sample_sessions
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import bot_env, job_run, run_bot
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.settings import Secret
 from bot.emulator.data import EmSession, SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.errors import AuthError, EMRejected, SourceError
-from bot.settings import Secret
 from bot.veeam.auth import logout_path
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
@@ -235,7 +235,7 @@ def test_em_down_gives_one_sentence() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     emu_url = f"http://127.0.0.1:{port}"
-    from bot.settings import VeeamSettings
+    from bot.config.settings import VeeamSettings
 
     settings = VeeamSettings(
         url=emu_url, username="u", password=Secret("p"), backoff=timedelta(milliseconds=5)

@@ -33,12 +33,12 @@ from bot.alerts.problems import (
     recovered,
     repeated,
 )
+from bot.config.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer
+from bot.config.settings import Settings
 from bot.errors import NotifyError
 from bot.models import TaskSession
-from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer
-from bot.settings import Settings
-from bot.slack import Notifier, Receipt, gone
-from bot.store import Store, session_from_json, session_to_json
+from bot.slack.web import Notifier, Receipt, gone
+from bot.store.store import Store, session_from_json, session_to_json
 
 log = logging.getLogger(__name__)
 # Post a message to a channel ("" for the alert channel of today's configuration).

@@ -13,8 +13,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bot.alerts.problems import Problem, ended_at
-from bot.models import TaskSession
-from bot.render import (
+from bot.config.render import (
     ALERT_EVENT,
     COLOUR,
     EMOJI,
@@ -39,8 +38,9 @@ from bot.render import (
     slack_escape,
     texts_of,
 )
-from bot.slack import RECOVERY_EVENT
-from bot.store import utc_from_epoch
+from bot.models import TaskSession
+from bot.slack.web import RECOVERY_EVENT
+from bot.store.store import utc_from_epoch
 
 
 def excerpt(reason: str, limit: int = REASON_EXCERPT) -> tuple[str, bool]:

@@ -11,11 +11,11 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+from bot.config.render import rough_duration
+from bot.config.settings import parse_duration
 from bot.errors import QueryError
 from bot.models import TaskSession
-from bot.render import rough_duration
-from bot.settings import parse_duration
-from bot.store import Store
+from bot.store.store import Store
 
 MAX_MUTE = timedelta(days=30)
 USAGE = (

@@ -29,13 +29,13 @@ from bot.alerts.message import (
 )
 from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.problems import Plan, hold, plan
+from bot.config.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
+from bot.config.settings import Settings
 from bot.errors import AuthError, EMRejected, EMUnavailable, NotifyError, SourceError
-from bot.lock import WriterLock
 from bot.models import TaskSession, iso_z
-from bot.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer, rough_duration
-from bot.settings import Settings
-from bot.slack import Notifier, Receipt
-from bot.store import Pending, Store, scoped, session_from_json, session_to_json
+from bot.slack.web import Notifier, Receipt
+from bot.store.lock import WriterLock
+from bot.store.store import Pending, Store, scoped, session_from_json, session_to_json
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 from bot.veeam.parse import parse_time

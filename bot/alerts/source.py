@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.config.render import Message, context, human_duration, section, slack_date, slack_escape
 from bot.errors import NotifyError
-from bot.render import Message, context, human_duration, section, slack_date, slack_escape
-from bot.slack import RECOVERY_EVENT, Notifier, Receipt
-from bot.store import Store, scoped
+from bot.slack.web import RECOVERY_EVENT, Notifier, Receipt
+from bot.store.store import Store, scoped
 
 log = logging.getLogger(__name__)
 SOURCE_EVENT = "veeam_source_down"

@@ -1,1 +1,2 @@
-"""Operating the bot: `check`, `/healthz`, `/metrics` and the log set-up."""
+"""Operating the bot: `check`, the template check, `/healthz`, `/metrics` and the log set-up.
+May import any folder; only the top-level modules (`app`, `cli`, `demo`) import it."""

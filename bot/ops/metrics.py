@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 
 from bot import __version__
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # EM answers in tens of milliseconds when idle and in seconds when busy or far away.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

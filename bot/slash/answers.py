@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.models import TaskSession
-from bot.render import (
+from bot.config.render import (
     MAX_BLOCKS,
     MAX_SECTION,
     TEXT_BUDGET,
@@ -18,6 +17,7 @@ from bot.render import (
     slack_date,
     slack_escape,
 )
+from bot.models import TaskSession
 from bot.slash.lookup import Answer
 
 ROW_REASON = 280  # characters of Reason per row; `/veeam session <UID>` shows all of it

@@ -17,10 +17,10 @@ from slack_bolt import App
 
 from bot import __version__
 from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
+from bot.config.render import Renderer, mention, section, slack_escape
+from bot.config.settings import Settings
 from bot.errors import BotError, QueryError
 from bot.models import SESSION_TYPES
-from bot.render import Renderer, mention, section, slack_escape
-from bot.settings import Settings
 from bot.slash.answers import (
     Reply,
     Status,
@@ -33,7 +33,7 @@ from bot.slash.answers import (
 )
 from bot.slash.lookup import run_on
 from bot.slash.query import Query, parse_query, tokenize
-from bot.store import Store, scoped, utc_from_epoch
+from bot.store.store import Store, scoped, utc_from_epoch
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 

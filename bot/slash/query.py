@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from bot.config.settings import parse_duration
 from bot.errors import QueryError
 from bot.models import TYPE_ALIASES
-from bot.settings import parse_duration
 from bot.veeam import filters as F
 
 RESULT_WORDS = {"failed": "Failed", "warning": "Warning", "success": "Success"}

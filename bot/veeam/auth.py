@@ -10,8 +10,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from bot.config.settings import Secret
 from bot.errors import AuthError, EMUnavailable, SourceError
-from bot.settings import Secret
 from bot.veeam.parse import parse_logon
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ import httpx
 import stamina
 from stamina.instrumentation import RetryDetails
 
+from bot.config.settings import VeeamSettings
 from bot.errors import EMRejected, EMUnavailable, SourceError
 from bot.models import Page, TaskSession
-from bot.settings import VeeamSettings
 from bot.veeam.auth import EMSessionAuth
 from bot.veeam.parse import parse_page
 

@@ -9,7 +9,9 @@ from datetime import datetime, timedelta
 
 from bot.alerts.mutes import MuteBook
 from bot.alerts.problems import Problem
-from bot.digest import (
+from bot.config.render import Message, Renderer
+from bot.config.settings import Settings
+from bot.digest.build import (
     DIGEST_EVENT,
     Summary,
     digest_message,
@@ -21,10 +23,8 @@ from bot.digest import (
 )
 from bot.errors import NotifyError, SourceError
 from bot.models import iso_z
-from bot.render import Message, Renderer
-from bot.settings import Settings
-from bot.slack import Notifier, Receipt
-from bot.store import Store, scoped, utc_from_epoch
+from bot.slack.web import Notifier, Receipt
+from bot.store.store import Store, scoped, utc_from_epoch
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """Files that ship with the bot: the packaged templates and the example configuration.
 
-An installed bot (`pip install .`) has them as package data (`bot/templates`, `bot/config`),
+An installed bot (`pip install .`) has them as package data (`bot/templates`,
+`bot/config/example`),
 read through importlib.resources; a source checkout has them in the top-level `templates/`
 and `config/` folders, which pyproject.toml maps onto those packages.
 """
@@ -11,19 +12,19 @@ import importlib.resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def _folder(name: str) -> Traversable:
+def _folder(package: str, name: str) -> Traversable:
     try:
-        return importlib.resources.files(f"bot.{name}")
+        return importlib.resources.files(package)
     except ModuleNotFoundError:  # a source checkout (or an editable install of one)
         return _CHECKOUT / name
 
 
 def templates() -> Traversable:
     """The packaged templates folder."""
-    return _folder("templates")
+    return _folder("bot.templates", "templates")
 
 
 def template_names() -> tuple[str, ...]:
@@ -32,4 +33,4 @@ def template_names() -> tuple[str, ...]:
 
 def example_config() -> str:
     """The documented example configuration (`config/bot.toml`), every key with its default."""
-    return (_folder("config") / "bot.toml").read_text(encoding="utf-8")
+    return (_folder("bot.config.example", "config") / "bot.toml").read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -20,11 +20,9 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.config.settings import Settings
 from bot.errors import ConfigError
-from bot.ops.metrics import CONTENT_TYPE as METRICS_TYPE
-from bot.ops.metrics import Metrics
-from bot.settings import Settings
-from bot.slack import AUTH_ERRORS, TRANSPORT_ERRORS
+from bot.slack.web import AUTH_ERRORS, TRANSPORT_ERRORS
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -102,6 +100,14 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 Health = Callable[[], tuple[int, dict[str, Any]]]
+# Prometheus's text exposition format, version 0.0.4.
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics(Protocol):
+    """What `/metrics` serves (`bot.ops.metrics.Metrics`)."""
+
+    def exposition(self) -> bytes: ...
 
 
 def wsgi_app(

@@ -24,10 +24,10 @@ from bot.alerts.message import (
 )
 from bot.alerts.mutes import Mute
 from bot.alerts.problems import Problem, identity, opened_by, recovered
-from bot.digest import ProblemDigest, Summary, digest_message, unavailable_message
+from bot.config.render import Renderer
+from bot.digest.build import ProblemDigest, Summary, digest_message, unavailable_message
 from bot.errors import ConfigError
 from bot.models import TaskSession
-from bot.render import Renderer
 from bot.slash.answers import Status, help_reply, query_reply, session_reply, status_reply
 from bot.slash.lookup import Answer
 

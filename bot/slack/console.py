@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.render import Message
+from bot.config.render import Message
 
 ANSI = {"#E01E5A": "\033[1;31m", "#ECB22E": "\033[1;33m", "#2EB67D": "\033[1;32m"}
 RESET, DIM = "\033[0m", "\033[2m"

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from bot import resources
+from bot.config import resources
 from bot.errors import ConfigError
 from bot.models import TYPE_SHORT, TaskSession
 

@@ -31,8 +31,8 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from bot.config.render import ALERT_EVENT, Message
 from bot.errors import NotifyError
-from bot.render import ALERT_EVENT, Message
 
 RECOVERY_EVENT = "veeam_recovery"
 

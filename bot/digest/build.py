@@ -17,8 +17,7 @@ from markupsafe import Markup
 
 from bot.alerts.mutes import Mute
 from bot.alerts.problems import Problem
-from bot.models import TaskSession
-from bot.render import (
+from bot.config.render import (
     EMOJI,
     MAX_BLOCKS,
     MAX_SECTION,
@@ -36,6 +35,7 @@ from bot.render import (
     slack_escape,
     texts_of,
 )
+from bot.models import TaskSession
 from bot.veeam import filters as F
 
 DIGEST_EVENT = "veeam_digest"

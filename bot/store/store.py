@@ -29,8 +29,8 @@ from typing import Any
 from sqlitedict import SqliteDict
 
 from bot.errors import StateError
-from bot.lock import StateLock, WriterLock
 from bot.models import TaskSession, iso_z
+from bot.store.lock import StateLock, WriterLock
 from bot.veeam.parse import parse_time
 
 log = logging.getLogger(__name__)
