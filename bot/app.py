@@ -25,8 +25,9 @@ from bot.models import TaskSession
 from bot.ops.metrics import Metrics
 from bot.slack.console import format_message
 from bot.slack.web import Notifier, Pacer, SlackNotifier, web_client
+from bot.store.codec import scoped
 from bot.store.lock import WriterLock
-from bot.store.store import Store, scoped
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 SESSION_TYPES = ("ReplicaTaskSession", "BackupTaskSession")
@@ -75,3 +75,7 @@ def iso_z(value: datetime | None) -> str | None:
         return None
     text = value.isoformat()
     return text.removesuffix("+00:00") + "Z"
+
+
+def utc_from_epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)

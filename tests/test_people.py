@@ -198,7 +198,7 @@ def test_retention_forgets_what_nothing_reads_again(
     """Expired mutes, catch-up attempts, and the rows and state of an Enterprise Manager
     removed from the configuration go after `retention`; this server's state stays."""
     from bot.alerts.mutes import Mute, MuteBook
-    from bot.store.store import scoped
+    from bot.store.codec import scoped
 
     (s,) = job_run(em, now, [("sql01", "Failed", "a")], ended_ago=5 * M)
     gone = rig.em_session(s.uid)._replace(em="old-em", uid="urn:old")
@@ -227,7 +227,7 @@ def test_retention_forgets_what_nothing_reads_again(
 
 
 def _json(s: object) -> dict[str, object]:
-    from bot.store.store import session_to_json
+    from bot.store.codec import session_to_json
 
     return session_to_json(s)  # type: ignore[arg-type]
 
@@ -238,7 +238,7 @@ def test_follow_ups_slack_keeps_failing_keep_the_poll_from_ok(
     """Updates that meet a 5xx every time: the poll exits 2 (not 0), its outcome is a Slack
     error, and /healthz turns 503 once no poll has been whole for 3 intervals."""
     from bot.ops.health import health
-    from bot.store.store import scoped
+    from bot.store.codec import scoped
 
     job_run(em, now, [("sql01", "Failed", "a")], ended_ago=60 * M)
     assert rig.pipeline.poll_once(now - 55 * M).exit_code == 0

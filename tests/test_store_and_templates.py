@@ -14,7 +14,8 @@ from bot.config.render import Renderer
 from bot.errors import ConfigError, StateError
 from bot.models import TaskSession
 from bot.slack.web import Pacer
-from bot.store.store import Store, open_trouble
+from bot.store.opening import open_trouble
+from bot.store.store import Store
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

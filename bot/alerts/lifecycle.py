@@ -38,7 +38,8 @@ from bot.config.settings import Settings
 from bot.errors import NotifyError
 from bot.models import TaskSession
 from bot.slack.web import Notifier, Receipt, gone
-from bot.store.store import Store, session_from_json, session_to_json
+from bot.store.codec import session_from_json, session_to_json
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 # Post a message to a channel ("" for the alert channel of today's configuration).

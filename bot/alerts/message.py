@@ -38,9 +38,8 @@ from bot.config.render import (
     slack_escape,
     texts_of,
 )
-from bot.models import TaskSession
+from bot.models import TaskSession, utc_from_epoch
 from bot.slack.web import RECOVERY_EVENT
-from bot.store.store import utc_from_epoch
 
 
 def excerpt(reason: str, limit: int = REASON_EXCERPT) -> tuple[str, bool]:

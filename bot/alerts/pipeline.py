@@ -34,8 +34,9 @@ from bot.config.settings import Settings
 from bot.errors import AuthError, EMRejected, EMUnavailable, NotifyError, SourceError
 from bot.models import TaskSession, iso_z
 from bot.slack.web import Notifier, Receipt
+from bot.store.codec import Pending, scoped, session_from_json, session_to_json
 from bot.store.lock import WriterLock
-from bot.store.store import Pending, Store, scoped, session_from_json, session_to_json
+from bot.store.store import Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 from bot.veeam.parse import parse_time

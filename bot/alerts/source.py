@@ -21,7 +21,8 @@ from typing import Any
 from bot.config.render import Message, context, human_duration, section, slack_date, slack_escape
 from bot.errors import NotifyError
 from bot.slack.web import RECOVERY_EVENT, Notifier, Receipt
-from bot.store.store import Store, scoped
+from bot.store.codec import scoped
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 SOURCE_EVENT = "veeam_source_down"

@@ -22,9 +22,10 @@ from bot.digest.build import (
     window_filter,
 )
 from bot.errors import NotifyError, SourceError
-from bot.models import iso_z
+from bot.models import iso_z, utc_from_epoch
 from bot.slack.web import Notifier, Receipt
-from bot.store.store import Store, scoped, utc_from_epoch
+from bot.store.codec import scoped
+from bot.store.store import Store
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)

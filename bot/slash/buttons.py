@@ -15,8 +15,8 @@ from slack_bolt import App
 
 from bot.alerts.mutes import Mute, MuteBook
 from bot.config.render import mention, slack_date, slack_escape
+from bot.models import utc_from_epoch
 from bot.slash.commands import Respond, SlashDeps, allowed, say
-from bot.store.store import utc_from_epoch
 
 log = logging.getLogger(__name__)
 ACK, MUTE_VM, MUTE_JOB = "veeam_ack", "veeam_mute_vm", "veeam_mute_job"

@@ -20,7 +20,7 @@ from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
 from bot.config.render import Renderer, mention, section, slack_escape
 from bot.config.settings import Settings
 from bot.errors import BotError, QueryError
-from bot.models import SESSION_TYPES
+from bot.models import SESSION_TYPES, utc_from_epoch
 from bot.slash.answers import (
     Reply,
     Status,
@@ -33,7 +33,8 @@ from bot.slash.answers import (
 )
 from bot.slash.lookup import run_on
 from bot.slash.query import Query, parse_query, tokenize
-from bot.store.store import Store, scoped, utc_from_epoch
+from bot.store.codec import scoped
+from bot.store.store import Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 

@@ -21,8 +21,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,98 +29,13 @@ from sqlitedict import SqliteDict
 
 from bot.errors import StateError
 from bot.models import TaskSession, iso_z
+from bot.store.codec import Pending, scoped, session_from_json, session_to_json
 from bot.store.lock import StateLock, WriterLock
+from bot.store.opening import BUSY_TIMEOUT, TABLE, check, open_trouble
 from bot.veeam.parse import parse_time
 
 log = logging.getLogger(__name__)
-TABLE = "state"
 _ROWS = 400  # rows per statement: 800 parameters, under old SQLite's limit of 999
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A session whose alert is marked pending: it may or may not have reached Slack."""
-
-    session: TaskSession
-    channel: str
-    since: float  # epoch seconds when first marked
-    late: float | None = None  # seconds EM took to list it, when it listed it late
-
-
-def session_to_json(s: TaskSession) -> dict[str, Any]:
-    return {
-        "uid": s.uid,
-        "type": s.type,
-        "name": s.name,
-        "vm": s.vm,
-        "job": s.job,
-        "jsu": s.job_session_uid,
-        "server": s.server,
-        "state": s.state,
-        "result": s.result,
-        "reason": s.reason,
-        "created": iso_z(s.created),
-        "ended": iso_z(s.ended),
-        "size": s.total_size,
-        **({"em": s.em} if s.em else {}),
-    }
-
-
-def session_from_json(d: dict[str, Any]) -> TaskSession:
-    return TaskSession(
-        uid=d["uid"],
-        type=d["type"],
-        name=d["name"],
-        vm=d["vm"],
-        job=d["job"],
-        job_session_uid=d["jsu"],
-        server=d["server"],
-        state=d["state"],
-        result=d["result"],
-        reason=d["reason"],
-        created=parse_time(d["created"]),
-        ended=parse_time(d["ended"]),
-        total_size=d["size"],
-        em=d.get("em", ""),
-    )
-
-
-# How long opening the state file waits for another program's lock on it (sqlite3's
-# busy timeout), before the command gives up with exit 75.
-BUSY_TIMEOUT = 5.0
-# What sqlite says of a file that is not, or no longer, a database: only these move it aside.
-CORRUPT = ("file is not a database", "database disk image is malformed", "quick_check: ")
-
-
-def open_trouble(exc: BaseException) -> str:
-    """What an error met while opening the state file means: "corrupt" (move it aside and
-    start afresh), "locked" (another program holds it) or "unavailable" (permissions, I/O,
-    a folder in its place). Only "corrupt" ever leads to a first run."""
-    text = str(exc).lower()
-    if isinstance(exc, sqlite3.DatabaseError) and any(c in text for c in CORRUPT):
-        return "corrupt"
-    if "locked" in text or "busy" in text:
-        return "locked"
-    return "unavailable"
-
-
-def _check(path: Path, busy_timeout: float) -> None:
-    """Raise what is wrong with an existing state file, if anything: it must be a sound
-    sqlite database (quick_check) that this process can lock for writing."""
-    conn = sqlite3.connect(path, timeout=busy_timeout)
-    try:
-        ok = conn.execute("PRAGMA quick_check").fetchone()
-        if not ok or ok[0] != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {ok[0] if ok else 'no answer'}")
-        try:
-            conn.execute(f'SELECT key, value FROM "{TABLE}" LIMIT 1').fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-        conn.execute("BEGIN IMMEDIATE")  # the write lock: a program holding it is waited out
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 class Store:
@@ -146,7 +60,7 @@ class Store:
         self.first_run = not self.path.exists()
         if not self.first_run:
             try:
-                _check(self.path, self.busy_timeout)
+                check(self.path, self.busy_timeout)
             except (sqlite3.Error, OSError) as exc:
                 self._trouble(exc, now)
         self._sent: list[tuple[str, str]] = []
@@ -497,13 +411,3 @@ class Store:
         at = now.timestamp()
         self._db.update({f"a:{u}": {"c": channel, "ts": ts, "at": at, "r": "Failed"} for u in uids})
         self.commit()
-
-
-def scoped(name: str, server: str) -> str:
-    """A meta name of one Enterprise Manager of several (`checkpoint:<type>@em1`); the bot
-    watching one server from `[veeam] url` keeps the plain names."""
-    return f"{name}@{server}" if server else name
-
-
-def utc_from_epoch(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
