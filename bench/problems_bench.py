@@ -18,6 +18,7 @@ from common import bench_pipeline, start_emulator, start_fake_slack
 
 from bot.alerts.problems import Problem
 from bot.config.settings import PollSettings
+from bot.store.schema import PROBLEMS
 
 
 def main(open_problems: int, polls: int) -> None:
@@ -45,9 +46,9 @@ def main(open_problems: int, polls: int) -> None:
                 )
                 for n in range(open_problems)
             }  # fmt: skip
-            store.put_records("P", ghosts)
+            store.put_records(PROBLEMS, ghosts)
             store.commit()
-            opened = store.count_where("P", "state", "open")
+            opened = sum(store.open_problems_by_em().values())
             times, queries = [], set()
             for i in range(1, polls + 1):
                 before = em.requests

@@ -18,6 +18,7 @@ from pathlib import Path
 from common import bench_pipeline, start_emulator, start_fake_slack
 
 from bot.config.settings import PollSettings
+from bot.store.schema import ANNOUNCED
 
 
 class Setup:
@@ -39,12 +40,10 @@ class Setup:
             PollSettings(initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)),
         )
         t0 = time.monotonic()
-        self.store.bulk_announced(
-            [f"urn:veeam:ReplicaTaskSession:{uuid.uuid4()}" for _ in range(n)],
-            "C0ALERTS",
-            "1.0",
-            now,
-        )
+        receipt = {"c": "C0ALERTS", "ts": "1.0", "at": now.timestamp(), "r": "Failed"}
+        uids = [f"urn:veeam:ReplicaTaskSession:{uuid.uuid4()}" for _ in range(n)]
+        self.store.put_records(ANNOUNCED, dict.fromkeys(uids, receipt))
+        self.store.commit()
         self.loaded = time.monotonic() - t0
         self.first = self.pipeline.poll_once(now)  # announces the last hour
         self.times: list[float] = []

@@ -18,6 +18,7 @@ from bot.alerts.pipeline import (
 )
 from bot.config.settings import AlertSettings, PollSettings, Settings
 from bot.emulator.server import Emulator
+from bot.store.schema import ANNOUNCED
 from tests.fake_slack import FakeSlack
 from tests.helpers import Rig, job_run, settings_for
 
@@ -188,7 +189,7 @@ def test_fifteen_quiet_days_post_nothing(
                 rig.pipeline.prune(t)
             result = rig.pipeline.poll_once(t)
             assert (result.announced, result.exit_code) == (0, 0), t
-        assert rig.store.receipt(slack.announced_uids()[0]) is None  # forgotten
+        assert rig.store.records(ANNOUNCED, slack.announced_uids()[:1]) == {}  # forgotten
     finally:
         rig.close()
     assert len(slack.posted()) == 1
@@ -206,6 +207,6 @@ def test_a_cron_driven_bot_prunes_once_a_day(
         uid = slack.announced_uids()[0]
         rig.pipeline.poll_once(now + 15 * 24 * H)
         assert rig.pipeline.prune_if_due(now + 15 * 24 * H) == 1
-        assert rig.store.receipt(uid) is None
+        assert rig.store.records(ANNOUNCED, [uid]) == {}
     finally:
         rig.close()

@@ -14,6 +14,7 @@ from bot.alerts.problems import Problem, identity, opened_by, plan
 from bot.digest.run import DigestRunner
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
+from bot.store.schema import ALERTS, CATCHUPS, PROBLEMS
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import Rig, job_run, settings_for
 
@@ -387,7 +388,7 @@ def test_a_crash_after_the_catch_up_post_is_reconciled(
     # and the message in Slack.
     fetched = [s for s in rig.em.query("ReplicaTaskSession", "") if s.result != "Success"]
     rig.store.mark_pending(fetched, "C0ALERTS", now)
-    rig.store.put_records("C", {"c1": {"u": [s.uid for s in fetched], "t": now.timestamp()}})
+    rig.store.put_records(CATCHUPS, {"c1": {"u": [s.uid for s in fetched], "t": now.timestamp()}})
     rig.store.commit()
     rig.notifier.post("C0ALERTS", catchup_message(rig.pipeline.renderer, fetched, "c1"))
     rig.close()
@@ -395,7 +396,7 @@ def test_a_crash_after_the_catch_up_post_is_reconciled(
     try:
         r = rig.pipeline.poll_once(now + 5 * M)
         assert (r.announced, r.pending, r.exit_code) == (0, 0, 0)
-        assert rig.store.all_records("C") == {}
+        assert rig.store.all_records(CATCHUPS) == {}
     finally:
         rig.close()
     assert len(catchups(slack)) == 1 and len(slack.posted()) == 1
@@ -421,11 +422,11 @@ def test_retention_forgets_old_problems_and_their_alerts(
     rig.pipeline.poll_once(now - 30 * M)
     job_run(em, now, [("db01", "Success", "")], ended_ago=5 * M)
     rig.pipeline.poll_once(now)
-    assert len(rig.store.all_records("P")) == 2 and len(rig.store.all_records("M")) == 2
+    assert len(rig.store.all_records(PROBLEMS)) == 2 and len(rig.store.all_records(ALERTS)) == 2
     rig.pipeline.prune(now + timedelta(days=13))
-    assert len(rig.store.all_records("P")) == 2
+    assert len(rig.store.all_records(PROBLEMS)) == 2
     rig.pipeline.prune(now + timedelta(days=15))
-    assert rig.store.all_records("P") == {} and rig.store.all_records("M") == {}
+    assert rig.store.all_records(PROBLEMS) == {} and rig.store.all_records(ALERTS) == {}
 
 
 @pytest.mark.parametrize(

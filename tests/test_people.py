@@ -13,6 +13,7 @@ import pytest
 
 from bot.config.settings import Settings
 from bot.emulator.server import Emulator
+from bot.store.schema import CATCHUPS, HELD
 from tests.fake_slack import FakeSlack
 from tests.helpers import Rig, job_run, settings_for
 from tests.test_lifecycle import text_of
@@ -207,9 +208,9 @@ def test_retention_forgets_what_nothing_reads_again(
     book = MuteBook(store)
     book.add(Mute("m1", "vm", "a", "", (now - 20 * D).timestamp(), "", "U1", long_ago.timestamp()))
     book.add(Mute("m2", "vm", "b", "", (now + D).timestamp(), "", "U1", now.timestamp()))
-    store.put_records("C", {"1-x": {"u": ["u1"], "t": long_ago.timestamp(), "e": ""}})
+    store.put_records(CATCHUPS, {"1-x": {"u": ["u1"], "t": long_ago.timestamp(), "e": ""}})
     store.mark_pending([gone], "C0ALERTS", long_ago)
-    store.put_records("h", {"urn:old2": {"s": {**_json(gone), "uid": "urn:old2"}}})
+    store.put_records(HELD, {"urn:old2": {"s": {**_json(gone), "uid": "urn:old2"}}})
     store.set_checkpoint("ReplicaTaskSession", long_ago, "old-em")
     store.set_meta(scoped("last_poll", "old-em"), {"at": long_ago.timestamp()})
     store.set_meta(scoped("source", "old-em"), {"down_since": None})
@@ -217,8 +218,8 @@ def test_retention_forgets_what_nothing_reads_again(
     store.commit()
     rig.pipeline.prune(now)
     assert [m.id for m in book.active(now - 25 * D)] == ["m2"]
-    assert store.all_records("C") == {} and store.pending() == []
-    assert store.all_records("h") == {}
+    assert store.all_records(CATCHUPS) == {} and store.pending() == []
+    assert store.all_records(HELD) == {}
     assert store.checkpoint("ReplicaTaskSession", "old-em") is None
     assert store.meta(scoped("last_poll", "old-em")) is None
     assert store.meta(scoped("source", "old-em")) is None

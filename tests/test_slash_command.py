@@ -26,6 +26,7 @@ from bot.slack.surface import Surface, bolt_app
 from bot.slack.web import Pacer, SlackNotifier, web_client
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
+from bot.store.schema import MUTES
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
@@ -321,7 +322,7 @@ def test_a_bad_mute_is_answered_in_the_ack(bot: Bot, text: str, error: str) -> N
 def test_mute_from_a_disallowed_user_is_refused(bot: Bot) -> None:
     status, body, _ = bot.send("mute vm:x for:1h", channel="C0ELSEWHERE")
     assert status == 200 and "not enabled for you" in body
-    assert bot.slack.posted("C0ALERTS") == [] and bot.store.all_records("x") == {}
+    assert bot.slack.posted("C0ALERTS") == [] and bot.store.all_records(MUTES) == {}
 
 
 def pipeline_for(bot: Bot, *, rate: float = 0, **alerts: Any) -> tuple[Any, Any]:
@@ -448,7 +449,7 @@ def test_buttons_from_a_disallowed_user_are_refused(bot: Bot, now: datetime) -> 
         for action, hook in (("veeam_ack", "d1"), ("veeam_mute_job", "d2")):
             click(bot, alert, action, user="U0MALLORY", hook=hook)
             assert "not enabled for you" in bot.answer(hook)["text"]
-        assert bot.slack.updates == [] and bot.store.all_records("x") == {}
+        assert bot.slack.updates == [] and bot.store.all_records(MUTES) == {}
     finally:
         em.close()
 

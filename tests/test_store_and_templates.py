@@ -15,6 +15,7 @@ from bot.errors import ConfigError, StateError
 from bot.models import TaskSession
 from bot.slack.web import Pacer
 from bot.store.opening import open_trouble
+from bot.store.schema import ANNOUNCED, PROBLEMS
 from bot.store.store import Store
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -46,7 +47,8 @@ def test_values_are_json_never_pickle(tmp_path: Path) -> None:
     store.set_checkpoint("ReplicaTaskSession", NOW)
     store.close()
     with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT key, value FROM state").fetchall()
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = [r for name in tables for r in conn.execute(f'SELECT key, value FROM "{name}"')]
     assert rows
     for _key, value in rows:
         assert isinstance(value, str), "sqlite TEXT holding JSON, not a pickle BLOB"
@@ -59,7 +61,7 @@ def test_a_corrupt_store_is_moved_aside_and_the_bot_starts_fresh(
     path = tmp_path / "state.sqlite"
     path.write_bytes(b"this is not a database" * 200)
     store = Store(path, now=NOW)
-    assert store.first_run and store.pending() == []
+    assert store.pending() == [] and store.all_records(ANNOUNCED) == {}
     store.close()
     aside = list(tmp_path.glob("state.sqlite.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
@@ -69,13 +71,13 @@ def test_a_corrupt_store_is_moved_aside_and_the_bot_starts_fresh(
 def test_a_missing_store_is_a_first_run_and_state_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.sqlite"
     store = Store(path, now=NOW)
-    assert store.first_run
+    assert store.known([session().uid]) == (set(), set()) and store.pending() == []
     store.record_sent([session()], "C1", "9.9", NOW)
     store.commit()
     store.close()
     again = Store(path, now=NOW)
-    assert not again.first_run and again.is_announced(session().uid)
-    assert again.receipt(session().uid) == {
+    assert again.known([session().uid])[0] == {session().uid}
+    assert again.records(ANNOUNCED, [session().uid])[session().uid] == {
         "c": "C1",
         "ts": "9.9",
         "at": NOW.timestamp(),
@@ -100,7 +102,7 @@ def test_retention_prunes_old_announcements_only(tmp_path: Path) -> None:
     store.record_sent([session("new")], "C1", "2", NOW - timedelta(days=2))
     store.mark_pending([session("waiting")], "C1", NOW - timedelta(days=30))
     assert store.prune(NOW - timedelta(days=14)) == 1
-    assert not store.is_announced("old") and store.is_announced("new")
+    assert store.known(["old", "new"])[0] == {"new"}
     assert [p.session.uid for p in store.pending()] == ["waiting"], "pending is never pruned"
     assert store.count_announced_since(NOW - timedelta(days=3)) == 1
     store.close()
@@ -119,7 +121,7 @@ def test_open_problems_are_counted_per_enterprise_manager(tmp_path: Path) -> Non
     ]:
         pid = json.dumps([em, "ReplicaTaskSession", "Job", vm], ensure_ascii=False)
         rows[pid] = {"id": pid, "state": state}
-    store.put_records("P", rows)
+    store.put_records(PROBLEMS, rows)
     store.commit()
     assert [store.count_open_problems(em) for em in ("em-a", "em-a2", "em-b", "Ünïcode", "x")] == [
         2,
@@ -208,7 +210,7 @@ def test_a_locked_store_is_waited_for_then_refused_and_never_moved_aside(
     assert list(tmp_path.glob("*.corrupt-*")) == [] and "corrupt" not in caplog.text
     again = Store(path, now=NOW)
     try:
-        assert not again.first_run and again.is_announced(session().uid)
+        assert again.known([session().uid])[0] == {session().uid}
     finally:
         again.close()
 

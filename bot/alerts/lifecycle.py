@@ -39,6 +39,7 @@ from bot.errors import NotifyError
 from bot.models import TaskSession
 from bot.slack.web import Notifier, Receipt, gone
 from bot.store.codec import session_from_json, session_to_json
+from bot.store.schema import ALERTS, PROBLEMS, RECOVERIES, REDRAWS
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,15 @@ class Lifecycle:
         self._staged_u: dict[str, dict[str, Any]] = {}
 
     def _write(self, *, wait: bool = True) -> None:
-        self.store.put_records("P", self._staged_p)
-        self.store.put_records("u", self._staged_u)
+        self.store.put_records(PROBLEMS, self._staged_p)
+        self.store.put_records(REDRAWS, self._staged_u)
         self._staged_p, self._staged_u = {}, {}
         self.store.commit(wait=wait)
 
     # ------------------------------------------------------------------ lookups
     def problems_of(self, sessions: list[TaskSession]) -> dict[str, Problem]:
         ids = sorted({identity(self.em, s) for s in sessions})
-        return {k: Problem.from_json(v) for k, v in self.store.records("P", ids).items()}
+        return {k: Problem.from_json(v) for k, v in self.store.records(PROBLEMS, ids).items()}
 
     def open_count(self) -> int:
         """Open problems of this pipeline's Enterprise Manager (its name leads their
@@ -97,13 +98,13 @@ class Lifecycle:
                 continue
             fresh[pid] = opened_by(pid, s, receipt.channel, receipt.ts)
             own.append(s)
-        self.store.put_records("P", {k: v.to_json() for k, v in fresh.items()})
+        self.store.put_records(PROBLEMS, {k: v.to_json() for k, v in fresh.items()})
         if view.get("kind") != "catchup":
             own = own[:MAX_SESSIONS_PER_MESSAGE]
         record = {"c": receipt.channel, "s": [session_to_json(s) for s in own], **view}
         if folded:
             record["f"] = folded
-        self.store.put_records("M", {receipt.ts: record})
+        self.store.put_records(ALERTS, {receipt.ts: record})
 
     def folded_into(
         self, firsts: list[TaskSession], folded: list[TaskSession]
@@ -141,11 +142,11 @@ class Lifecycle:
                 continue
             problems[p.id] = self.repeated(s, p, Receipt(p.channel, p.ts), now, redraw=False)
             into.setdefault(p.ts, []).append(session_ref(s))
-        records = self.store.records("M", sorted(into))
+        records = self.store.records(ALERTS, sorted(into))
         for ts, more in into.items():
             if ts in records:  # the redrawn alert's metadata names them too
                 records[ts]["f"] = [*records[ts].get("f", []), *more]
-        self.store.put_records("M", records)
+        self.store.put_records(ALERTS, records)
         self._write()
         return sum(len(v) for v in into.values())
 
@@ -210,7 +211,7 @@ class Lifecycle:
         self.store.record_sent([s], receipt.channel, receipt.ts, now)
         self._staged_p[p.id] = after.to_json()
         record = {"c": receipt.channel, "s": [session_to_json(s)], "reopened": p.ts}
-        self.store.put_records("M", {receipt.ts: record})
+        self.store.put_records(ALERTS, {receipt.ts: record})
         return after
 
     def repeated(
@@ -259,24 +260,24 @@ class Lifecycle:
         """Reply "recovered" in each problem's thread and close it; (done, Slack's error).
         Each reply is marked (`q:`) before it is posted; one marked by an earlier poll that
         was cut short is first looked for in its thread."""
-        earlier = self.store.all_records("q")
+        earlier = self.store.all_records(RECOVERIES)
         fresh = {
             s.uid: {"p": pid, "s": session_to_json(s)}
             for pid, s in recoveries
             if s.uid not in earlier
         }
         if fresh:
-            self.store.put_records("q", fresh)
+            self.store.put_records(RECOVERIES, fresh)
             self.store.commit()
         rows = {**earlier, **fresh}
         ids = sorted({r["p"] for r in rows.values()})
-        problems = {k: Problem.from_json(v) for k, v in self.store.records("P", ids).items()}
+        problems = {k: Problem.from_json(v) for k, v in self.store.records(PROBLEMS, ids).items()}
         done = 0
         try:
             for uid, row in rows.items():
                 problem = problems.get(row["p"])
                 if problem is None or not problem.is_open:
-                    self.store.drop_records("q", [uid])
+                    self.store.drop_records(RECOVERIES, [uid])
                     continue
                 s = session_from_json(row["s"])
                 seen = self._in_thread(problem.channel, problem.ts, {uid}) if uid in earlier else {}
@@ -300,7 +301,7 @@ class Lifecycle:
                 self._staged_p[problem.id] = closed.to_json()
                 if receipt is not None:
                     self._staged_u[problem.ts] = {"c": problem.channel}
-                self.store.drop_records("q", [uid])
+                self.store.drop_records(RECOVERIES, [uid])
                 log.info("%s recovered (%s)", s.vm, receipt.ts if receipt else "no reply")
                 done += 1
                 if done % 500 == 0:
@@ -313,17 +314,17 @@ class Lifecycle:
     def flush_updates(self) -> str:
         """Redraw every alert whose problems changed; Slack's error, if any (they stay
         marked and are redrawn on the next poll)."""
-        marked = self.store.all_records("u")
+        marked = self.store.all_records(REDRAWS)
         if not marked:
             return ""
-        records = self.store.records("M", sorted(marked))
+        records = self.store.records(ALERTS, sorted(marked))
         for ts, mark in marked.items():
             try:
                 self._update(ts, mark["c"], records.get(ts))
             except NotifyError as exc:  # a passing error: the rest wait for the next poll
                 self.store.commit()
                 return str(exc)
-            self.store.drop_records("u", [ts])
+            self.store.drop_records(REDRAWS, [ts])
         self.store.commit()
         return ""
 
@@ -346,10 +347,10 @@ class Lifecycle:
                     raise
                 log.warning("cannot update the alert %s (%s); leaving it as it is", ts, exc)
                 if gone(exc):  # deleted: said once, never tried again
-                    now = self.store.records("M", [ts]).get(ts) or record
-                    self.store.put_records("M", {ts: {**now, "gone": exc.code}})
+                    now = self.store.records(ALERTS, [ts]).get(ts) or record
+                    self.store.put_records(ALERTS, {ts: {**now, "gone": exc.code}})
                 return
-            drawn, record = record, self.store.records("M", [ts]).get(ts)
+            drawn, record = record, self.store.records(ALERTS, [ts]).get(ts)
             if record == drawn:
                 return
 

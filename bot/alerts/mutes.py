@@ -15,6 +15,7 @@ from bot.config.render import rough_duration
 from bot.config.settings import parse_duration
 from bot.errors import QueryError
 from bot.models import TaskSession
+from bot.store.schema import MUTES
 from bot.store.store import Store
 
 MAX_MUTE = timedelta(days=30)
@@ -97,18 +98,18 @@ class MuteBook:
 
     def add(self, mute: Mute) -> None:
         with self.store.lock:  # one writer of the state at a time
-            self.store.put_records("x", {mute.id: asdict(mute)})
+            self.store.put_records(MUTES, {mute.id: asdict(mute)})
             self.store.commit()
 
     def remove(self, mute_id: str) -> Mute | None:
         with self.store.lock:
-            found = self.store.records("x", [mute_id]).get(mute_id)
+            found = self.store.records(MUTES, [mute_id]).get(mute_id)
             if found is None:
                 return None
-            self.store.drop_records("x", [mute_id])
+            self.store.drop_records(MUTES, [mute_id])
             self.store.commit()
         return Mute(**found)
 
     def active(self, now: datetime) -> list[Mute]:
-        mutes = [Mute(**v) for v in self.store.all_records("x").values()]
+        mutes = [Mute(**v) for v in self.store.all_records(MUTES).values()]
         return sorted((m for m in mutes if m.until > now.timestamp()), key=lambda m: m.until)

@@ -36,6 +36,7 @@ from bot.models import TaskSession, iso_z
 from bot.slack.web import Notifier, Receipt
 from bot.store.codec import Pending, scoped, session_from_json, session_to_json
 from bot.store.lock import WriterLock
+from bot.store.schema import CATCHUPS, HELD, PENDING
 from bot.store.store import Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
@@ -408,7 +409,7 @@ class Pipeline:
         """Failures held back by `[alerts] hold_for_retries`, waiting for a retry. Read
         whatever the hold is now: a hold lowered or removed since they were held announces
         them at once (as one catch-up when there are many), never forgets them."""
-        held = [session_from_json(v["s"]) for v in self.store.all_records("h").values()]
+        held = [session_from_json(v["s"]) for v in self.store.all_records(HELD).values()]
         return [s for s in held if s.em in self.owns]
 
     def _hold(
@@ -423,12 +424,12 @@ class Pipeline:
             self.store.record_silently(split.fixed, now, "fixed by a retry")
         waiting = [s for s in split.wait if s.uid not in was_held]
         if waiting:
-            self.store.put_records("h", {s.uid: {"s": session_to_json(s)} for s in waiting})
-            self.store.drop_records("p", [s.uid for s in waiting])
+            self.store.put_records(HELD, {s.uid: {"s": session_to_json(s)} for s in waiting})
+            self.store.drop_records(PENDING, [s.uid for s in waiting])
         due = [s for s in split.announce + split.folded if s.uid in was_held]
         if due:
             self.store.mark_pending(due, self.channel, now, late=late)
-            self.store.drop_records("h", [s.uid for s in due])
+            self.store.drop_records(HELD, [s.uid for s in due])
         if split.fixed or waiting or due:
             self.store.commit()
         return split.announce, split.recoveries, split.folded
@@ -580,7 +581,7 @@ class Pipeline:
         digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:12]
         catchup_id = f"{int(now.timestamp())}-{digest}"
         attempt = {"u": uids, "t": now.timestamp(), "e": self.server}
-        self.store.put_records("C", {catchup_id: attempt})
+        self.store.put_records(CATCHUPS, {catchup_id: attempt})
         self.store.commit()
         log.info("catch-up: %d sessions in one message (%s)", len(sessions), catchup_id)
         try:
@@ -597,14 +598,14 @@ class Pipeline:
     ) -> None:
         self.store.record_sent(sessions, receipt.channel, receipt.ts, now)
         self.life.opened(sessions, receipt, {"kind": "catchup"})
-        self.store.drop_records("C", [catchup_id])
+        self.store.drop_records(CATCHUPS, [catchup_id])
         self.store.commit()
 
     def _reconcile_catchups(self, now: datetime) -> None:
         """A catch-up message whose post was cut short (a crash, a lost answer): adopt it if
         it is in the channel, else forget the attempt (its sessions are still pending)."""
         attempts = {
-            k: a for k, a in self.store.all_records("C").items() if a.get("e", "") in self.owns
+            k: a for k, a in self.store.all_records(CATCHUPS).items() if a.get("e", "") in self.owns
         }
         if not attempts:
             return
@@ -624,7 +625,7 @@ class Pipeline:
                 log.info("adopted the catch-up message %s already in Slack", receipt.ts)
                 self._caught_up(sessions, receipt, catchup_id, now)
             else:
-                self.store.drop_records("C", [catchup_id])
+                self.store.drop_records(CATCHUPS, [catchup_id])
         self.store.commit()
 
     def _send(self, msg: Message, now: datetime, channel: str = "") -> Receipt:

@@ -25,6 +25,7 @@ from bot.errors import NotifyError, SourceError
 from bot.models import iso_z, utc_from_epoch
 from bot.slack.web import Notifier, Receipt
 from bot.store.codec import scoped
+from bot.store.schema import PROBLEMS
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 
@@ -88,7 +89,7 @@ class DigestRunner:
         missing: dict[str, str] = {}
         current = self._stream(Summary(start, end), missing)
         previous = self._stream(Summary(previous_start, start), missing).counts
-        problems = [Problem.from_json(v) for v in self.store.all_records("P").values()]
+        problems = [Problem.from_json(v) for v in self.store.all_records(PROBLEMS).values()]
         mutes = MuteBook(self.store).active(end)
         return digest_message(
             self.renderer,

@@ -17,6 +17,7 @@ from bot.alerts.mutes import Mute, MuteBook
 from bot.config.render import mention, slack_date, slack_escape
 from bot.models import utc_from_epoch
 from bot.slash.commands import Respond, SlashDeps, allowed, say
+from bot.store.schema import ALERTS, REDRAWS
 
 log = logging.getLogger(__name__)
 ACK, MUTE_VM, MUTE_JOB = "veeam_ack", "veeam_mute_vm", "veeam_mute_job"
@@ -62,15 +63,15 @@ def acknowledge(deps: SlashDeps, channel: str, ts: str, user: str, now: datetime
     written as the one writer of the state: a redraw under way either shows the ack or is
     followed by one that does."""
     with deps.store.lock:
-        record = deps.store.records("M", [ts]).get(ts)
+        record = deps.store.records(ALERTS, [ts]).get(ts)
         if record is None:
             return "This alert is no longer in the bot's state; nothing to acknowledge."
         if record.get("ack"):
             by, at = record["ack"]["by"], record["ack"]["at"]
             return f"Already acknowledged by {mention(by)} at {slack_date(utc_from_epoch(at))}."
         record["ack"] = {"by": user, "at": now.timestamp()}
-        deps.store.put_records("M", {ts: record})
-        deps.store.put_records("u", {ts: {"c": record.get("c") or channel}})
+        deps.store.put_records(ALERTS, {ts: record})
+        deps.store.put_records(REDRAWS, {ts: {"c": record.get("c") or channel}})
         deps.store.commit()
     if deps.redraw is not None:
         deps.redraw()

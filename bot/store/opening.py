@@ -3,10 +3,16 @@ existing file is a sound database this process can lock for writing."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
-TABLE = "state"
+from bot.errors import StateError
+from bot.store.schema import NAMES
+
+log = logging.getLogger(__name__)
+LEGACY = "state"  # the one table of 0.1.0 and 0.2.0
 
 
 # How long opening the state file waits for another program's lock on it (sqlite3's
@@ -36,12 +42,39 @@ def check(path: Path, busy_timeout: float) -> None:
         ok = conn.execute("PRAGMA quick_check").fetchone()
         if not ok or ok[0] != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {ok[0] if ok else 'no answer'}")
-        try:
-            conn.execute(f'SELECT key, value FROM "{TABLE}" LIMIT 1').fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for name in sorted(names & (NAMES | {LEGACY})):  # a row of each: unreadable pages show
+            conn.execute(f'SELECT key, value FROM "{name}" LIMIT 1').fetchall()
         conn.execute("BEGIN IMMEDIATE")  # the write lock: a program holding it is waited out
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+def refuse(path: Path, exc: BaseException, kind: str, busy_timeout: float) -> None:
+    """Raise the StateError for a state file that is locked or unavailable (`kind`, from
+    `open_trouble`); return for a corrupt one."""
+    if kind == "locked":
+        raise StateError(
+            f"the state file {path} is locked by another program ({exc}, waited "
+            f"{busy_timeout:g}s); close what holds it (an sqlite3 shell, a backup "
+            "agent) and the next run goes on where this one would have"
+        ) from None
+    if kind == "unavailable":
+        raise StateError(
+            f"cannot read the state file {path}: {exc}; check that it is a file "
+            "the bot may read and write"
+        ) from None
+
+
+def move_aside(path: Path, exc: BaseException, now: datetime) -> None:
+    """A corrupt state file is renamed `.corrupt-<time>`; the bot starts as on a first run."""
+    aside = path.with_name(f"{path.name}.corrupt-{now:%Y%m%dT%H%M%SZ}")
+    path.rename(aside)
+    log.warning(
+        "state store %s is corrupt; moved it to %s and starting as on a first run "
+        "(alerts of the last initial_lookback may be announced again): %s",
+        path,
+        aside,
+        exc,
+    )

@@ -1,17 +1,18 @@
-"""The bot's state: one sqlite file, one sqlitedict table (`state`), JSON values (never
-pickle), explicit commits. Range work (retention, counts) runs as SQL on sqlitedict's own
-connection, since the dict interface has no range queries.
+"""The bot's state: one sqlite file with one sqlitedict table per kind of record
+(`bot.store.schema`), JSON values (never pickle), explicit commits. Reads and range work run
+as SQL on sqlitedict's own connection, batched, since the dict interface reads one key at a
+time and has no ranges.
 
 Opening: a missing file is a first run. Only a corrupt file ("file is not a database",
 "malformed", a failed quick_check) is moved aside (`.corrupt-<time>`) for a fresh start; a
 lock held by another program is waited out (`busy_timeout`) and then refused with exit 75,
-like a permission or I/O error; a path that cannot be created exits 78.
+like a permission or I/O error; a path that cannot be created exits 78. A file of 0.2.0 is
+migrated in place (`bot.store.migrate`).
 
 Writers: every change goes through `Store.lock` (a `WriterLock`): polls, redraws,
 retention, buttons, mutes, the digest. Retention runs once a day (`Pipeline.prune`).
 
-The layout (each kind of record, its key, fields, writer and retention) is in
-`docs/state.md`; keep the two in step.
+The layout for operators is in `docs/state.md`; `bot.store.schema` is its source.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,20 @@ from bot.errors import StateError
 from bot.models import TaskSession, iso_z
 from bot.store.codec import Pending, scoped, session_from_json, session_to_json
 from bot.store.lock import StateLock, WriterLock
-from bot.store.opening import BUSY_TIMEOUT, TABLE, check, open_trouble
+from bot.store.migrate import prepare
+from bot.store.opening import BUSY_TIMEOUT, check, move_aside, open_trouble, refuse
+from bot.store.schema import (
+    ALERTS,
+    ANNOUNCED,
+    CATCHUPS,
+    CHECKPOINTS,
+    FACTS,
+    HELD,
+    MUTES,
+    NAMES,
+    PENDING,
+    PROBLEMS,
+)
 from bot.veeam.parse import parse_time
 
 log = logging.getLogger(__name__)
@@ -57,21 +71,24 @@ class Store:
             raise
 
     def _open(self, now: datetime) -> None:
-        self.first_run = not self.path.exists()
-        if not self.first_run:
+        if self.path.exists():
             try:
                 check(self.path, self.busy_timeout)
             except (sqlite3.Error, OSError) as exc:
                 self._trouble(exc, now)
+        try:
+            prepare(self.path, self.busy_timeout)  # the tables; a 0.2.0 file is migrated
+        except (sqlite3.Error, OSError) as exc:
+            self._trouble(exc, now, corrupt_too=True)
         self._sent: list[tuple[str, str]] = []
         # Called with the sessions of each delivery record (the metrics count them).
         self.on_sent: Callable[[list[TaskSession]], None] | None = None
-        self._unmark: list[str] = []
+        self._unmark: list[tuple[str, str]] = []  # (table, key) to delete at the next flush
         self._buffer_lock = threading.Lock()
         try:
             self._db = SqliteDict(
                 str(self.path),
-                tablename=TABLE,
+                tablename=FACTS,
                 autocommit=False,
                 encode=json.dumps,
                 decode=json.loads,
@@ -87,31 +104,15 @@ class Store:
         # Another program's short lock (an sqlite3 shell, a backup agent) is waited out.
         self._db.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
-    def _trouble(self, exc: BaseException, now: datetime) -> None:
+    def _trouble(self, exc: BaseException, now: datetime, *, corrupt_too: bool = False) -> None:
         """Move a corrupt file aside (the bot then starts as on a first run); raise a
-        StateError for anything else, which leaves the file as it is."""
+        StateError for anything else, which leaves the file as it is. `corrupt_too`: the file
+        passed its check, so any error is raised (a migration never discards the file)."""
         kind = open_trouble(exc)
-        if kind == "locked":
-            raise StateError(
-                f"the state file {self.path} is locked by another program ({exc}, waited "
-                f"{self.busy_timeout:g}s); close what holds it (an sqlite3 shell, a backup "
-                "agent) and the next run goes on where this one would have"
-            ) from None
-        if kind == "unavailable":
-            raise StateError(
-                f"cannot read the state file {self.path}: {exc}; check that it is a file "
-                "the bot may read and write"
-            ) from None
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{now:%Y%m%dT%H%M%SZ}")
-        self.path.rename(aside)
-        log.warning(
-            "state store %s is corrupt; moved it to %s and starting as on a first run "
-            "(alerts of the last initial_lookback may be announced again): %s",
-            self.path,
-            aside,
-            exc,
-        )
-        self.first_run = True
+        if corrupt_too and kind == "corrupt":
+            kind = "unavailable"
+        refuse(self.path, exc, kind, self.busy_timeout)
+        move_aside(self.path, exc, now)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -132,15 +133,6 @@ class Store:
         self._db.commit(blocking=wait)
 
     # ---------------------------------------------------------------- announced
-    def is_announced(self, uid: str) -> bool:
-        self._flush()
-        return f"a:{uid}" in self._db
-
-    def receipt(self, uid: str) -> dict[str, Any] | None:
-        self._flush()
-        value: dict[str, Any] | None = self._db.get(f"a:{uid}")
-        return value
-
     def record_sent(
         self, sessions: list[TaskSession], channel: str, ts: str, now: datetime
     ) -> None:
@@ -152,8 +144,8 @@ class Store:
             self.on_sent(sessions)
         for s in sessions:
             receipt = {"c": channel, "ts": ts, "at": at, "r": s.result}
-            self._sent.append((f"a:{s.uid}", json.dumps(receipt)))
-            self._unmark.append(f"p:{s.uid}")
+            self._sent.append((s.uid, json.dumps(receipt)))
+            self._unmark.append((PENDING, s.uid))
 
     def _flush(self) -> None:
         """Hand buffered writes to sqlitedict's thread (reads call this first, from the poll
@@ -162,20 +154,33 @@ class Store:
             sent, self._sent = self._sent, []
             unmark, self._unmark = self._unmark, []
             if sent:
-                self._replace(sent)
-            for i in range(0, len(unmark), _ROWS):
-                chunk = unmark[i : i + _ROWS]
-                marks = ",".join("?" * len(chunk))
-                self._db.conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({marks})', chunk)
+                self._replace(ANNOUNCED, sent)
+            by_table: dict[str, list[str]] = {}
+            for table, key in unmark:
+                by_table.setdefault(table, []).append(key)
+            for table, keys in by_table.items():
+                for i in range(0, len(keys), _ROWS):
+                    chunk = keys[i : i + _ROWS]
+                    marks = ",".join("?" * len(chunk))
+                    self._sql(f'DELETE FROM "{table}" WHERE key IN ({marks})', chunk)
 
-    def _replace(self, rows: list[tuple[str, str]]) -> None:
+    def _sql(self, sql: str, params: Sequence[object] = ()) -> None:
+        self._db.conn.execute(sql, tuple(params))
+
+    def _one(self, sql: str, params: Sequence[object] = ()) -> Any:
+        """The first column of the one row a query returns (None when no row)."""
+        row = self._db.conn.select_one(sql, tuple(params))
+        return row[0] if row else None
+
+    def _replace(self, table: str, rows: list[tuple[str, str]]) -> None:
         """Write rows, several hundred per statement: sqlitedict's executemany queues one
         request per row to its thread, which costs more than the writes themselves."""
+        assert table in NAMES, table
         for i in range(0, len(rows), _ROWS):
             chunk = rows[i : i + _ROWS]
             values = ",".join(["(?,?)"] * len(chunk))
             flat = [x for row in chunk for x in row]
-            self._db.conn.execute(f'REPLACE INTO "{TABLE}" (key, value) VALUES {values}', flat)
+            self._sql(f'REPLACE INTO "{table}" (key, value) VALUES {values}', flat)
 
     def known(self, uids: list[str]) -> tuple[set[str], set[str]]:
         """(announced, pending or held back) among `uids`, one query per 260 UIDs."""
@@ -184,25 +189,23 @@ class Store:
         pending: set[str] = set()
         for i in range(0, len(uids), 260):
             chunk = uids[i : i + 260]
-            keys = [f"{kind}:{u}" for kind in "aph" for u in chunk]
-            marks = ",".join("?" * len(keys))
+            marks = ",".join("?" * len(chunk))
             # One row for the whole chunk: sqlitedict hands each result row through a queue
             # between threads, which cost more than the lookup (a 24 h sweep of 5,000
             # announced sessions spent about 100 ms there).
-            sql = f'SELECT json_group_array(key) FROM "{TABLE}" WHERE key IN ({marks})'
-            row = self._db.conn.select_one(sql, tuple(keys))
-            for key in json.loads(row[0]) if row and row[0] else ():
-                (announced if key[0] == "a" else pending).add(key[2:])
+            union = " UNION ALL ".join(
+                f"SELECT '{mark}' || key AS k FROM \"{table}\" WHERE key IN ({marks})"
+                for mark, table in (("a", ANNOUNCED), ("p", PENDING), ("h", HELD))
+            )
+            found = self._one(f"SELECT json_group_array(k) FROM ({union})", chunk * 3)
+            for key in json.loads(found) if found else ():
+                (announced if key[0] == "a" else pending).add(key[1:])
         return announced, pending
 
     def count_announced_since(self, since: datetime) -> int:
         self._flush()
-        row = self._db.conn.select_one(
-            f"SELECT COUNT(*) FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' "
-            "AND json_extract(value, '$.at') >= ?",
-            (since.timestamp(),),
-        )
-        return int(row[0]) if row else 0
+        sql = f"SELECT COUNT(*) FROM \"{ANNOUNCED}\" WHERE json_extract(value, '$.at') >= ?"
+        return int(self._one(sql, (since.timestamp(),)) or 0)
 
     # ------------------------------------------------------------------ pending
     def record_silently(self, sessions: list[TaskSession], now: datetime, why: str) -> None:
@@ -210,8 +213,8 @@ class Store:
         at = now.timestamp()
         for s in sessions:
             row = {"c": "", "ts": "", "at": at, "r": s.result, "why": why}
-            self._sent.append((f"a:{s.uid}", json.dumps(row)))
-            self._unmark += [f"p:{s.uid}", f"h:{s.uid}"]
+            self._sent.append((s.uid, json.dumps(row)))
+            self._unmark += [(PENDING, s.uid), (HELD, s.uid)]
 
     def mark_pending(
         self,
@@ -229,115 +232,100 @@ class Store:
             row: dict[str, Any] = {"s": session_to_json(s), "c": channel, "t": now.timestamp()}
             if s.uid in late:
                 row["l"] = late[s.uid]
-            rows.append((f"p:{s.uid}", json.dumps(row)))
+            rows.append((s.uid, json.dumps(row)))
         self._flush()
-        self._replace(rows)
+        self._replace(PENDING, rows)
         self.commit()
 
     def pending(self) -> list[Pending]:
         self._flush()
-        rows = self._db.conn.select(
-            # a key range, not LIKE: it walks the primary-key index, not the whole table
-            f"SELECT key, value FROM \"{TABLE}\" WHERE key >= 'p:' AND key < 'p;' ORDER BY rowid"
-        )
+        rows = self._db.conn.select(f'SELECT key, value FROM "{PENDING}" ORDER BY rowid')
         out = []
         for _key, raw in rows:
             d = json.loads(raw)
             out.append(Pending(session_from_json(d["s"]), d["c"], d["t"], d.get("l")))
         return out
 
-    # ------------------------------------------------- records (problems, threads)
-    def records(self, prefix: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The JSON records `<prefix>:<id>` among `ids`, one query per 400 ids."""
+    # ------------------------------------------------------------- other tables
+    def records(self, table: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The JSON records of `table` whose keys are among `ids`, one query per 400 ids."""
+        assert table in NAMES, table
         self._flush()
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(ids), _ROWS):
-            keys = [f"{prefix}:{x}" for x in ids[i : i + _ROWS]]
-            marks = ",".join("?" * len(keys))
+            chunk = ids[i : i + _ROWS]
+            marks = ",".join("?" * len(chunk))
             sql = (
-                f'SELECT json_group_object(key, json(value)) FROM "{TABLE}" WHERE key IN ({marks})'
+                f'SELECT json_group_object(key, json(value)) FROM "{table}" WHERE key IN ({marks})'
             )
-            row = self._db.conn.select_one(sql, tuple(keys))
-            found = json.loads(row[0]) if row and row[0] else {}
-            out.update({k[len(prefix) + 1 :]: v for k, v in found.items()})
+            found = self._one(sql, chunk)
+            out.update(json.loads(found) if found else {})
         return out
 
-    def all_records(self, prefix: str) -> dict[str, dict[str, Any]]:
+    def all_records(self, table: str) -> dict[str, dict[str, Any]]:
+        assert table in NAMES, table
         self._flush()
-        low, high = f"{prefix}:", f"{prefix};"
-        row = self._db.conn.select_one(
-            f'SELECT json_group_object(key, json(value)) FROM "{TABLE}" WHERE key >= ? AND key < ?',
-            (low, high),
-        )
-        found = json.loads(row[0]) if row and row[0] else {}
-        return {k[len(prefix) + 1 :]: v for k, v in found.items()}
+        found = self._one(f'SELECT json_group_object(key, json(value)) FROM "{table}"')
+        return dict(json.loads(found)) if found else {}
 
-    def put_records(self, prefix: str, items: dict[str, dict[str, Any]]) -> None:
+    def put_records(self, table: str, items: dict[str, dict[str, Any]]) -> None:
         """Write records, durable at the next `commit()`."""
         if items:
             self._flush()
-            self._replace([(f"{prefix}:{k}", json.dumps(v)) for k, v in items.items()])
+            self._replace(table, [(k, json.dumps(v)) for k, v in items.items()])
 
-    def drop_records(self, prefix: str, ids: list[str]) -> None:
+    def drop_records(self, table: str, ids: list[str]) -> None:
+        assert table in NAMES, table
         with self._buffer_lock:
-            self._unmark += [f"{prefix}:{x}" for x in ids]
-
-    def count_where(self, prefix: str, field: str, value: str) -> int:
-        self._flush()
-        row = self._db.conn.select_one(
-            f'SELECT COUNT(*) FROM "{TABLE}" WHERE key >= ? AND key < ? '
-            "AND json_extract(value, ?) = ?",
-            (f"{prefix}:", f"{prefix};", f"$.{field}", value),
-        )
-        return int(row[0]) if row else 0
+            self._unmark += [(table, x) for x in ids]
 
     def count_open_problems(self, em: str) -> int:
         """Open problems whose identity starts with `em`: a key range on the primary key."""
         self._flush()
-        low = "P:" + json.dumps([em], ensure_ascii=False)[:-1] + ","  # P:["em1",
-        row = self._db.conn.select_one(
-            f'SELECT COUNT(*) FROM "{TABLE}" WHERE key >= ? AND key < ? '
-            "AND json_extract(value, '$.state') = 'open'",
-            (low, low[:-1] + "-"),  # "-" follows "," in every collation SQLite uses here
+        low = json.dumps([em], ensure_ascii=False)[:-1] + ","  # ["em1",
+        sql = (
+            f'SELECT COUNT(*) FROM "{PROBLEMS}" WHERE key >= ? AND key < ? '
+            "AND json_extract(value, '$.state') = 'open'"
         )
-        return int(row[0]) if row else 0
+        # "-" follows "," in every collation SQLite uses here
+        return int(self._one(sql, (low, low[:-1] + "-")) or 0)
 
     def open_problems_by_em(self) -> dict[str, int]:
         """Open problems per Enterprise Manager (the first item of a problem's identity)."""
         self._flush()
         rows = self._db.conn.select(
             "SELECT json_extract(json_extract(value, '$.id'), '$[0]'), COUNT(*) "
-            f"FROM \"{TABLE}\" WHERE key >= 'P:' AND key < 'P;' "
-            "AND json_extract(value, '$.state') = 'open' GROUP BY 1"
+            f"FROM \"{PROBLEMS}\" WHERE json_extract(value, '$.state') = 'open' GROUP BY 1"
         )
         return {str(em): int(n) for em, n in rows}
 
-    # --------------------------------------------------------- checkpoints, meta
+    # ------------------------------------------------------ checkpoints, facts
     def checkpoint(self, session_type: str, server: str = "") -> datetime | None:
-        value = self._db.get(f"m:checkpoint:{scoped(session_type, server)}")
+        self._flush()
+        sql = f'SELECT value FROM "{CHECKPOINTS}" WHERE key = ?'
+        value = self._one(sql, (scoped(session_type, server),))
+        value = json.loads(value) if value is not None else None
         return parse_time(value) if isinstance(value, str) else None
 
     def set_checkpoint(self, session_type: str, value: datetime, server: str = "") -> None:
-        self._db[f"m:checkpoint:{scoped(session_type, server)}"] = iso_z(value)
+        self._replace(CHECKPOINTS, [(scoped(session_type, server), json.dumps(iso_z(value)))])
 
     def meta(self, name: str, default: Any = None) -> Any:
-        return self._db.get(f"m:{name}", default)
+        """A small fact (`facts` table): a first run's floor, the last poll, the digest's day."""
+        return self._db.get(name, default)
 
     def set_meta(self, name: str, value: Any) -> None:
-        self._db[f"m:{name}"] = value
+        self._db[name] = value
 
     # ---------------------------------------------------------------- retention
     def prune(self, before: datetime) -> int:
         """Forget sessions announced before `before`; returns how many. The caller chooses
         `before` so that no query window can return them again (pipeline.prune_cutoff)."""
         cutoff = before.timestamp()
-        where = (
-            f"FROM \"{TABLE}\" WHERE key >= 'a:' AND key < 'a;' AND json_extract(value, '$.at') < ?"
-        )
-        row = self._db.conn.select_one(f"SELECT COUNT(*) {where}", (cutoff,))
-        count = int(row[0]) if row else 0
+        where = f"FROM \"{ANNOUNCED}\" WHERE json_extract(value, '$.at') < ?"
+        count = int(self._one(f"SELECT COUNT(*) {where}", (cutoff,)) or 0)
         if count:
-            self._db.conn.execute(f"DELETE {where}", (cutoff,))
+            self._sql(f"DELETE {where}", (cutoff,))
             self.commit()
         return count
 
@@ -347,22 +335,20 @@ class Store:
         were drawn in."""
         cutoff = before.timestamp()
         problems = (
-            f"FROM \"{TABLE}\" WHERE key >= 'P:' AND key < 'P;' AND COALESCE("
+            f'FROM "{PROBLEMS}" WHERE COALESCE('
             "json_extract(value, '$.recovered_at'), json_extract(value, '$.last_end')) < ?"
         )
         # The alert of a problem still open is kept, however old: its thread and its
         # redraws (recovery, acknowledgement) still need it.
         alerts = (
-            f"FROM \"{TABLE}\" WHERE key >= 'M:' AND key < 'M;' "
-            "AND CAST(substr(key, 3) AS REAL) < ? AND substr(key, 3) NOT IN ("
-            f"SELECT json_extract(value, '$.ts') FROM \"{TABLE}\" WHERE key >= 'P:' "
-            "AND key < 'P;' AND json_extract(value, '$.state') = 'open')"
+            f'FROM "{ALERTS}" WHERE CAST(key AS REAL) < ? AND key NOT IN ('
+            f"SELECT json_extract(value, '$.ts') FROM \"{PROBLEMS}\" "
+            "WHERE json_extract(value, '$.state') = 'open')"
         )
         removed = 0
         for where in (problems, alerts):
-            row = self._db.conn.select_one(f"SELECT COUNT(*) {where}", (cutoff,))
-            removed += int(row[0]) if row else 0
-            self._db.conn.execute(f"DELETE {where}", (cutoff,))
+            removed += int(self._one(f"SELECT COUNT(*) {where}", (cutoff,)) or 0)
+            self._sql(f"DELETE {where}", (cutoff,))
         self.commit()
         return removed
 
@@ -373,41 +359,42 @@ class Store:
         of those servers (checkpoints, floors, last poll, self-monitoring) once their last
         poll is older than `before`."""
         cutoff = before.timestamp()
-        doomed: list[str] = []
-        for key, mute in self.all_records("x").items():
+        doomed: list[tuple[str, str]] = []
+        for key, mute in self.all_records(MUTES).items():
             if float(mute.get("until") or 0) < cutoff:
-                doomed.append(f"x:{key}")
-        for key, attempt in self.all_records("C").items():
+                doomed.append((MUTES, key))
+        for key, attempt in self.all_records(CATCHUPS).items():
             if float(attempt.get("t") or 0) < cutoff or attempt.get("e", "") not in servers:
-                doomed.append(f"C:{key}")
-        for prefix in ("p", "h"):
-            for key, row in self.all_records(prefix).items():
+                doomed.append((CATCHUPS, key))
+        for table in (PENDING, HELD):
+            for key, row in self.all_records(table).items():
                 if row["s"].get("em", "") not in servers:
-                    doomed.append(f"{prefix}:{key}")
-        facts = self._db.conn.select(
-            f"SELECT key, value FROM \"{TABLE}\" WHERE key >= 'm:' AND key < 'm;' "
-            "AND instr(key, '@') > 0"
-        )
-        gone: dict[str, list[str]] = {}
-        last: dict[str, float] = {}
-        for key, raw in facts:
-            name, _, server = key[2:].partition("@")
-            if server in servers:
-                continue
-            gone.setdefault(server, []).append(key)
-            if name == "last_poll":
-                last[server] = float((json.loads(raw) or {}).get("at") or 0)
-        for server, keys in gone.items():
-            if last.get(server, 0) < cutoff:
-                doomed += keys
-                log.info("forgot the state of %s, no longer configured", server)
+                    doomed.append((table, key))
+        doomed += self._servers_gone(cutoff, servers)
         with self._buffer_lock:
             self._unmark += doomed
         self.commit()
         return len(doomed)
 
-    def bulk_announced(self, uids: list[str], channel: str, ts: str, now: datetime) -> None:
-        """Load many announced UIDs at once (benchmarks, imports)."""
-        at = now.timestamp()
-        self._db.update({f"a:{u}": {"c": channel, "ts": ts, "at": at, "r": "Failed"} for u in uids})
-        self.commit()
+    def _servers_gone(self, cutoff: float, servers: set[str]) -> list[tuple[str, str]]:
+        """The facts and checkpoints of servers not in `servers` whose last poll is older
+        than `cutoff`."""
+        doomed: list[tuple[str, str]] = []
+        gone: dict[str, list[tuple[str, str]]] = {}
+        last: dict[str, float] = {}
+        for table in (FACTS, CHECKPOINTS):
+            rows = self._db.conn.select(
+                f"SELECT key, value FROM \"{table}\" WHERE instr(key, '@') > 0"
+            )
+            for key, raw in rows:
+                name, _, server = key.partition("@")
+                if server in servers:
+                    continue
+                gone.setdefault(server, []).append((table, key))
+                if table == FACTS and name == "last_poll":
+                    last[server] = float((json.loads(raw) or {}).get("at") or 0)
+        for server, keys in gone.items():
+            if last.get(server, 0) < cutoff:
+                doomed += keys
+                log.info("forgot the state of %s, no longer configured", server)
+        return doomed
