@@ -15,7 +15,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bot.alerts.mutes import MuteBook
-from bot.alerts.pipeline import Pipeline, PollResult
+from bot.alerts.pipeline import Pipeline
+from bot.alerts.result import PollResult
 from bot.alerts.source import SourceWatch
 from bot.config.render import Message, Renderer, section
 from bot.config.settings import Settings

@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.alerts.pipeline import (
-    is_sweep_due,
-    late_by,
-    next_checkpoint,
-    prune_cutoff,
-    sweep_start,
-)
+from bot.alerts.fetch import is_sweep_due, sweep_start
+from bot.alerts.record import next_checkpoint, prune_cutoff
+from bot.alerts.select import late_by
 from bot.config.settings import AlertSettings, PollSettings, Settings
 from bot.emulator.server import Emulator
 from bot.store.schema import ANNOUNCED

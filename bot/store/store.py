@@ -320,7 +320,7 @@ class Store:
     # ---------------------------------------------------------------- retention
     def prune(self, before: datetime) -> int:
         """Forget sessions announced before `before`; returns how many. The caller chooses
-        `before` so that no query window can return them again (pipeline.prune_cutoff)."""
+        `before` so that no query window can return them again (alerts.record.prune_cutoff)."""
         cutoff = before.timestamp()
         where = f"FROM \"{ANNOUNCED}\" WHERE json_extract(value, '$.at') < ?"
         count = int(self._one(f"SELECT COUNT(*) {where}", (cutoff,)) or 0)

@@ -1,0 +1,189 @@
+"""Stage: deliver, its second half. New alerts go out one per chunk, or as one catch-up
+message when there are more than `max_messages_per_poll`; what an earlier poll left pending
+is first looked for in Slack (a crash, a lost answer) and adopted rather than posted again."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from datetime import datetime
+
+from markupsafe import Markup
+
+from bot.alerts.compose import compose, parts
+from bot.alerts.lifecycle import Lifecycle
+from bot.alerts.message import CATCHUP_EVENT, catchup_message
+from bot.alerts.send import Sender
+from bot.config.render import Renderer
+from bot.config.settings import Settings
+from bot.errors import NotifyError
+from bot.models import TaskSession
+from bot.slack.web import Notifier, Receipt
+from bot.store.codec import Pending
+from bot.store.schema import CATCHUPS
+from bot.store.store import Store
+
+log = logging.getLogger(__name__)
+# Messages between commits of delivery records. The committed pending marks cover a crash;
+# these commits only shorten the history check after one, and each rewrites index pages.
+COMMIT_EVERY = 500
+
+
+class Delivery:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        notifier: Notifier,
+        renderer: Renderer,
+        *,
+        sender: Sender,
+        life: Lifecycle,
+        stopping: threading.Event,
+        owns: set[str],
+    ) -> None:
+        self.settings, self.store = settings, store
+        self.notifier, self.renderer = notifier, renderer
+        self.sender, self.life, self.stopping, self.owns = sender, life, stopping, owns
+        self.server = settings.veeam.server
+
+    def pending(self) -> list[Pending]:
+        """This server's pending alerts."""
+        return [p for p in self.store.pending() if p.session.em in self.owns]
+
+    # --------------------------------------------------------------- reconcile
+    def reconcile(self, pending: list[Pending], now: datetime) -> list[TaskSession]:
+        """Adopt pending sessions that already reached Slack (crash, lost answer); return the
+        rest, to be posted again."""
+        if not pending:
+            return []
+        oldest = min(p.since for p in pending) - 60
+        # Each is looked for where it was to go: the alert channel may have changed since.
+        wanted: dict[str, set[str]] = {}
+        for p in pending:
+            wanted.setdefault(p.channel or self.sender.channel, set()).add(p.session.uid)
+        found: dict[str, Receipt] = {}
+        for channel, uids in wanted.items():
+            try:
+                found.update(self.notifier.find_posted(channel, uids, oldest))
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+                log.warning(
+                    "cannot read %s history to check %d pending alert(s) (%s); posting "
+                    "them again, which may repeat some",
+                    channel,
+                    len(uids),
+                    exc,
+                )
+        by_uid = {p.session.uid: p.session for p in pending}
+        by_ts: dict[Receipt, list[TaskSession]] = {}
+        for uid, receipt in found.items():
+            self.store.record_sent([by_uid[uid]], receipt.channel, receipt.ts, now)
+            by_ts.setdefault(receipt, []).append(by_uid[uid])
+        for receipt, sessions in by_ts.items():
+            self.life.opened(sessions, receipt, {})
+        if found:
+            log.info("adopted %d alert(s) already in Slack", len(found))
+            self.store.commit()
+        return [p.session for p in pending if p.session.uid not in found]
+
+    def reconcile_catchups(self, now: datetime) -> None:
+        """A catch-up message whose post was cut short (a crash, a lost answer): adopt it if
+        it is in the channel, else forget the attempt (its sessions are still pending)."""
+        attempts = {
+            k: a for k, a in self.store.all_records(CATCHUPS).items() if a.get("e", "") in self.owns
+        }
+        if not attempts:
+            return
+        oldest = min(a["t"] for a in attempts.values()) - 60
+        try:
+            posted = self.notifier.find_events(self.sender.channel, CATCHUP_EVENT, oldest)
+        except NotifyError as exc:
+            if exc.retryable:
+                raise
+            posted = []
+        found = {str(payload.get("id")): receipt for payload, receipt in posted}
+        pending = {p.session.uid: p.session for p in self.pending()}
+        for catchup_id, attempt in attempts.items():
+            receipt = found.get(catchup_id)
+            sessions = [pending[u] for u in attempt["u"] if u in pending]
+            if receipt is not None and sessions:
+                log.info("adopted the catch-up message %s already in Slack", receipt.ts)
+                self._caught_up(sessions, receipt, catchup_id, now)
+            else:
+                self.store.drop_records(CATCHUPS, [catchup_id])
+        self.store.commit()
+
+    # ----------------------------------------------------------------- deliver
+    def deliver(
+        self,
+        chunks: list[list[TaskSession]],
+        now: datetime,
+        redelivered: set[str],
+        *,
+        late: dict[str, float],
+        folded: tuple[dict[str, Markup], dict[str, list[TaskSession]]] = ({}, {}),
+    ) -> tuple[int, str]:
+        """Post each chunk's alert and record it; (sessions announced, Slack's error)."""
+        status, into = folded
+        limit = self.settings.alerts.max_messages_per_poll
+        if limit and len(chunks) > limit:
+            return self._catchup([s for c in chunks for s in c], now)
+        announced, error = 0, ""
+        for n, (chunk, part) in enumerate(zip(chunks, parts(chunks), strict=True), 1):
+            if self.stopping.is_set():
+                log.info("stopping: %d alert(s) stay pending", sum(len(c) for c in chunks[n - 1 :]))
+                break
+            msg_late = max((late[s.uid] for s in chunk if s.uid in late), default=None)
+            msg = compose(
+                self.renderer,
+                chunk,
+                part,
+                decision="redelivery" if chunk[0].uid in redelivered else "first",
+                late_by=msg_late,
+                status=status,
+                later=[f for s in chunk for f in into.get(s.uid, [])],
+            )
+            try:
+                receipt = self.sender.send(msg, now)
+            except NotifyError as exc:
+                error = str(exc)
+                log.error("%s; %d alert(s) stay pending", exc, sum(len(c) for c in chunks[n - 1 :]))
+                break
+            self.store.record_sent(chunk, receipt.channel, receipt.ts, now)
+            view = {"part": part[0], "part_count": part[1], "late_by": msg_late}
+            self.life.opened(chunk, receipt, view)
+            announced += len(chunk)
+            if n % COMMIT_EVERY == 0:
+                self.store.commit(wait=False)  # SQLite works while the next posts go out
+        self.store.commit()
+        return announced, error
+
+    def _catchup(self, sessions: list[TaskSession], now: datetime) -> tuple[int, str]:
+        """Too many job sessions for one message each: one catch-up message for all. Its
+        attempt is recorded before the post (`catchups`), and its metadata carries the id,
+        so that a crash is reconciled like any alert."""
+        uids = sorted(s.uid for s in sessions)
+        digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:12]
+        catchup_id = f"{int(now.timestamp())}-{digest}"
+        attempt = {"u": uids, "t": now.timestamp(), "e": self.server}
+        self.store.put_records(CATCHUPS, {catchup_id: attempt})
+        self.store.commit()
+        log.info("catch-up: %d sessions in one message (%s)", len(sessions), catchup_id)
+        try:
+            receipt = self.sender.send(catchup_message(self.renderer, sessions, catchup_id), now)
+        except NotifyError as exc:
+            log.error("%s; %d alert(s) stay pending", exc, len(sessions))
+            return 0, str(exc)
+        self._caught_up(sessions, receipt, catchup_id, now)
+        return len(sessions), ""
+
+    def _caught_up(
+        self, sessions: list[TaskSession], receipt: Receipt, catchup_id: str, now: datetime
+    ) -> None:
+        self.store.record_sent(sessions, receipt.channel, receipt.ts, now)
+        self.life.opened(sessions, receipt, {"kind": "catchup"})
+        self.store.drop_records(CATCHUPS, [catchup_id])
+        self.store.commit()
