@@ -8,19 +8,16 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from bot import app
 from bot.config.settings import load_settings, parse_duration
 from bot.models import TYPE_SHORT, TaskSession
+from bot.schedule import utcnow
 from bot.slash.lookup import Answer, run_on
 from bot.slash.query import parse_query
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def cmd_query(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -18,6 +18,17 @@ from bot.store.store import Store
 log = logging.getLogger(__name__)
 
 
+def channel_id(store: Store, notifier: Notifier, configured: str) -> str:
+    """A channel's ID once known (history needs one), else the name as configured. Slack
+    is asked once; the answer is kept in the state (`channel-id:<name>`)."""
+    known = store.meta(f"channel-id:{configured}")
+    if not known:
+        known = notifier.channel_id(configured)
+        if known:
+            store.remember(f"channel-id:{configured}", known)
+    return str(known or configured)
+
+
 class Sender:
     def __init__(
         self,
@@ -37,12 +48,7 @@ class Sender:
 
     def resolve(self) -> None:
         """Post to (and read the history of) the channel's ID once it is known."""
-        known = self.store.meta(f"channel-id:{self.configured}")
-        if not known:
-            known = self.notifier.channel_id(self.configured)
-            if known:
-                self.store.set_meta(f"channel-id:{self.configured}", known)
-        self.channel = known or self.configured
+        self.channel = channel_id(self.store, self.notifier, self.configured)
 
     def _label(self) -> str:
         c = self.configured
@@ -70,7 +76,7 @@ class Sender:
             try:
                 receipt = self.notifier.post(target, msg, label=channel or self._label())
                 if not channel and receipt.channel != self.channel:
-                    self.store.set_meta(f"channel-id:{self.configured}", receipt.channel)
+                    self.store.remember(f"channel-id:{self.configured}", receipt.channel)
                     self.channel = receipt.channel
                 return receipt
             except NotifyError as exc:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from bot.alerts.mutes import MuteBook
 from bot.alerts.problems import Problem
+from bot.alerts.send import channel_id
 from bot.config.render import Message, Renderer
 from bot.config.settings import Settings
 from bot.digest.build import (
@@ -106,19 +107,7 @@ class DigestRunner:
 
     def _channel(self) -> str:
         """The digest channel's ID once known (history needs it), else as configured."""
-        configured = self.settings.digest_channel
-        known = self.store.meta(f"channel-id:{configured}")
-        if not known:
-            known = self.notifier.channel_id(configured)
-            if known:
-                self._remember(f"channel-id:{configured}", known)
-        return str(known or configured)
-
-    def _remember(self, name: str, value: str) -> None:
-        """Write one fact and commit, as one writer of the state (the store's lock)."""
-        with self.store.lock:
-            self.store.set_meta(name, value)
-            self.store.commit()
+        return channel_id(self.store, self.notifier, self.settings.digest_channel)
 
     def run_scheduled(self, now: datetime) -> None:
         """Post the digest of the last scheduled time if it is due and not yet posted (cron,
@@ -145,7 +134,7 @@ class DigestRunner:
                 self._unavailable(day.isoformat(), str(exc), now)
                 return
             # before the post: a crash during it is looked up next time
-            self._remember("digest:attempted_day", day.isoformat())
+            self.store.remember("digest:attempted_day", day.isoformat())
             try:
                 receipt = self.post(message)
             except NotifyError as exc:
@@ -169,7 +158,7 @@ class DigestRunner:
         return None
 
     def _posted(self, day: str, receipt: Receipt, how: str) -> None:
-        self._remember("digest:last_day", day)
+        self.store.remember("digest:last_day", day)
         log.info("%s the digest for %s in %s (ts %s)", how, day, receipt.channel, receipt.ts)
 
     def _unavailable(self, day: str, reason: str, now: datetime) -> None:
@@ -182,4 +171,4 @@ class DigestRunner:
         except NotifyError as exc:
             log.error("could not post that the digest is unavailable: %s", exc)
             return
-        self._remember("digest:unavailable_day", day)
+        self.store.remember("digest:unavailable_day", day)

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config.settings import Settings
 from bot.errors import ConfigError
-from bot.slack.web import AUTH_ERRORS, TRANSPORT_ERRORS
+from bot.slack.web import AUTH_ERRORS, TRANSPORT_ERRORS, api_error
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -34,7 +34,7 @@ def check_token(client: WebClient) -> None:
     try:
         client.auth_test()
     except SlackApiError as exc:
-        error = exc.response.get("error", "") if exc.response.data else ""
+        error = api_error(exc)
         if error in AUTH_ERRORS:
             raise ConfigError([f"SLACK_BOT_TOKEN: Slack rejected it ({error})"]) from None
         log.warning("auth.test failed (%s); continuing", error or exc.response.status_code)
@@ -50,7 +50,7 @@ def app_token_problem(exc: Exception) -> str | None:
     pass on a later attempt (network, Slack's own 5xx, rate limit)."""
     if not isinstance(exc, SlackApiError):
         return None
-    error = str(exc.response.get("error", "")) if exc.response.data else ""
+    error = api_error(exc)
     if error not in APP_TOKEN_ERRORS:
         return None
     return (

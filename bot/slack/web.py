@@ -221,10 +221,15 @@ class Receipt:
     ts: str
 
 
+def api_error(exc: SlackApiError) -> str:
+    """The `error` field of Slack's answer (`channel_not_found`), or "" when it had none."""
+    return str(exc.response.get("error", "")) if exc.response.data else ""
+
+
 def error_code(exc: Exception) -> str:
     """Slack's error code (`channel_not_found`, `ratelimited`), `http_503`, or `connection`."""
     if isinstance(exc, SlackApiError):
-        error = str(exc.response.get("error", "")) if exc.response.data else ""
+        error = api_error(exc)
         status = exc.response.status_code
         return "ratelimited" if status == 429 else error or f"http_{status}"
     return "connection"
@@ -234,7 +239,7 @@ def classify(exc: Exception, channel: str) -> NotifyError:
     """Map a slack-sdk/urllib failure to one clear NotifyError."""
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
-        error = str(exc.response.get("error", "")) if exc.response.data else ""
+        error = api_error(exc)
         code = error_code(exc)
         if status == 429 or error == "ratelimited":
             return NotifyError(

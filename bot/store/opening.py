@@ -1,5 +1,11 @@
 """Opening the state file: what an error met while opening it means, and the check that an
-existing file is a sound database this process can lock for writing."""
+existing file is a sound database this process can lock for writing.
+
+A missing file is a first run. Only a corrupt file ("file is not a database", "malformed", a
+failed quick_check) is moved aside (`.corrupt-<time>`) for a fresh start; a lock held by
+another program is waited out (`busy_timeout`) and then refused with exit 75, like a
+permission or I/O error; a path that cannot be created exits 78 (`bot.store.lock`).
+"""
 
 from __future__ import annotations
 

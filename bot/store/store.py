@@ -3,11 +3,8 @@
 as SQL on sqlitedict's own connection, batched, since the dict interface reads one key at a
 time and has no ranges.
 
-Opening: a missing file is a first run. Only a corrupt file ("file is not a database",
-"malformed", a failed quick_check) is moved aside (`.corrupt-<time>`) for a fresh start; a
-lock held by another program is waited out (`busy_timeout`) and then refused with exit 75,
-like a permission or I/O error; a path that cannot be created exits 78. A file of 0.2.0 is
-migrated in place (`bot.store.migrate`).
+Opening, and what a locked, unreadable or corrupt file leads to: `bot.store.opening`. A
+file of 0.2.0 is migrated in place (`bot.store.migrate`).
 
 Writers: every change goes through `Store.lock` (a `WriterLock`): polls, redraws,
 retention, buttons, mutes, the digest. Retention runs once a day (`Pipeline.prune`).
@@ -105,9 +102,8 @@ class Store:
         self._db.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
     def _trouble(self, exc: BaseException, now: datetime, *, corrupt_too: bool = False) -> None:
-        """Move a corrupt file aside (the bot then starts as on a first run); raise a
-        StateError for anything else, which leaves the file as it is. `corrupt_too`: the file
-        passed its check, so any error is raised (a migration never discards the file)."""
+        """Move a corrupt file aside, or raise a StateError (`corrupt_too`: the file passed
+        its check, so even "corrupt" is raised: a migration never discards the file)."""
         kind = open_trouble(exc)
         if corrupt_too and kind == "corrupt":
             kind = "unavailable"
@@ -168,13 +164,12 @@ class Store:
         self._db.conn.execute(sql, tuple(params))
 
     def _one(self, sql: str, params: Sequence[object] = ()) -> Any:
-        """The first column of the one row a query returns (None when no row)."""
+        """The first column of the first row (None when no row)."""
         row = self._db.conn.select_one(sql, tuple(params))
         return row[0] if row else None
 
     def _replace(self, table: str, rows: list[tuple[str, str]]) -> None:
-        """Write rows, several hundred per statement: sqlitedict's executemany queues one
-        request per row to its thread, which costs more than the writes themselves."""
+        """Write rows, 400 per statement (sqlitedict's executemany costs one thread hop each)."""
         assert table in NAMES, table
         for i in range(0, len(rows), _ROWS):
             chunk = rows[i : i + _ROWS]
@@ -280,15 +275,14 @@ class Store:
             self._unmark += [(table, x) for x in ids]
 
     def count_open_problems(self, em: str) -> int:
-        """Open problems whose identity starts with `em`: a key range on the primary key."""
+        """Open problems whose identity starts with `em`: a key range on the primary key
+        (from `["em1",` to `["em1"-`: "-" follows "," in every collation used here)."""
         self._flush()
-        low = json.dumps([em], ensure_ascii=False)[:-1] + ","  # ["em1",
-        sql = (
-            f'SELECT COUNT(*) FROM "{PROBLEMS}" WHERE key >= ? AND key < ? '
-            "AND json_extract(value, '$.state') = 'open'"
+        low = json.dumps([em], ensure_ascii=False)[:-1] + ","
+        sql = f'SELECT COUNT(*) FROM "{PROBLEMS}" WHERE key >= ? AND key < ? AND '
+        return int(
+            self._one(sql + "json_extract(value, '$.state') = 'open'", (low, low[:-1] + "-")) or 0
         )
-        # "-" follows "," in every collation SQLite uses here
-        return int(self._one(sql, (low, low[:-1] + "-")) or 0)
 
     def open_problems_by_em(self) -> dict[str, int]:
         """Open problems per Enterprise Manager (the first item of a problem's identity)."""
@@ -311,11 +305,17 @@ class Store:
         self._replace(CHECKPOINTS, [(scoped(session_type, server), json.dumps(iso_z(value)))])
 
     def meta(self, name: str, default: Any = None) -> Any:
-        """A small fact (`facts` table): a first run's floor, the last poll, the digest's day."""
+        """A small fact: a first run's floor, the last poll, the digest's day (`facts`)."""
         return self._db.get(name, default)
 
     def set_meta(self, name: str, value: Any) -> None:
         self._db[name] = value
+
+    def remember(self, name: str, value: Any) -> None:
+        """Write one fact and commit, as one writer of the state (the store's lock)."""
+        with self.lock:
+            self.set_meta(name, value)
+            self.commit()
 
     # ---------------------------------------------------------------- retention
     def prune(self, before: datetime) -> int:
