@@ -117,7 +117,32 @@ READ_METHODS = frozenset(
 _TRANSIENT = (urllib.error.URLError, ConnectionError, HTTPException, TimeoutError)
 
 
-class ReadRetry(RetryHandler):
+class _Waits:
+    """What both retry hooks share: the wait before the next attempt is done by `sleep`
+    (the store's lock is let go meanwhile), as long as `delay` says."""
+
+    sleep: Callable[[float], None]
+
+    def delay(
+        self, state: RetryState, response: HttpResponse | None, error: Exception | None
+    ) -> float:
+        raise NotImplementedError
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait = self.delay(state, response, error)
+        state.next_attempt_requested = True
+        self.sleep(wait)
+        state.increment_current_attempt()
+
+
+class ReadRetry(_Waits, RetryHandler):
     """slack-sdk's retry hook, for reads only: 5xx, a lost connection or a timeout is tried
     again after 0.5 s, 1 s, 2 s … (with jitter)."""
 
@@ -144,20 +169,13 @@ class ReadRetry(RetryHandler):
             return response.status_code >= 500
         return isinstance(error, _TRANSIENT)
 
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        state.next_attempt_requested = True
-        self.sleep(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
-        state.increment_current_attempt()
+    def delay(
+        self, state: RetryState, response: HttpResponse | None, error: Exception | None
+    ) -> float:
+        return self.interval_calculator.calculate_sleep_duration(state.current_attempt)
 
 
-class RateLimitRetry(RateLimitErrorRetryHandler):
+class RateLimitRetry(_Waits, RateLimitErrorRetryHandler):
     """slack-sdk's 429 handling (Retry-After, any method: a 429 means nothing was done),
     with the wait done by `sleep`."""
 
@@ -165,25 +183,18 @@ class RateLimitRetry(RateLimitErrorRetryHandler):
         super().__init__(max_retry_count=retries)
         self.sleep = sleep
 
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
+    def delay(
+        self, state: RetryState, response: HttpResponse | None, error: Exception | None
+    ) -> float:
         if response is None:
             raise error or RuntimeError("no answer to retry")
-        state.next_attempt_requested = True
         headers = {k.lower(): v for k, v in response.headers.items()}
         after = (headers.get("retry-after") or ["1"])[0]
         try:
             wait = float(after)
         except ValueError:
             wait = 1.0
-        self.sleep(wait + random.random())  # noqa: S311 (jitter, not a secret)
-        state.increment_current_attempt()
+        return wait + random.random()  # noqa: S311 (jitter, not a secret)
 
 
 class Pacer:
