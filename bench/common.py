@@ -31,7 +31,8 @@ from bot.config.settings import (  # noqa: E402
     SlackSettings,
     VeeamSettings,
 )
-from bot.slack.web import Pacer, SlackNotifier, web_client  # noqa: E402
+from bot.slack.client import Pacer, web_client  # noqa: E402
+from bot.slack.web import SlackNotifier  # noqa: E402
 from bot.store.store import Store  # noqa: E402
 from bot.veeam.client import EMClient  # noqa: E402
 

@@ -24,8 +24,9 @@ from bot.digest.run import DigestRunner
 from bot.errors import ConfigError
 from bot.models import TaskSession
 from bot.ops.metrics import Metrics
+from bot.slack.client import Pacer, web_client
 from bot.slack.console import format_message
-from bot.slack.web import Notifier, Pacer, SlackNotifier, web_client
+from bot.slack.web import Notifier, SlackNotifier
 from bot.store.codec import scoped
 from bot.store.lock import WriterLock
 from bot.store.store import Store

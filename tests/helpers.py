@@ -17,7 +17,8 @@ from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
-from bot.slack.web import Pacer, SlackNotifier, web_client
+from bot.slack.client import Pacer, web_client
+from bot.slack.web import SlackNotifier
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings

@@ -24,7 +24,8 @@ from bot.emulator.data import EmSession, SessionStore, generate
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
 from bot.schedule import digest_trigger
-from bot.slack.web import Pacer, SlackNotifier, web_client
+from bot.slack.client import Pacer, web_client
+from bot.slack.web import SlackNotifier
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings

@@ -22,8 +22,9 @@ from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings, 
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
+from bot.slack.client import Pacer, web_client
 from bot.slack.surface import Surface, bolt_app
-from bot.slack.web import Pacer, SlackNotifier, web_client
+from bot.slack.web import SlackNotifier
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store.schema import MUTES

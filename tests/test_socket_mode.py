@@ -20,8 +20,8 @@ from bot.config.render import Renderer
 from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.server import Emulator
+from bot.slack.client import web_client
 from bot.slack.surface import Surface, bolt_app
-from bot.slack.web import web_client
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.store.store import Store

@@ -13,7 +13,7 @@ from bot.alerts.message import alert_message
 from bot.config.render import Renderer
 from bot.errors import ConfigError, StateError
 from bot.models import TaskSession
-from bot.slack.web import Pacer
+from bot.slack.client import Pacer
 from bot.store.opening import open_trouble
 from bot.store.schema import ANNOUNCED, PROBLEMS
 from bot.store.store import Store

@@ -37,7 +37,8 @@ from bot.config.render import MAX_SESSIONS_PER_MESSAGE, Message, Renderer
 from bot.config.settings import Settings
 from bot.errors import NotifyError
 from bot.models import TaskSession
-from bot.slack.web import Notifier, Receipt, gone
+from bot.slack.codes import gone
+from bot.slack.web import Notifier, Receipt
 from bot.store.codec import session_from_json, session_to_json
 from bot.store.schema import ALERTS, PROBLEMS, RECOVERIES, REDRAWS
 from bot.store.store import Store

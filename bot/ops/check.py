@@ -19,8 +19,9 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config.settings import Settings, VeeamSettings
 from bot.errors import AuthError, BotError, EMRejected, EMUnavailable
+from bot.slack.client import web_client
+from bot.slack.codes import AUTH_ERRORS, CHANNEL_ID, TRANSPORT_ERRORS, error_code
 from bot.slack.surface import app_token_problem, probe_app_token
-from bot.slack.web import AUTH_ERRORS, CHANNEL_ID, TRANSPORT_ERRORS, error_code, web_client
 from bot.veeam.client import EMClient
 
 OK, FAIL, SKIP = "✓", "✗", "·"
@@ -198,7 +199,8 @@ class SlackChecks:
         yield Line(OK, f"{role} channel history", f"can read {label}")
 
     def _lookup(self, name: str) -> str | None:
-        from bot.slack.web import Pacer, SlackNotifier
+        from bot.slack.client import Pacer
+        from bot.slack.web import SlackNotifier
 
         return SlackNotifier(self.client, Pacer(0, 1)).channel_id(name)
 

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config.settings import Settings
 from bot.errors import ConfigError
-from bot.slack.web import AUTH_ERRORS, TRANSPORT_ERRORS, api_error
+from bot.slack.codes import AUTH_ERRORS, TRANSPORT_ERRORS, api_error
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
