@@ -17,7 +17,9 @@ from bot.emulator.wire import camel
 from bot.errors import EMRejected, ParseError
 from bot.models import TaskSession
 from bot.veeam.client import EMClient
-from bot.veeam.parse import _drop_default_namespace, job_name, parse_page, parse_time
+from bot.veeam.fields import job_name, parse_time
+from bot.veeam.parse import parse_page
+from bot.veeam.xml import _drop_default_namespace
 from tests.conftest import CAPTURES, SEED_XML, veeam_settings
 
 NS = b"http://www.veeam.com/ent/v1.0"

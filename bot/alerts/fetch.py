@@ -14,7 +14,7 @@ from bot.store.codec import scoped
 from bot.store.store import Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
-from bot.veeam.parse import parse_time
+from bot.veeam.fields import parse_time
 
 BATCH = 400  # sessions per look-up in the store
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.models import TaskSession, iso_z
-from bot.veeam.parse import parse_time
+from bot.veeam.fields import parse_time
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from bot.store.schema import (
     PENDING,
     PROBLEMS,
 )
-from bot.veeam.parse import parse_time
+from bot.veeam.fields import parse_time
 
 log = logging.getLogger(__name__)
 _ROWS = 400  # rows per statement: 800 parameters, under old SQLite's limit of 999
