@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from bot import app
-from bot.config.settings import load_settings, parse_duration
+from bot.config.convert import parse_duration
+from bot.config.load import load_settings
 from bot.models import TYPE_SHORT, TaskSession
 from bot.schedule import utcnow
 from bot.slash.lookup import Answer, run_on

@@ -11,13 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config.render import Renderer, limit_problems
-from bot.config.settings import (
-    AlertSettings,
-    DigestSettings,
-    Secret,
-    Settings,
-    SlackSettings,
-)
+from bot.config.settings import AlertSettings, DigestSettings, Secret, Settings, SlackSettings
 from bot.digest.build import Summary, digest_window, due, scheduled_for
 from bot.digest.run import DigestRunner
 from bot.emulator.data import EmSession, SessionStore, generate

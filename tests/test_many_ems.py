@@ -18,7 +18,8 @@ import pytest
 
 from bot.alerts.source import SOURCE_EVENT, Step, step
 from bot.app import Services
-from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings, load_settings
+from bot.config.load import load_settings
+from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SessionStore
 from bot.emulator.server import Emulator
 from tests.conftest import veeam_settings

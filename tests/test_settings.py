@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config.settings import load_settings, parse_duration
+from bot.config.convert import parse_duration
+from bot.config.load import load_settings
 from bot.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "bot.toml"

@@ -12,8 +12,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+from bot.config.convert import parse_duration
 from bot.config.render import rough_duration
-from bot.config.settings import parse_duration
 from bot.errors import QueryError
 from bot.models import TaskSession
 from bot.store.schema import MUTES

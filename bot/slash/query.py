@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.config.settings import parse_duration
+from bot.config.convert import parse_duration
 from bot.errors import QueryError
 from bot.models import TYPE_ALIASES
 from bot.veeam import filters as F

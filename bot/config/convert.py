@@ -1,0 +1,128 @@
+"""Converters of configuration values: each checks one value and turns it into what the
+settings hold, or raises ValueError with what is wrong (the caller adds the file and key)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_DURATION = re.compile(r"(\d+)\s*(ms|[smhdw])")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: object) -> timedelta:
+    """`"90s"`, `"2m"`, `"24h"`, `"7d"`, `"1h30m"` → timedelta. Raises ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration string such as '90s' or '24h', got {text!r}")
+    compact = text.strip().lower()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(compact):
+        if match.start() != pos:
+            break
+        total += int(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not compact or pos != len(compact):
+        raise ValueError(f"{text!r} is not a duration; use forms like '90s', '2m', '24h', '7d'")
+    return timedelta(seconds=total)
+
+
+Conv = Callable[[Any], Any]
+
+
+def string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
+
+
+def int_range(lo: int, hi: int) -> Conv:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi}, got {v!r}")
+        return v
+
+    return conv
+
+
+def float_min(lo: float) -> Conv:
+    def conv(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
+            raise ValueError(f"expected a number >= {lo}, got {v!r}")
+        return float(v)
+
+    return conv
+
+
+def boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def choices(allowed: tuple[str, ...], *, many: bool) -> Conv:
+    def one(item: Any) -> str:
+        for a in allowed:
+            if isinstance(item, str) and item.lower() == a.lower():
+                return a
+        raise ValueError(f"{item!r} is not one of {', '.join(allowed)}")
+
+    def conv(v: Any) -> Any:
+        if not many:
+            return one(v)
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"expected a non-empty list of {', '.join(allowed)}")
+        return tuple(one(i) for i in v)
+
+    return conv
+
+
+def string_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(i, str) for i in v):
+        raise ValueError(f"expected a list of strings, got {v!r}")
+    return tuple(v)
+
+
+def positive_duration(v: Any) -> timedelta:
+    d = parse_duration(v)
+    if d <= timedelta(0):
+        raise ValueError(f"{v!r} must be longer than zero")
+    return d
+
+
+def clock_time(v: Any) -> time:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", v) if isinstance(v, str) else None
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"expected a time of day like '08:00', got {v!r}")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+def time_zone(v: Any) -> str:
+    try:
+        ZoneInfo(string(v))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{v!r} is not an IANA time zone such as 'Europe/Berlin'") from exc
+    return str(v)
+
+
+def em_url(v: Any) -> str:
+    text = string(v).strip().rstrip("/")
+    if not re.match(r"https?://[^/\s]+", text):
+        raise ValueError(f"expected an http(s) URL such as https://em.corp.local:9398, got {v!r}")
+    return text.removesuffix("/api")
+
+
+def tls_verify(v: Any) -> bool | str:
+    if isinstance(v, bool):
+        return v
+    text = string(v).strip()
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    if not Path(text).is_file():
+        raise ValueError(f"expected true, false or the path of a CA bundle; no file at {text!r}")
+    return text
