@@ -3,6 +3,7 @@ settings hold, or raises ValueError with what is wrong (the caller adds the file
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import time, timedelta
@@ -39,13 +40,19 @@ def string(v: Any) -> str:
     return v
 
 
+def allowing(conv: Conv, allowed: str) -> Conv:
+    """A converter that says its bounds (`allowed`, shown in the example configuration)."""
+    conv.allowed = allowed  # type: ignore[attr-defined]
+    return conv
+
+
 def int_range(lo: int, hi: int) -> Conv:
     def conv(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"expected a whole number from {lo} to {hi}, got {v!r}")
         return v
 
-    return conv
+    return allowing(conv, f"{lo} to {hi}")
 
 
 def float_min(lo: float) -> Conv:
@@ -54,7 +61,7 @@ def float_min(lo: float) -> Conv:
             raise ValueError(f"expected a number >= {lo}, got {v!r}")
         return float(v)
 
-    return conv
+    return allowing(conv, f"{lo:g} or more")
 
 
 def boolean(v: Any) -> bool:
@@ -77,7 +84,8 @@ def choices(allowed: tuple[str, ...], *, many: bool) -> Conv:
             raise ValueError(f"expected a non-empty list of {', '.join(allowed)}")
         return tuple(one(i) for i in v)
 
-    return conv
+    words = ", ".join(json.dumps(a) for a in allowed)
+    return allowing(conv, f"{'one or more of' if many else 'one of'} {words}")
 
 
 def string_list(v: Any) -> tuple[str, ...]:

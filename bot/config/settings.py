@@ -1,13 +1,18 @@
 """Settings: `config/bot.toml` plus the environment, validated into frozen dataclasses.
 
-The environment is *passed in* (only `__main__` touches `os.environ`). Every problem is
-collected and reported at once, naming the key. Secrets print as `<SECRET>`.
+Each configuration key is declared once, as a field of its section: its type (the
+annotation), default, converter (bounds and error wording, `bot.config.convert`) and doc
+(`key`). The loader (`bot.config.load`), the example configuration (`bot.config.example`) and
+the README's key table (checked by a test) all follow from these declarations. The
+environment is *passed in* (only `__main__` touches `os.environ`). Secrets print as
+`<SECRET>`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from datetime import time, timedelta
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.config.convert import (
@@ -30,6 +35,7 @@ from bot.models import RESULTS, SESSION_TYPES
 DEFAULT_CONFIG = "config/bot.toml"
 DEFAULT_STATE = "var/state.sqlite"
 DEFAULT_SLACK_API = "https://slack.com/api/"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,18 +53,68 @@ class Secret:
         return bool(self.value)
 
 
+def key(default: T, conv: Conv, doc: str, *, example: str = "") -> T:
+    """One configuration key, declared once: its type (the annotation), its default, its
+    converter (which checks the bounds and words the error) and what it does (`doc`, shown
+    in the example configuration). `example`: a key with no useful default is shown
+    commented out, with this value."""
+    meta = {"conv": conv, "doc": doc, "example": example}
+    return field(default=default, metadata=meta)
+
+
+REQUIRED = "Required; no default. "
+
+
 @dataclass(frozen=True)
 class VeeamSettings:
-    url: str = ""
-    username: str = ""
+    url: str = key(
+        "",
+        em_url,
+        REQUIRED + "Enterprise Manager base URL, with or without a "
+        "trailing /api (VEEAM_URL overrides it), e.g.:",
+        example='"https://em.example.local:9398"',
+    )
+    username: str = key(
+        "",
+        string,
+        REQUIRED + "A Portal User account is enough "
+        "(VEEAM_USERNAME overrides it; VEEAM_PASSWORD comes only from the "
+        "environment), e.g.:",
+        example='"svc-veeam-slack"',
+    )
     password: Secret = Secret("")
-    verify_tls: bool | str = True
-    session_types: tuple[str, ...] = ("ReplicaTaskSession",)
-    format: str = "xml"
-    page_size: int = 500
-    timeout: timedelta = timedelta(seconds=30)
-    attempts: int = 3  # tries of each idempotent EM request (1: no retry)
-    backoff: timedelta = timedelta(seconds=1)  # before the first retry; doubles, plus jitter
+    verify_tls: bool | str = key(
+        True,
+        tls_verify,
+        "true (default), or the path of a CA bundle "
+        "(PEM) that signed EM's certificate. EM's certificate is "
+        "self-signed by default: export it (or its CA) and put the "
+        "path here.",
+    )
+    session_types: tuple[str, ...] = key(
+        ("ReplicaTaskSession",), choices(SESSION_TYPES, many=True), "Which task sessions to watch."
+    )
+    format: str = key(
+        "xml",
+        choices(("xml", "json"), many=False),
+        '"xml" is EM\'s default and most stable form.',
+    )
+    page_size: int = key(
+        500, int_range(1, 5000), "Sessions per page when walking EM's paged answers."
+    )
+    timeout: timedelta = key(timedelta(seconds=30), positive_duration, "Per-request timeout.")
+    attempts: int = key(
+        3,
+        int_range(1, 10),
+        "Tries of each idempotent EM request (logon, query "
+        "page, logout) when EM answers 5xx, the connection fails or times out; "
+        "1 turns retries off. A 4xx other than 401 is never retried.",
+    )
+    backoff: timedelta = key(
+        timedelta(seconds=1),
+        parse_duration,
+        "Wait before the first retry; it doubles each time, plus up to as much random jitter.",
+    )
     # The `name` of a `[[veeam.servers]]` entry; "" for the single server of `[veeam] url`.
     # It scopes the server's checkpoints in the state store and is shown in messages.
     server: str = ""
@@ -78,46 +134,143 @@ class VeeamSettings:
 
 @dataclass(frozen=True)
 class PollSettings:
-    interval: timedelta = timedelta(minutes=5)
-    initial_lookback: timedelta = timedelta(hours=24)
-    overlap: timedelta = timedelta(minutes=30)
-    # A session EM lists up to this long after it ended is still announced (once).
-    late_window: timedelta = timedelta(hours=24)
-    # How often a poll looks back over the whole late window (and the first poll of a process).
-    sweep_interval: timedelta = timedelta(hours=1)
+    interval: timedelta = key(
+        timedelta(minutes=5), positive_duration, "How often to ask EM for newly completed sessions."
+    )
+    initial_lookback: timedelta = key(
+        timedelta(hours=24),
+        parse_duration,
+        "On the very first run, announce sessions that ended this far back.",
+    )
+    overlap: timedelta = key(
+        timedelta(minutes=30),
+        parse_duration,
+        "Re-read this much before "
+        "the checkpoint: EM collects from backup servers every 15 "
+        "minutes.",
+    )
+    late_window: timedelta = key(
+        timedelta(hours=24),
+        parse_duration,
+        "A backup server that was "
+        "offline or busy brings sessions that ended hours ago. A "
+        "session EM lists up to this long after it ended is still "
+        "announced (once), marked as listed late.",
+    )
+    sweep_interval: timedelta = key(
+        timedelta(hours=1),
+        positive_duration,
+        "The first poll of every process, and one poll this often, look back over late_window.",
+    )
 
 
 @dataclass(frozen=True)
 class AlertSettings:
-    channel: str = ""
-    results: tuple[str, ...] = ("Failed", "Warning")
-    max_posts_per_second: float = 1.0
-    burst: int = 3
-    retention: timedelta = timedelta(days=14)
-    retries: int = 3
-    backoff: timedelta = timedelta(seconds=1)
-    recovery: bool = True  # reply in the thread and update the alert when a VM recovers
-    broadcast_escalation: bool = True  # a repeat from Warning to Failed shows in the channel
-    hold_for_retries: timedelta = timedelta(0)  # announce a failure only if no retry fixed it
-    max_messages_per_poll: int = 20  # more alerts than this become one catch-up message
-    # An Enterprise Manager unreachable (or refusing the logon) this long gets one alert.
-    source_down_after: timedelta = timedelta(minutes=15)
+    channel: str = key(
+        "",
+        string,
+        REQUIRED + 'Channel ID (preferred, e.g. "C0123ABCD") or '
+        '"#name" for alerts (SLACK_ALERT_CHANNEL overrides it), e.g.:',
+        example='"C0123ABCD"',
+    )
+    results: tuple[str, ...] = key(
+        ("Failed", "Warning"), choices(RESULTS, many=True), "Which results are announced."
+    )
+    max_posts_per_second: float = key(
+        1.0,
+        float_min(0),
+        "Pacing of chat.postMessage per channel (Slack allows about 1/s); 0 turns pacing off.",
+    )
+    burst: int = key(3, int_range(1, 100), "Posts allowed back to back before pacing starts.")
+    retention: timedelta = key(
+        timedelta(days=14),
+        positive_duration,
+        "How long announced sessions are remembered in the state store.",
+    )
+    retries: int = key(
+        3,
+        int_range(0, 10),
+        "Attempts after a failed post (5xx, lost "
+        "connection) within one poll. What still fails stays pending for the "
+        "next poll.",
+    )
+    backoff: timedelta = key(
+        timedelta(seconds=1),
+        parse_duration,
+        "Wait before the first of those attempts; doubled each time.",
+    )
+    recovery: bool = key(
+        True,
+        boolean,
+        "A problem is (Enterprise Manager, session type, job, "
+        'VM). When its VM succeeds again, reply "recovered" in the alert\'s '
+        "thread and update the alert.",
+    )
+    broadcast_escalation: bool = key(
+        True, boolean, "A repeat that turns a Warning into a Failure is also shown in the channel."
+    )
+    hold_for_retries: timedelta = key(
+        timedelta(0),
+        parse_duration,
+        "Announce a failure only if "
+        "no Success of the same problem arrives within this long "
+        '(Veeam retries a failed VM); "0m" announces at once.',
+    )
+    max_messages_per_poll: int = key(
+        20,
+        int_range(0, 100000),
+        "More alerts than this in one "
+        "poll (a first start, a long outage) become one catch-up "
+        "message; 0 means no limit.",
+    )
+    source_down_after: timedelta = key(
+        timedelta(minutes=15),
+        positive_duration,
+        "An "
+        "Enterprise Manager unreachable (or refusing the logon) "
+        "this long gets one alert here; when it answers again, "
+        "one reply in that alert's thread says so.",
+    )
 
 
 @dataclass(frozen=True)
 class DigestSettings:
-    channel: str = ""
-    at: time = time(8, 0)
-    timezone: str = "UTC"
-    grace: timedelta = timedelta(hours=6)
-    enabled: bool = True
+    channel: str = key(
+        "",
+        string,
+        "Channel for the daily digest (SLACK_DIGEST_CHANNEL "
+        "overrides; default: the alert channel).",
+    )
+    at: time = key(time(8, 0), clock_time, "Local time of day of the digest.")
+    timezone: str = key("UTC", time_zone, "IANA time zone of `at`.")
+    grace: timedelta = key(
+        timedelta(hours=6),
+        parse_duration,
+        "If the bot was down at digest time, post on start when it is back within this long.",
+    )
+    enabled: bool = key(True, boolean, "Post the daily digest.")
 
 
 @dataclass(frozen=True)
 class SlashSettings:
-    allowed_channels: tuple[str, ...] = ()
-    allowed_users: tuple[str, ...] = ()
-    workers: int = 16
+    allowed_channels: tuple[str, ...] = key(
+        (), string_list, "When non-empty, /veeam only answers in these channel IDs."
+    )
+    allowed_users: tuple[str, ...] = key(
+        (), string_list, "When non-empty, /veeam only answers these user IDs."
+    )
+    workers: int = key(
+        16,
+        int_range(1, 64),
+        "Worker threads that run /veeam queries (EM can be slow; acks never wait for them).",
+    )
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    dir: str = key(
+        "", string, "A folder whose .j2 files override the packaged templates of the same name."
+    )
 
 
 @dataclass(frozen=True)
@@ -134,9 +287,14 @@ class SlackSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    # The health and metrics server in Socket Mode (HTTP mode serves them beside /slack/events
-    # on $PORT). 0: off, unless PORT is set.
-    port: int = 0
+    port: int = key(
+        0,
+        int_range(1, 65535),
+        "Socket Mode only: serve GET /healthz and GET "
+        "/metrics on this port (default: $PORT when set, else off). HTTP mode "
+        "serves them beside /slack/events on $PORT.",
+        example="9102",
+    )
 
 
 @dataclass(frozen=True)
@@ -181,54 +339,27 @@ class Settings:
         return self.port if self.port_set else None
 
 
-# section → key → (attribute, converter)
+# Every section of the config file, in the order the example configuration lists them.
+SECTIONS: dict[str, type] = {
+    "veeam": VeeamSettings,
+    "poll": PollSettings,
+    "alerts": AlertSettings,
+    "digest": DigestSettings,
+    "slash": SlashSettings,
+    "templates": TemplateSettings,
+    "http": HttpSettings,
+}
+
+
+def config_keys(section: type) -> list[Field[Any]]:
+    """The fields of a section that are configuration keys (declared with `key`)."""
+    return [f for f in fields(section) if "conv" in f.metadata]
+
+
+# section → key → (attribute, converter), derived from the declarations above.
 SCHEMA: dict[str, dict[str, tuple[str, Conv]]] = {
-    "veeam": {
-        "url": ("url", em_url),
-        "username": ("username", string),
-        "verify_tls": ("verify_tls", tls_verify),
-        "session_types": ("session_types", choices(SESSION_TYPES, many=True)),
-        "format": ("format", choices(("xml", "json"), many=False)),
-        "page_size": ("page_size", int_range(1, 5000)),
-        "timeout": ("timeout", positive_duration),
-        "attempts": ("attempts", int_range(1, 10)),
-        "backoff": ("backoff", parse_duration),
-    },
-    "poll": {
-        "interval": ("interval", positive_duration),
-        "initial_lookback": ("initial_lookback", parse_duration),
-        "overlap": ("overlap", parse_duration),
-        "late_window": ("late_window", parse_duration),
-        "sweep_interval": ("sweep_interval", positive_duration),
-    },
-    "alerts": {
-        "channel": ("channel", string),
-        "results": ("results", choices(RESULTS, many=True)),
-        "max_posts_per_second": ("max_posts_per_second", float_min(0)),
-        "burst": ("burst", int_range(1, 100)),
-        "retention": ("retention", positive_duration),
-        "retries": ("retries", int_range(0, 10)),
-        "backoff": ("backoff", parse_duration),
-        "recovery": ("recovery", boolean),
-        "broadcast_escalation": ("broadcast_escalation", boolean),
-        "hold_for_retries": ("hold_for_retries", parse_duration),
-        "max_messages_per_poll": ("max_messages_per_poll", int_range(0, 100000)),
-        "source_down_after": ("source_down_after", positive_duration),
-    },
-    "digest": {
-        "channel": ("channel", string),
-        "at": ("at", clock_time),
-        "timezone": ("timezone", time_zone),
-        "grace": ("grace", parse_duration),
-        "enabled": ("enabled", boolean),
-    },
-    "slash": {
-        "allowed_channels": ("allowed_channels", string_list),
-        "allowed_users": ("allowed_users", string_list),
-        "workers": ("workers", int_range(1, 64)),
-    },
-    "templates": {"dir": ("dir", string)},
-    "http": {"port": ("port", int_range(1, 65535))},
+    name: {f.name: (f.name, f.metadata["conv"]) for f in config_keys(cls)}
+    for name, cls in SECTIONS.items()
 }
 
 # environment variable → (section, key) it overrides; secrets are handled apart.
