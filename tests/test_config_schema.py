@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from bot.config.example import example_toml, toml_value
+from bot.config.generate import example_toml, toml_value
 from bot.config.load import load_settings
 from bot.config.settings import SECTIONS, Settings, config_keys
 
@@ -17,7 +17,7 @@ DECLARED = {(name, f.name): f for name, cls in SECTIONS.items() for f in config_
 
 def test_the_example_config_is_written_from_the_declarations() -> None:
     assert (ROOT / "config" / "bot.toml").read_text() == example_toml(), (
-        "config/bot.toml is out of date: python -m bot.config.example > config/bot.toml"
+        "config/bot.toml is out of date: python -m bot.config.generate > config/bot.toml"
     )
 
 

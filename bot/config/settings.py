@@ -2,7 +2,7 @@
 
 Each configuration key is declared once, as a field of its section: its type (the
 annotation), default, converter (bounds and error wording, `bot.config.convert`) and doc
-(`key`). The loader (`bot.config.load`), the example configuration (`bot.config.example`) and
+(`key`). The loader (`bot.config.load`), the example configuration (`bot.config.generate`) and
 the README's key table (checked by a test) all follow from these declarations. The
 environment is *passed in* (only `__main__` touches `os.environ`). Secrets print as
 `<SECRET>`.

@@ -1,7 +1,7 @@
 """The example configuration (`config/bot.toml`, `python -m bot example-config`), written from
 the key declarations in `bot.config.settings`: every key, its doc, its bounds and its default.
 A test keeps the committed file equal to `example_toml()`; after changing a key, rewrite it
-with `python -m bot.config.example > config/bot.toml`."""
+with `python -m bot.config.generate > config/bot.toml`."""
 
 from __future__ import annotations
 
