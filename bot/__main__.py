@@ -1,7 +1,9 @@
 """Command line: `python -m bot {run,poll,query,digest,demo,emulator,check,example-config}`.
 
-This is the only module that reads `os.environ` and the process clock for the CLI; it hands
-both down. stdout carries only each command's output; logs and errors go to stderr.
+This is the only module that reads `os.environ`; it hands it down. The clock is read in one
+place, `bot.schedule.utcnow`, by the CLI's commands and the scheduler's jobs, and `now` is
+passed down from there. stdout carries only each command's output; logs and errors go to
+stderr.
 """
 
 from __future__ import annotations

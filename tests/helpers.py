@@ -12,7 +12,7 @@ from pathlib import Path
 from random import Random
 
 from bot.alerts.pipeline import Pipeline
-from bot.config.render import Renderer
+from bot.config.render import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, Message, Renderer
 from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
 from bot.emulator.server import Emulator
@@ -137,3 +137,19 @@ def run_bot(
         timeout=timeout,
         check=False,
     )
+
+
+def limit_problems(message: Message) -> list[str]:
+    """Every Slack limit this message breaks (empty when it is fine)."""
+    problems = []
+    blocks = message.all_blocks()
+    if len(blocks) > MAX_BLOCKS:
+        problems.append(f"{len(blocks)} blocks > {MAX_BLOCKS}")
+    if not message.text.strip():
+        problems.append("no fallback text")
+    for b in blocks:
+        if b["type"] == "section" and len(b["text"]["text"]) > MAX_SECTION:
+            problems.append(f"section of {len(b['text']['text'])} chars")
+        if b["type"] == "header" and len(b["text"]["text"]) > MAX_HEADER:
+            problems.append(f"header of {len(b['text']['text'])} chars")
+    return problems

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.config.render import Renderer, limit_problems
+from bot.config.render import Renderer
 from bot.config.settings import AlertSettings, DigestSettings, Secret, Settings, SlackSettings
 from bot.digest.build import Summary, digest_window, due, scheduled_for
 from bot.digest.run import DigestRunner
@@ -24,7 +24,7 @@ from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack
-from tests.helpers import bot_env, job_run, run_bot
+from tests.helpers import bot_env, job_run, limit_problems, run_bot
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTH = ("ReplicaTaskSession", "BackupTaskSession")

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config.render import limit_problems
 from bot.emulator.server import Emulator
 from tests.fake_slack import FakeSlack, _texts
-from tests.helpers import Rig, job_run, settings_for
+from tests.helpers import Rig, job_run, limit_problems, settings_for
 
 
 def all_text(message: dict) -> str:

@@ -308,14 +308,6 @@ def texts_of(obj: Any) -> list[str]:
     return out
 
 
-def message_chars(message: Message) -> int:
-    """What Slack counts against its ~13,000-character message limit, and a bit more: the
-    fallback text, every block text and every attachment text."""
-    return len(message.text) + sum(
-        len(t) for t in texts_of(message.blocks) + texts_of(message.attachments)
-    )
-
-
 EMOJI_MARKUP = {result: Markup(emoji) for result, emoji in EMOJI.items()}
 NO_EMOJI = Markup(":grey_question:")
 _TYPE_LABEL = {name: short.capitalize() for name, short in TYPE_SHORT.items()}
@@ -339,19 +331,3 @@ def session_view(s: TaskSession) -> dict[str, Any]:
         "size": human_size(s.total_size),
         "reason": s.reason or "(no reason given)",
     }
-
-
-def limit_problems(message: Message) -> list[str]:
-    """Every Slack limit this message breaks (empty when it is fine)."""
-    problems = []
-    blocks = message.all_blocks()
-    if len(blocks) > MAX_BLOCKS:
-        problems.append(f"{len(blocks)} blocks > {MAX_BLOCKS}")
-    if not message.text.strip():
-        problems.append("no fallback text")
-    for b in blocks:
-        if b["type"] == "section" and len(b["text"]["text"]) > MAX_SECTION:
-            problems.append(f"section of {len(b['text']['text'])} chars")
-        if b["type"] == "header" and len(b["text"]["text"]) > MAX_HEADER:
-            problems.append(f"header of {len(b['text']['text'])} chars")
-    return problems
