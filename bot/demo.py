@@ -110,4 +110,5 @@ def run_demo(
         em.close()
         store.close()
         emu.stop()
+    print(f"The demo's state file: {state} (sqlite3 {state} .tables)", file=out, flush=True)
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +28,10 @@ def test_demo_prints_alerts_without_any_configuration(tmp_path: Path) -> None:
     assert out.count("→ #veeam-alerts") >= 3
     assert "Reason:" in out and "poll: fetched" in out
     assert "&lt;" not in out, "the console shows text, not Slack escapes"
+    # The state file it names shows an operator the named tables, with what the demo did.
+    state = Path(re.search(r"The demo's state file: (\S+)", out).group(1))  # type: ignore[union-attr]
+    with sqlite3.connect(state) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        announced = conn.execute("SELECT COUNT(*) FROM announced").fetchone()[0]
+    assert {"announced", "pending", "held", "problems", "alerts", "mutes", "checkpoints"} <= tables
+    assert "state" not in tables and announced >= 3
