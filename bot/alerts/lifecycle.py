@@ -1,9 +1,9 @@
 """The life of a problem in Slack: its alert opens it, repeats go to its thread and update
 the alert, a Success closes it with a reply and an update.
 
-Exactly once, as for alerts: a reply is marked pending (`p:` for a repeat, `q:` for a
-recovery) before it is posted, and a crash is reconciled against the thread's replies,
-whose metadata names the session. An update of the alert is marked (`u:<ts>`) and redone
+Exactly once, as for alerts: a reply is marked (table `pending` for a repeat, `recoveries`
+for a recovery) before it is posted, and a crash is reconciled against the thread's
+replies, whose metadata names the session. An update of the alert is marked (`redraws`) and redone
 until Slack takes it; an update says the same thing however often it is sent.
 """
 
@@ -259,8 +259,8 @@ class Lifecycle:
     # --------------------------------------------------------------- recoveries
     def recover(self, recoveries: list[tuple[str, TaskSession]], now: datetime) -> tuple[int, str]:
         """Reply "recovered" in each problem's thread and close it; (done, Slack's error).
-        Each reply is marked (`q:`) before it is posted; one marked by an earlier poll that
-        was cut short is first looked for in its thread."""
+        Each reply is marked (`recoveries`) before it is posted; one marked by an earlier
+        poll that was cut short is first looked for in its thread."""
         earlier = self.store.all_records(RECOVERIES)
         fresh = {
             s.uid: {"p": pid, "s": session_to_json(s)}

@@ -93,7 +93,7 @@ def muted_by(mutes: list[Mute], s: TaskSession, now: datetime) -> Mute | None:
 
 
 class MuteBook:
-    """Mutes in the state file (`x:<id>`)."""
+    """Mutes in the state file (table `mutes`, keyed by id)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
