@@ -60,6 +60,45 @@ class TaskSession(NamedTuple):
         }
 
 
+# JobType of a job session, in words (BackupJobSession's values, then ReplicaJobSession's).
+JOB_TYPE_WORDS = {
+    "Backup": "backup",
+    "BackupCopy": "backup copy",
+    "ImmediateBackupCopy": "backup copy",
+    "ImmediateBackupCopyWorker": "backup copy",
+    "AgentBackup": "agent backup",
+    "AgentManagement": "agent backup",
+    "NasBackup": "file share backup",
+    "Replica": "replication",
+}
+
+
+class JobSession(NamedTuple):
+    """One run of a job (`BackupJobSession`, `ReplicaJobSession`) as EM reports it: the
+    job's own result, which may fail with no failed task session at all."""
+
+    uid: str
+    type: str  # BackupJobSession or ReplicaJobSession
+    name: str
+    job: str
+    job_uid: str
+    job_type: str  # Backup, BackupCopy, …, NasBackup, AgentBackup, Replica (JOB_TYPE_WORDS)
+    server: str  # the backup server's name
+    state: str  # Starting, Stopping, Working, Pausing, Resuming, Stopped
+    result: str  # Success, Warning, Failed ("None" or "" while it works)
+    failure: str  # FailureMessage (EM v12+); "" when EM gave none
+    is_retry: bool
+    progress: int
+    created: datetime | None
+    ended: datetime | None
+    em: str = ""  # as TaskSession.em
+
+    @property
+    def kind(self) -> str:
+        """The job's type in words: "file share backup", "agent backup", …"""
+        return JOB_TYPE_WORDS.get(self.job_type, self.job_type.lower() or "job")
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """Paging information of one `/api/query` answer."""

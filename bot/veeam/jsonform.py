@@ -19,7 +19,9 @@ def lower(obj: Any) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in obj.items()}
 
 
-def parse_json(data: bytes) -> tuple[list[TaskSession], Page | None]:
+def query_result(data: bytes) -> dict[str, Any]:
+    """A JSON query answer's top level, keys lower-cased; raises EMRejected for EM's error
+    document and ParseError for anything that is not a query result."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -30,6 +32,11 @@ def parse_json(data: bytes) -> tuple[list[TaskSession], Page | None]:
         raise EMRejected(str(message).strip(), int(top.get("statuscode") or 0))
     if "entities" not in top and "refs" not in top:
         raise ParseError("EM sent a JSON document that is not a query result")
+    return top
+
+
+def parse_json(data: bytes) -> tuple[list[TaskSession], Page | None]:
+    top = query_result(data)
     sessions: list[TaskSession] = []
     for key, wrapper in lower(top.get("entities")).items():
         if key in PLURALS and wrapper:

@@ -86,13 +86,20 @@ def xml_root(data: bytes) -> Any:
     return root
 
 
-def parse_xml(data: bytes) -> tuple[list[TaskSession], Page | None]:
+def query_root(data: bytes) -> Any:
+    """An XML query answer's root element; raises EMRejected for EM's error document and
+    ParseError for anything that is not a query result."""
     root = xml_root(data)
     name = local_name(root.tag)
     if name == "Error":
         raise EMRejected(_xml_error(root), int(root.get("StatusCode") or 0))
     if name != "QueryResult":
         raise ParseError(f"EM sent an unexpected XML document <{name}>")
+    return root
+
+
+def parse_xml(data: bytes) -> tuple[list[TaskSession], Page | None]:
+    root = query_root(data)
     sessions: list[TaskSession] = []
     page = None
     for child in root:
