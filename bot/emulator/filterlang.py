@@ -60,12 +60,46 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+# What a job session (BackupJobSession, ReplicaJobSession) may be filtered on.
+JOB_ENUMS: dict[str, tuple[str, ...]] = {
+    "result": ("Success", "Warning", "Failed"),
+    "state": ("Starting", "Stopping", "Working", "Pausing", "Resuming", "Stopped"),
+    "jobtype": (
+        "Backup", "BackupCopy", "ImmediateBackupCopy", "ImmediateBackupCopyWorker",
+        "AgentBackup", "AgentManagement", "NasBackup", "Replica",
+    ),
+}  # fmt: skip
+JOB_FIELDS: dict[str, tuple[str, str]] = {
+    "uid": ("uid", "str"),
+    "name": ("name", "str"),
+    "jobtype": ("job_type", "enum"),
+    "jobuid": ("job_uid", "str"),
+    "jobname": ("job", "str"),
+    "creationtime": ("created", "time"),
+    "endtime": ("ended", "time"),
+    "state": ("state", "enum"),
+    "result": ("result", "enum"),
+    "isretry": ("is_retry", "bool"),
+    "backupserveruid": ("server_uid", "str"),
+    "backupservername": ("server", "str"),
+}
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The fields (field → (attribute, kind)) and enums one query type accepts."""
+
+    fields: dict[str, tuple[str, str]]
+    enums: dict[str, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Comparison:
     field: str  # lower-case filter field
     attr: str
     op: str
     value: Any
+    members: tuple[str, ...] = ()  # an enum field's values, in EM's order
 
 
 @dataclass(frozen=True)
@@ -78,9 +112,10 @@ Node = Comparison | Group
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, grammar: Grammar) -> None:
         self.text = text
         self.pos = 0
+        self.grammar = grammar
 
     def fail(self, what: str) -> FilterSyntaxError:
         return FilterSyntaxError(f"Invalid filter expression: {what} at position {self.pos}")
@@ -141,10 +176,11 @@ class _Parser:
             raise self.fail(f"expected an operator after {name}")
         self.pos += len(op)
         raw = self.value()
-        spec = FIELDS.get(name.lower())
+        spec = self.grammar.fields.get(name.lower())
         if spec is None:
             raise FilterSyntaxError(f"Unknown field [{name}]")
-        return Comparison(name.lower(), spec[0], op, _coerce(name, spec[1], raw))
+        members = self.grammar.enums.get(name.lower(), ()) if spec[1] == "enum" else ()
+        return Comparison(name.lower(), spec[0], op, _coerce(name, spec[1], raw, members), members)
 
     def value(self) -> str:
         self.skip_ws()
@@ -172,7 +208,7 @@ class _Parser:
         return "".join(out)
 
 
-def _coerce(name: str, kind: str, raw: str) -> Any:
+def _coerce(name: str, kind: str, raw: str, members: tuple[str, ...]) -> Any:
     if kind == "time":
         return parse_literal_time(name, raw)
     if kind == "int":
@@ -180,9 +216,12 @@ def _coerce(name: str, kind: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise FilterSyntaxError(f"Value [{raw}] of field [{name}] is not a number") from None
+    if kind == "bool":
+        if raw.lower() not in ("true", "false"):
+            raise FilterSyntaxError(f"Value [{raw}] of field [{name}] is not true or false")
+        return raw.lower() == "true"
     if kind == "enum":
-        names = ENUMS[name.lower()]
-        for i, member in enumerate(names):
+        for i, member in enumerate(members):
             if member.lower() == raw.lower():
                 return i
         raise FilterSyntaxError(f"Value [{raw}] is not valid for field [{name}]")
@@ -198,11 +237,16 @@ def parse_literal_time(name: str, raw: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def parse_filter(text: str) -> Node:
-    """Parse a filter; raises FilterSyntaxError with an EM-like message."""
+TASKS = Grammar(FIELDS, ENUMS)
+JOBS = Grammar(JOB_FIELDS, JOB_ENUMS)
+
+
+def parse_filter(text: str, grammar: Grammar = TASKS) -> Node:
+    """Parse a filter of task sessions (or of `grammar`'s type); raises FilterSyntaxError
+    with an EM-like message."""
     if not text.strip():
         raise FilterSyntaxError("Invalid filter expression: empty")
-    return _Parser(text).parse()
+    return _Parser(text, grammar).parse()
 
 
 def compile_filter(node: Node) -> Predicate:
@@ -233,13 +277,13 @@ def compile_filter(node: Node) -> Predicate:
 def _enum_passing(node: Comparison) -> frozenset[str]:
     """Stored enum values that pass; an unknown one (e.g. Result "None") never does."""
     fn = OPS[node.op]
-    return frozenset(m for i, m in enumerate(ENUMS[node.field]) if fn(i, node.value))
+    return frozenset(m for i, m in enumerate(node.members) if fn(i, node.value))
 
 
 def _enum_set(node: Group) -> tuple[str, frozenset[str]] | None:
     """An OR of enum tests on one field as (attribute, passing values), else None."""
-    fields = {p.field if isinstance(p, Comparison) else "" for p in node.parts}
-    if node.kind != "or" or len(fields) != 1 or fields.pop() not in ENUMS:
+    fields = {p.field if isinstance(p, Comparison) and p.members else "" for p in node.parts}
+    if node.kind != "or" or len(fields) != 1 or not fields.pop():
         return None
     tests = [p for p in node.parts if isinstance(p, Comparison)]
     return tests[0].attr, frozenset().union(*(_enum_passing(t) for t in tests))
@@ -247,7 +291,7 @@ def _enum_set(node: Group) -> tuple[str, frozenset[str]] | None:
 
 def _compare(node: Comparison) -> Predicate:
     fn, get, value = OPS[node.op], operator.attrgetter(node.attr), node.value
-    if node.field in ENUMS:
+    if node.members:
         passing = _enum_passing(node)
         return lambda r: get(r) in passing
     if isinstance(value, datetime):

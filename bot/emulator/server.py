@@ -24,8 +24,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from bot.emulator import wire
-from bot.emulator.data import TYPE_NAMES, EmSession, SessionStore
+from bot.emulator.data import TYPE_NAMES, SessionStore
 from bot.emulator.filterlang import FilterSyntaxError
+from bot.emulator.jobs import (
+    JOB_SESSION_TYPES,
+    JobSessionStore,
+    json_job_query,
+    xml_job_query,
+)
 
 log = logging.getLogger(__name__)
 BOM = "\ufeff"
@@ -44,6 +50,8 @@ class Emulator:
     """An in-process EM. `start()` serves on 127.0.0.1 in a daemon thread."""
 
     store: SessionStore = field(repr=False)
+    # Job sessions without task sessions of their own (those of task sessions are derived).
+    jobs: JobSessionStore = field(default_factory=JobSessionStore, repr=False)
     username: str = "demo"
     password: str = "demo"  # noqa: S105 - the emulator's documented demo account
     idle_timeout: float = 900.0
@@ -364,16 +372,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.error(400, str(exc))
             return
         base = self.base()
+        if type_name in JOB_SESSION_TYPES.values():
+            self.send_doc(
+                200,
+                lambda: xml_job_query(items, type_name, base, paging),
+                lambda: json_job_query(items, type_name, base, paging),
+            )
+            return
         self.send_doc(
             200,
             lambda: wire.xml_query(items, type_name, base, paging),
             lambda: wire.json_query(items, type_name, base, paging),
         )
 
-    def run_query(self, params: dict[str, str]) -> tuple[list[EmSession], dict[str, Any], str]:
+    def run_query(self, params: dict[str, str]) -> tuple[list[Any], dict[str, Any], str]:
         lowered = {k.lower(): v for k, v in params.items()}
         type_key = lowered.get("type", "").lower()
-        if type_key not in TYPE_NAMES:
+        if type_key not in TYPE_NAMES and type_key not in JOB_SESSION_TYPES:
             raise FilterSyntaxError(f"Unknown query type [{lowered.get('type', '')}]")
         if lowered.get("format", "references").lower() != "entities":
             raise FilterSyntaxError("The emulator serves format=Entities only")
@@ -387,7 +402,15 @@ class _Handler(BaseHTTPRequestHandler):
         sort, asc = lowered.get("sortasc", ""), True
         if lowered.get("sortdesc"):
             sort, asc = lowered["sortdesc"], False
-        matched = self.emulator.store.query(type_key, lowered.get("filter", ""), sort, asc)
+        flt = lowered.get("filter", "")
+        matched: list[Any]
+        if type_key in JOB_SESSION_TYPES:
+            tasks = self.emulator.store.all()
+            matched = self.emulator.jobs.query(type_key, tasks, flt, sort, asc)
+            type_name = JOB_SESSION_TYPES[type_key]
+        else:
+            matched = self.emulator.store.query(type_key, flt, sort, asc)
+            type_name = TYPE_NAMES[type_key]
         count = max(1, -(-len(matched) // size))
         keep = {k: v for k, v in params.items() if k.lower() not in ("page",)}
         paging = {
@@ -396,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
             "count": count,
             "links": wire.paging_links(self.base(), keep, num, count),
         }
-        return matched[(num - 1) * size : num * size], paging, TYPE_NAMES[type_key]
+        return matched[(num - 1) * size : num * size], paging, type_name
 
 
 _DISCOVERY_XML = (

@@ -18,8 +18,9 @@ from stamina.instrumentation import RetryDetails
 
 from bot.config.settings import VeeamSettings
 from bot.errors import EMRejected, EMUnavailable, SourceError
-from bot.models import Page, TaskSession
+from bot.models import JobSession, Page, TaskSession
 from bot.veeam.auth import EMSessionAuth
+from bot.veeam.jobsessions import parse_job_sessions
 from bot.veeam.parse import parse_page
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,33 @@ class EMClient:
         parsed (from the second page on) and while its sessions are consumed. One request is
         in flight at a time, so EM and the bot work side by side; a caller that stops early
         has asked for at most one page more than it read."""
-        size = page_size or self.settings.page_size
+        return self._walk(parse_page, type_, filter_, sort=(sort_asc, sort_desc), size=page_size)
+
+    def query_job_sessions(
+        self,
+        type_: str,
+        filter_: str = "",
+        *,
+        sort_asc: str = "",
+        sort_desc: str = "",
+        page_size: int | None = None,
+    ) -> Iterator[JobSession]:
+        """Yield every matching job session (`BackupJobSession`, `ReplicaJobSession`), page
+        by page as `query` does."""
+        sort = (sort_asc, sort_desc)
+        return self._walk(parse_job_sessions, type_, filter_, sort=sort, size=page_size)
+
+    def _walk(
+        self,
+        parse: Callable[[bytes], tuple[list[T], Page | None]],
+        type_: str,
+        filter_: str,
+        *,
+        sort: tuple[str, str],
+        size: int | None,
+    ) -> Iterator[T]:
+        sort_asc, sort_desc = sort
+        size = size or self.settings.page_size
 
         def fetch(num: int) -> bytes:
             return self._page_body(
@@ -245,14 +272,14 @@ class EMClient:
             while True:
                 # The page count of the page before (EM may have changed since).
                 ahead = ask(num + 1) if num < count else None
-                sessions, info = parse_page(body)
-                if info is None or info.num >= info.count or not sessions:
-                    yield from sessions
+                items, info = parse(body)
+                if info is None or info.num >= info.count or not items:
+                    yield from items
                     return
                 wanted, count = info.num + 1, info.count
                 if ahead is None or wanted != num + 1:  # the first page, or EM renumbered
                     ahead = ask(wanted)
-                yield from sessions
+                yield from items
                 body, num = ahead.result(), wanted
         finally:
             if pool is not None:

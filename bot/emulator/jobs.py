@@ -1,0 +1,213 @@
+"""Job sessions in the emulator: one per job run (`BackupJobSession`, `ReplicaJobSession`),
+drawn from the task sessions of that run, plus runs that have no task session at all (a
+job that failed before it processed a VM, a file share or agent job).
+
+Written as EM 13.1 writes them (Help Center, GET /query?type=BackupJobSession, and the v12
+and v13 captures): in XML `Links, JobUid, JobName, JobType, CreationTimeUTC, EndTimeUTC,
+State, Result, Progress, FailureMessage, IsRetry`; in JSON `IsRetry` first and
+`FailureMessage` null when there is none."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.emulator.data import EmSession
+from bot.emulator.filterlang import JOBS, compile_filter, parse_filter
+from bot.emulator.wire import ENTITY_KEYS, ROOT_NAMESPACES, em_time, escape, quoteattr
+
+JOB_SESSION_TYPES = {
+    "backupjobsession": "BackupJobSession",
+    "replicajobsession": "ReplicaJobSession",
+}
+_WORST = {"Success": 0, "Warning": 1, "Failed": 2}
+_FAR = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class EmJobSession:
+    uid: str
+    type: str  # BackupJobSession or ReplicaJobSession
+    name: str
+    job: str
+    job_uid: str
+    job_type: str
+    server: str
+    server_uid: str
+    state: str
+    result: str
+    failure: str | None
+    is_retry: bool
+    progress: int
+    created: datetime
+    ended: datetime | None
+
+    @property
+    def guid(self) -> str:
+        return self.uid.rsplit(":", 1)[-1]
+
+
+def from_tasks(tasks: list[EmSession]) -> list[EmJobSession]:
+    """One job session per run: its worst task result, Working until every task ended."""
+    runs: dict[str, list[EmSession]] = {}
+    for s in tasks:
+        runs.setdefault(s.job_session_uid, []).append(s)
+    out = []
+    for uid, run in runs.items():
+        first = run[0]
+        done = all(s.ended is not None and s.state == "Completed" for s in run)
+        ended = [s.ended for s in run if s.ended is not None]
+        backup = first.type == "BackupTaskSession"
+        kind = "BackupJobSession" if backup else "ReplicaJobSession"
+        result = max((s.result for s in run), key=lambda r: _WORST.get(r, -1)) if done else "None"
+        out.append(
+            EmJobSession(
+                uid=uid, type=kind, name=first.job_session_name, job=first.job,
+                job_uid=first.job_uid, job_type="Backup" if backup else "Replica",
+                server=first.server, server_uid=first.server_uid,
+                state="Stopped" if done else "Working", result=result, failure=None,
+                is_retry=False, progress=100 if done else 100 * len(ended) // len(run),
+                created=min(s.created for s in run), ended=max(ended) if done else None,
+            )
+        )  # fmt: skip
+    return out
+
+
+class JobSessionStore:
+    """The job sessions of the emulated EM: derived from its task sessions on each query
+    (they change as runs are added), and those added on their own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._own: dict[str, EmJobSession] = {}
+
+    def add(self, sessions: list[EmJobSession]) -> None:
+        with self._lock:
+            self._own.update({s.uid: s for s in sessions})
+
+    def query(
+        self, type_key: str, tasks: list[EmSession], filter_text: str, sort: str, asc: bool
+    ) -> list[EmJobSession]:
+        """Matching job sessions of one type, sorted. Raises FilterSyntaxError."""
+        kind = JOB_SESSION_TYPES[type_key]
+        with self._lock:
+            every = {s.uid: s for s in from_tasks(tasks)} | self._own
+        matched = [s for s in every.values() if s.type == kind]
+        if filter_text:
+            pred = compile_filter(parse_filter(filter_text, JOBS))
+            matched = [s for s in matched if pred(s)]
+        matched.sort(key=lambda s: s.created)
+        if sort:
+            spec = JOBS.fields.get(sort.lower())
+            if spec is not None:
+                attr = spec[0]
+                matched.sort(key=lambda s: _key(getattr(s, attr)), reverse=not asc)
+        return matched
+
+
+def _key(value: object) -> tuple[int, object]:
+    return (1, _FAR) if value is None else (0, value)
+
+
+def _paths(s: EmJobSession) -> tuple[str, str, str]:
+    """(collection, task list's path, task list's type) of a job session."""
+    if s.type == "BackupJobSession":
+        return "backupSessions", "taskSessions", "BackupTaskSessionReferenceList"
+    return "replicaSessions", "replicaTaskSessions", "ReplicaTaskSessionReferenceList"
+
+
+def _links(s: EmJobSession, base: str) -> list[tuple[str, str | None, str, str | None]]:
+    coll, tasks, tasks_type = _paths(s)
+    here = f"{base}/api/{coll}/{s.guid}"
+    server, job = s.server_uid.rsplit(":", 1)[-1], s.job_uid.rsplit(":", 1)[-1]
+    return [
+        ("Up", "BackupServerReference", f"{base}/api/backupServers/{server}", s.server),
+        ("Up", "JobReference", f"{base}/api/jobs/{job}", s.job),
+        ("Alternate", f"{s.type}Reference", here, s.name),
+        ("Down", tasks_type, f"{here}/{tasks}", None),
+        ("Stop", None, f"{here}?action=stop", None),
+    ]  # fmt: skip
+
+
+def xml_job_session(s: EmJobSession, base: str) -> str:
+    coll = _paths(s)[0]
+    links = "".join(
+        f"<Link Href={quoteattr(h)}"
+        + (f" Name={quoteattr(n)}" if n is not None else "")
+        + (f" Type={quoteattr(t)}" if t is not None else "")
+        + f' Rel="{r}" />'
+        for r, t, h, n in _links(s, base)
+    )
+    parts = [
+        f'<{s.type} Href="{base}/api/{coll}/{s.guid}?format=Entity" Type="{s.type}" '
+        f"Name={quoteattr(s.name)} UID={quoteattr(s.uid)}>",
+        f"<Links>{links}</Links>",
+        f"<JobUid>{escape(s.job_uid)}</JobUid><JobName>{escape(s.job)}</JobName>",
+        f"<JobType>{s.job_type}</JobType>",
+        f"<CreationTimeUTC>{em_time(s.created)}</CreationTimeUTC>",
+    ]
+    if s.ended is not None:
+        parts.append(f"<EndTimeUTC>{em_time(s.ended)}</EndTimeUTC>")
+    parts.append(f"<State>{s.state}</State><Result>{s.result}</Result>")
+    parts.append(f"<Progress>{s.progress}</Progress>")
+    if s.failure:
+        parts.append(f"<FailureMessage>{escape(s.failure)}</FailureMessage>")
+    parts.append(f"<IsRetry>{'true' if s.is_retry else 'false'}</IsRetry></{s.type}>")
+    return "".join(parts)
+
+
+def xml_job_query(
+    items: list[EmJobSession], type_name: str, base: str, paging: dict[str, Any]
+) -> str:
+    body = "\n".join(xml_job_session(s, base) for s in items)
+    links = "".join(f"<Link Href={quoteattr(h)} Rel={quoteattr(r)} />" for r, h in paging["links"])
+    return (
+        f"<QueryResult {ROOT_NAMESPACES}>\n<Entities>\n<{type_name}s>\n{body}\n</{type_name}s>\n"
+        f'</Entities>\n<PagingInfo PageNum="{paging["num"]}" PageSize="{paging["size"]}" '
+        f'PagesCount="{paging["count"]}">\n<Links>{links}</Links>\n</PagingInfo>\n</QueryResult>\n'
+    )
+
+
+def json_job_session(s: EmJobSession, base: str) -> dict[str, Any]:
+    coll = _paths(s)[0]
+    return {
+        "IsRetry": s.is_retry,
+        "JobUid": s.job_uid,
+        "JobName": s.job,
+        "JobType": s.job_type,
+        "CreationTimeUTC": em_time(s.created),
+        "EndTimeUTC": em_time(s.ended) if s.ended else None,
+        "State": s.state,
+        "Result": s.result,
+        "Progress": s.progress,
+        "FailureMessage": s.failure or None,
+        "Name": s.name,
+        "UID": s.uid,
+        "Links": [{"Rel": r, "Href": h, "Name": n, "Type": t} for r, t, h, n in _links(s, base)],
+        "Href": f"{base}/api/{coll}/{s.guid}?format=Entity",
+        "Type": s.type,
+    }
+
+
+def json_job_query(
+    items: list[EmJobSession], type_name: str, base: str, paging: dict[str, Any]
+) -> dict[str, Any]:
+    entities: dict[str, Any] = dict.fromkeys(ENTITY_KEYS)
+    plural = f"{type_name}s"
+    entities[plural] = {plural: [json_job_session(s, base) for s in items]}
+    return {
+        "Refs": None,
+        "Entities": entities,
+        "Resources": None,
+        "Links": None,
+        "PagingInfo": {
+            "Links": [
+                {"Rel": r, "Href": h, "Name": None, "Type": None} for r, h in paging["links"]
+            ],
+            "PageNum": paging["num"],
+            "PageSize": paging["size"],
+            "PagesCount": paging["count"],
+        },
+    }
