@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 SESSION_TYPES = ("ReplicaTaskSession", "BackupTaskSession")
@@ -97,6 +97,29 @@ class JobSession(NamedTuple):
     def kind(self) -> str:
         """The job's type in words: "file share backup", "agent backup", …"""
         return JOB_TYPE_WORDS.get(self.job_type, self.job_type.lower() or "job")
+
+
+class Job(NamedTuple):
+    """A job as EM lists it (`query?type=Job`): what the bot needs to tell a job that stopped
+    running from one that is not meant to run."""
+
+    uid: str
+    name: str
+    job_type: str  # Backup, BackupCopy, ImmediateBackupCopy, Replica, …
+    platform: str  # VMware, HyperV, vCloud
+    server: str  # the backup server's name
+    description: str
+    schedule_configured: bool
+    schedule_enabled: bool
+    next_run: datetime | None
+    retry_times: int  # 0 when retries are off
+    retry_timeout_min: int  # minutes between retries
+    em: str = ""  # as TaskSession.em
+
+    @property
+    def retry_window(self) -> timedelta:
+        """How long Veeam may go on retrying a failed run: RetryTimes × RetryTimeout."""
+        return timedelta(minutes=self.retry_times * self.retry_timeout_min)
 
 
 @dataclass(frozen=True, slots=True)

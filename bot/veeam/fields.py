@@ -65,3 +65,23 @@ def page_info(num: Any, size: Any, count: Any) -> Page | None:
         return Page(int(num), int(size), int(count))
     except (TypeError, ValueError):
         return None
+
+
+def text_of(value: Any) -> str:
+    """A field as text: "" for a missing or null one."""
+    return "" if value is None else str(value)
+
+
+def flag_of(value: Any) -> bool:
+    """A boolean field: JSON's true, or XML's "true" (any case)."""
+    if isinstance(value, bool):
+        return value
+    return text_of(value).strip().lower() == "true"
+
+
+def number_of(value: Any) -> int:
+    """A whole-number field (0 when missing); raises ParseError for anything else."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError) as exc:
+        raise ParseError(f"EM sent an unreadable number: {text_of(value)[:40]!r}") from exc

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.errors import ParseError
 from bot.models import JobSession, Page
-from bot.veeam.fields import job_name, page_info, parse_time
+from bot.veeam.fields import flag_of, job_name, number_of, page_info, parse_time, text_of
 from bot.veeam.jsonform import lower, query_result
 from bot.veeam.xml import local_name, query_root
 
@@ -77,45 +77,28 @@ def _from_json(data: bytes) -> tuple[list[JobSession], Page | None]:
 
 def _session(f: dict[str, Any], links: list[dict[str, Any]]) -> JobSession:
     """A job session from its fields (names lower-cased) and links, XML or JSON alike."""
-    uid = _text(f.get("uid"))
+    uid = text_of(f.get("uid"))
     if not uid:
         raise ParseError("EM sent a job session without a UID")
     server = next(
-        (_text(x.get("name")) for x in links
-         if _text(x.get("type")) == "BackupServerReference" and _text(x.get("rel")) == "Up"),
+        (text_of(x.get("name")) for x in links
+         if text_of(x.get("type")) == "BackupServerReference" and text_of(x.get("rel")) == "Up"),
         "",
     )  # fmt: skip
-    name = _text(f.get("name"))
+    name = text_of(f.get("name"))
     return JobSession(
         uid=uid,
-        type=_text(f.get("type")) or [*uid.split(":"), "", "", ""][2],
+        type=text_of(f.get("type")) or [*uid.split(":"), "", "", ""][2],
         name=name,
-        job=_text(f.get("jobname")) or job_name(name),
-        job_uid=_text(f.get("jobuid")),
-        job_type=_text(f.get("jobtype")),
+        job=text_of(f.get("jobname")) or job_name(name),
+        job_uid=text_of(f.get("jobuid")),
+        job_type=text_of(f.get("jobtype")),
         server=server,
-        state=_text(f.get("state")),
-        result=_text(f.get("result")),
-        failure=_text(f.get("failuremessage")).strip(),
-        is_retry=_flag(f.get("isretry")),
-        progress=_number(f.get("progress")),
-        created=parse_time(_text(f.get("creationtimeutc")) or None),
-        ended=parse_time(_text(f.get("endtimeutc")) or None),
+        state=text_of(f.get("state")),
+        result=text_of(f.get("result")),
+        failure=text_of(f.get("failuremessage")).strip(),
+        is_retry=flag_of(f.get("isretry")),
+        progress=number_of(f.get("progress")),
+        created=parse_time(text_of(f.get("creationtimeutc")) or None),
+        ended=parse_time(text_of(f.get("endtimeutc")) or None),
     )
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return _text(value).strip().lower() == "true"
-
-
-def _number(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError) as exc:
-        raise ParseError(f"EM sent an unreadable number: {_text(value)[:40]!r}") from exc

@@ -19,14 +19,19 @@ def lower(obj: Any) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in obj.items()}
 
 
-def query_result(data: bytes) -> dict[str, Any]:
-    """A JSON query answer's top level, keys lower-cased; raises EMRejected for EM's error
-    document and ParseError for anything that is not a query result."""
+def decode(data: bytes) -> dict[str, Any]:
+    """A JSON answer's top level, keys lower-cased ({} for anything but an object)."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        return lower(json.loads(data.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ParseError(f"EM sent malformed JSON: {exc}") from exc
-    top = lower(doc)
+
+
+def query_result(data: bytes, top: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON query answer's top level, keys lower-cased (`top`: already decoded); raises
+    EMRejected for EM's error document and ParseError for anything else that is not a
+    query result."""
+    top = decode(data) if top is None else top
     if "entities" not in top and "message" in top and "statuscode" in top:
         message = top.get("message") or top.get("firstchanceexceptionmessage") or "no message"
         raise EMRejected(str(message).strip(), int(top.get("statuscode") or 0))
