@@ -12,7 +12,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from bot.emulator.jobs import EmJobSession
+from bot.emulator.jobs import EmJob, EmJobSession
 from bot.emulator.server import Emulator
 from bot.errors import EMRejected
 from bot.veeam.client import EMClient
@@ -139,3 +139,59 @@ def test_the_emulator_writes_what_em_13_1_and_v12_write(em: Emulator, now: datet
     capture = json.loads((CAPTURES / "backup_jobs_sessions_metrics_v12.json").read_text())
     theirs_json = capture["Entities"]["BackupJobSessions"]["BackupJobSessions"][0]
     assert list(ours_json["BackupJobSessions"][0]) == list(theirs_json)
+
+
+@pytest.mark.parametrize(("fmt", "camel"), [("xml", False), ("json", False), ("json", True)])
+def test_the_jobs_are_listed_with_their_schedule_and_retries(
+    em: Emulator, now: datetime, fmt: str, camel: bool
+) -> None:
+    em.camel_case = camel
+    sql = job_run(em, now, [("sql01", "Success", "")], job="SQL Replica")
+    job_run(em, now, [("web01", "Success", "")], job="Web Replica")
+    em.job_list.change(sql[0].job_uid, schedule_enabled=False)
+    em.job_list.add([EmJob("urn:veeam:Job:0badc0de-0000-4000-8000-0000000000f1", "Projects share",
+                           "Backup", "VMware", "vbr01", "urn:veeam:BackupServer:1",
+                           description='Share "P:" <nightly>', retry_specified=False)])  # fmt: skip
+    client = EMClient(veeam_settings(em, format=fmt))
+    try:
+        every = list(client.query_jobs())
+        (off,) = client.query_jobs("ScheduleEnabled==false")
+    finally:
+        client.close()
+    assert [j.name for j in every] == ["Projects share", "SQL Replica", "Web Replica"]
+    share, sql_job, web = every
+    assert (sql_job.uid, sql_job.job_type, sql_job.server) == (
+        sql[0].job_uid,
+        "Replica",
+        sql[0].server,
+    )
+    assert (sql_job.schedule_configured, sql_job.schedule_enabled) == (
+        True,
+        False,
+    ) and off == sql_job
+    assert web.next_run is not None and web.retry_window == timedelta(minutes=30)
+    assert share.description == 'Share "P:" <nightly>' and share.retry_times == 0
+
+
+def test_the_emulator_writes_jobs_as_the_help_center_shows_them(
+    em: Emulator, now: datetime
+) -> None:
+    job_run(em, now, [("sql01", "Success", "")], job="SQL Replica")
+    with httpx.Client(base_url=em.url, timeout=5) as c:
+        logon = c.post("/api/sessionMngr/?v=latest", auth=(em.username, em.password))
+        headers = {"X-RestSvcSessionId": logon.headers["X-RestSvcSessionId"]}
+        body = c.get("/api/query", params={"type": "Job", "format": "Entities"}, headers=headers)
+    ours = etree.fromstring(body.content).find(".//{*}Job")
+    theirs = etree.fromstring((FIXTURES / "em13" / "job_entity.xml").read_bytes())
+    assert ours is not None
+
+    def shape(el: etree._Element) -> list[str]:
+        return [etree.QName(c).localname for c in el.iter() if isinstance(c.tag, str)
+                and etree.QName(c).localname not in ("Link",)]  # fmt: skip
+
+    wanted = ["Job", "Links", "JobType", "Platform", "Description", "ScheduleConfigured",
+              "ScheduleEnabled", "NextRun", "JobScheduleOptions", "Standart", "RetryOptions",
+              "RetryTimes", "RetryTimeout", "RetrySpecified"]  # fmt: skip
+    assert shape(ours) == wanted
+    assert [t for t in shape(theirs) if t in wanted] == wanted  # the same order as EM's
+    assert sorted(ours.attrib) == sorted(theirs.attrib)

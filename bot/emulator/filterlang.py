@@ -85,6 +85,25 @@ JOB_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
+# What a job (`query?type=Job`) may be filtered on (EM 13.x, GET /query?type=Job).
+JOB_ENTITY_FIELDS: dict[str, tuple[str, str]] = {
+    "uid": ("uid", "str"),
+    "name": ("name", "str"),
+    "description": ("description", "str"),
+    "nextrun": ("next_run", "time"),
+    "jobtype": ("job_type", "enum"),
+    "platform": ("platform", "enum"),
+    "scheduleconfigured": ("schedule_configured", "bool"),
+    "scheduleenabled": ("schedule_enabled", "bool"),
+    "backupserveruid": ("server_uid", "str"),
+    "backupservername": ("server", "str"),
+}
+JOB_ENTITY_ENUMS: dict[str, tuple[str, ...]] = {
+    "jobtype": ("Backup", "BackupCopy", "ImmediateBackupCopy", "Replica"),
+    "platform": ("VMware", "HyperV", "vCloud"),
+}
+
+
 @dataclass(frozen=True)
 class Grammar:
     """The fields (field → (attribute, kind)) and enums one query type accepts."""
@@ -239,6 +258,7 @@ def parse_literal_time(name: str, raw: str) -> datetime:
 
 TASKS = Grammar(FIELDS, ENUMS)
 JOBS = Grammar(JOB_FIELDS, JOB_ENUMS)
+JOB_ENTITIES = Grammar(JOB_ENTITY_FIELDS, JOB_ENTITY_ENUMS)
 
 
 def parse_filter(text: str, grammar: Grammar = TASKS) -> Node:

@@ -10,12 +10,13 @@ State, Result, Progress, FailureMessage, IsRetry`; in JSON `IsRetry` first and
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.emulator.data import EmSession
-from bot.emulator.filterlang import JOBS, compile_filter, parse_filter
+from bot.emulator.filterlang import JOB_ENTITIES, JOBS, compile_filter, parse_filter
 from bot.emulator.wire import ENTITY_KEYS, ROOT_NAMESPACES, em_time, escape, quoteattr
 
 JOB_SESSION_TYPES = {
@@ -158,13 +159,15 @@ def xml_job_session(s: EmJobSession, base: str) -> str:
     return "".join(parts)
 
 
-def xml_job_query(
-    items: list[EmJobSession], type_name: str, base: str, paging: dict[str, Any]
-) -> str:
-    body = "\n".join(xml_job_session(s, base) for s in items)
+def xml_entities(
+    items: list[Any], plural: str, write: Callable[[Any, str], str], base: str,
+    paging: dict[str, Any],
+) -> str:  # fmt: skip
+    """A query answer in XML: `plural` (e.g. "BackupJobSessions") holding each item."""
+    body = "\n".join(write(x, base) for x in items)
     links = "".join(f"<Link Href={quoteattr(h)} Rel={quoteattr(r)} />" for r, h in paging["links"])
     return (
-        f"<QueryResult {ROOT_NAMESPACES}>\n<Entities>\n<{type_name}s>\n{body}\n</{type_name}s>\n"
+        f"<QueryResult {ROOT_NAMESPACES}>\n<Entities>\n<{plural}>\n{body}\n</{plural}>\n"
         f'</Entities>\n<PagingInfo PageNum="{paging["num"]}" PageSize="{paging["size"]}" '
         f'PagesCount="{paging["count"]}">\n<Links>{links}</Links>\n</PagingInfo>\n</QueryResult>\n'
     )
@@ -191,12 +194,13 @@ def json_job_session(s: EmJobSession, base: str) -> dict[str, Any]:
     }
 
 
-def json_job_query(
-    items: list[EmJobSession], type_name: str, base: str, paging: dict[str, Any]
-) -> dict[str, Any]:
+def json_entities(
+    items: list[Any], plural: str, write: Callable[[Any, str], dict[str, Any]], base: str,
+    paging: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """A query answer in JSON (v12 casing; the server camel-cases it for v13)."""
     entities: dict[str, Any] = dict.fromkeys(ENTITY_KEYS)
-    plural = f"{type_name}s"
-    entities[plural] = {plural: [json_job_session(s, base) for s in items]}
+    entities[plural] = {plural: [write(x, base) for x in items]}
     return {
         "Refs": None,
         "Entities": entities,
@@ -210,4 +214,148 @@ def json_job_query(
             "PageSize": paging["size"],
             "PagesCount": paging["count"],
         },
+    }
+
+
+# ------------------------------------------------------------------- the jobs
+JOB_TYPES = {"job": "Job"}
+
+
+@dataclass(slots=True)
+class EmJob:
+    uid: str
+    name: str
+    job_type: str
+    platform: str
+    server: str
+    server_uid: str
+    description: str = ""
+    schedule_configured: bool = True
+    schedule_enabled: bool = True
+    next_run: datetime | None = None
+    retry_times: int = 3
+    retry_timeout: int = 10  # minutes
+    retry_specified: bool = True
+
+    @property
+    def guid(self) -> str:
+        return self.uid.rsplit(":", 1)[-1]
+
+
+class JobStore:
+    """The jobs of the emulated EM: one per job its task sessions name (scheduled daily,
+    three retries ten minutes apart, next run a day after its last), with changes made
+    to them (`change`: a schedule disabled) and jobs added on their own (`add`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._own: dict[str, EmJob] = {}
+        self._changes: dict[str, dict[str, Any]] = {}
+
+    def add(self, jobs: list[EmJob]) -> None:
+        with self._lock:
+            self._own.update({j.uid: j for j in jobs})
+
+    def change(self, uid: str, **fields: Any) -> None:
+        with self._lock:
+            self._changes.setdefault(uid, {}).update(fields)
+
+    def all(self, tasks: list[EmSession]) -> list[EmJob]:
+        derived: dict[str, EmJob] = {}
+        last: dict[str, datetime] = {}
+        for s in tasks:
+            if s.job_uid not in derived:
+                kind = "Backup" if s.type == "BackupTaskSession" else "Replica"
+                derived[s.job_uid] = EmJob(s.job_uid, s.job, kind, "VMware", s.server, s.server_uid)
+            last[s.job_uid] = max(last.get(s.job_uid, s.created), s.created)
+        for uid, job in derived.items():
+            job.next_run = last[uid] + timedelta(days=1)
+        with self._lock:
+            every = derived | self._own
+            for uid, fields in self._changes.items():
+                if uid in every:
+                    for k, v in fields.items():
+                        setattr(every[uid], k, v)
+        return sorted(every.values(), key=lambda j: j.name)
+
+    def query(self, tasks: list[EmSession], filter_text: str, sort: str, asc: bool) -> list[EmJob]:
+        matched = self.all(tasks)
+        if filter_text:
+            pred = compile_filter(parse_filter(filter_text, JOB_ENTITIES))
+            matched = [j for j in matched if pred(j)]
+        if sort:
+            spec = JOB_ENTITIES.fields.get(sort.lower())
+            if spec is not None:
+                attr = spec[0]
+                matched.sort(key=lambda j: _key(getattr(j, attr)), reverse=not asc)
+        return matched
+
+
+def _job_links(j: EmJob, base: str) -> list[tuple[str, str | None, str, str | None]]:
+    here = f"{base}/api/jobs/{j.guid}"
+    server = j.server_uid.rsplit(":", 1)[-1]
+    return [
+        ("Up", "BackupServerReference", f"{base}/api/backupServers/{server}", j.server),
+        ("Alternate", "JobReference", here, j.name),
+        ("Down", "BackupJobSessionReferenceList", f"{here}/backupSessions", None),
+        ("Start", None, f"{here}?action=start", None),
+        ("Stop", None, f"{here}?action=stop", None),
+        ("Retry", None, f"{here}?action=retry", None),
+    ]
+
+
+def xml_job(j: EmJob, base: str) -> str:
+    links = "".join(
+        f'<Link Rel="{r}"'
+        + (f" Type={quoteattr(t)}" if t is not None else "")
+        + f" Href={quoteattr(h)}"
+        + (f" Name={quoteattr(n)}" if n is not None else "")
+        + " />"
+        for r, t, h, n in _job_links(j, base)
+    )
+    flag = {True: "true", False: "false"}
+    parts = [
+        f'<Job Type="Job" Href="{base}/api/jobs/{j.guid}?format=Entity" '
+        f"Name={quoteattr(j.name)} UID={quoteattr(j.uid)}>",
+        f"<Links>{links}</Links>",
+        f"<JobType>{j.job_type}</JobType><Platform>{j.platform}</Platform>",
+        f"<Description>{escape(j.description)}</Description>",
+        f"<ScheduleConfigured>{flag[j.schedule_configured]}</ScheduleConfigured>",
+        f"<ScheduleEnabled>{flag[j.schedule_enabled]}</ScheduleEnabled>",
+    ]
+    if j.next_run is not None:
+        parts.append(f"<NextRun>{em_time(j.next_run)}</NextRun>")
+    parts.append(
+        "<JobScheduleOptions><Standart><RetryOptions>"
+        f"<RetryTimes>{j.retry_times}</RetryTimes><RetryTimeout>{j.retry_timeout}</RetryTimeout>"
+        f"<RetrySpecified>{flag[j.retry_specified]}</RetrySpecified>"
+        "</RetryOptions></Standart></JobScheduleOptions></Job>"
+    )
+    return "".join(parts)
+
+
+def json_job(j: EmJob, base: str) -> dict[str, Any]:
+    return {
+        "JobType": j.job_type,
+        "Platform": j.platform,
+        "Description": j.description,
+        "ScheduleConfigured": j.schedule_configured,
+        "ScheduleEnabled": j.schedule_enabled,
+        "NextRun": em_time(j.next_run) if j.next_run else None,
+        "JobScheduleOptions": {
+            "Standart": {
+                "RetryOptions": {
+                    "RetryTimes": j.retry_times,
+                    "RetryTimeout": j.retry_timeout,
+                    "RetrySpecified": j.retry_specified,
+                }
+            }
+        },
+        "Name": j.name,
+        "UID": j.uid,
+        "Links": [
+            {"Rel": r, "Href": h, "Name": n, "Type": t} for r, t, h, n in _job_links(j, base)
+        ],
+        "Href": f"{base}/api/jobs/{j.guid}?format=Entity",
+        "Type": "Job",
     }

@@ -28,9 +28,15 @@ from bot.emulator.data import TYPE_NAMES, SessionStore
 from bot.emulator.filterlang import FilterSyntaxError
 from bot.emulator.jobs import (
     JOB_SESSION_TYPES,
+    JOB_TYPES,
     JobSessionStore,
-    json_job_query,
-    xml_job_query,
+    JobStore,
+    json_entities,
+    json_job,
+    json_job_session,
+    xml_entities,
+    xml_job,
+    xml_job_session,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ class Emulator:
     store: SessionStore = field(repr=False)
     # Job sessions without task sessions of their own (those of task sessions are derived).
     jobs: JobSessionStore = field(default_factory=JobSessionStore, repr=False)
+    # The jobs (`query?type=Job`): one per job of the task sessions, changed or added.
+    job_list: JobStore = field(default_factory=JobStore, repr=False)
     username: str = "demo"
     password: str = "demo"  # noqa: S105 - the emulator's documented demo account
     idle_timeout: float = 900.0
@@ -372,11 +380,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.error(400, str(exc))
             return
         base = self.base()
-        if type_name in JOB_SESSION_TYPES.values():
+        if type_name in JOB_SESSION_TYPES.values() or type_name == "Job":
+            plural = f"{type_name}s"
+            xml_one, json_one = (xml_job, json_job) if type_name == "Job" else (
+                xml_job_session, json_job_session)  # fmt: skip
             self.send_doc(
                 200,
-                lambda: xml_job_query(items, type_name, base, paging),
-                lambda: json_job_query(items, type_name, base, paging),
+                lambda: xml_entities(items, plural, xml_one, base, paging),
+                lambda: json_entities(items, plural, json_one, base, paging),
             )
             return
         self.send_doc(
@@ -388,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
     def run_query(self, params: dict[str, str]) -> tuple[list[Any], dict[str, Any], str]:
         lowered = {k.lower(): v for k, v in params.items()}
         type_key = lowered.get("type", "").lower()
-        if type_key not in TYPE_NAMES and type_key not in JOB_SESSION_TYPES:
+        if type_key not in TYPE_NAMES and type_key not in JOB_SESSION_TYPES | JOB_TYPES:
             raise FilterSyntaxError(f"Unknown query type [{lowered.get('type', '')}]")
         if lowered.get("format", "references").lower() != "entities":
             raise FilterSyntaxError("The emulator serves format=Entities only")
@@ -404,7 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
             sort, asc = lowered["sortdesc"], False
         flt = lowered.get("filter", "")
         matched: list[Any]
-        if type_key in JOB_SESSION_TYPES:
+        if type_key in JOB_TYPES:
+            matched = self.emulator.job_list.query(self.emulator.store.all(), flt, sort, asc)
+            type_name = JOB_TYPES[type_key]
+        elif type_key in JOB_SESSION_TYPES:
             tasks = self.emulator.store.all()
             matched = self.emulator.jobs.query(type_key, tasks, flt, sort, asc)
             type_name = JOB_SESSION_TYPES[type_key]

@@ -18,8 +18,9 @@ from stamina.instrumentation import RetryDetails
 
 from bot.config.settings import VeeamSettings
 from bot.errors import EMRejected, EMUnavailable, SourceError
-from bot.models import JobSession, Page, TaskSession
+from bot.models import Job, JobSession, Page, TaskSession
 from bot.veeam.auth import EMSessionAuth
+from bot.veeam.inventory import parse_jobs
 from bot.veeam.jobsessions import parse_job_sessions
 from bot.veeam.parse import parse_page
 
@@ -242,6 +243,10 @@ class EMClient:
         by page as `query` does."""
         sort = (sort_asc, sort_desc)
         return self._walk(parse_job_sessions, type_, filter_, sort=sort, size=page_size)
+
+    def query_jobs(self, filter_: str = "", *, page_size: int | None = None) -> Iterator[Job]:
+        """Yield every job (`query?type=Job`), page by page, sorted by name."""
+        return self._walk(parse_jobs, "Job", filter_, sort=("Name", ""), size=page_size)
 
     def _walk(
         self,
