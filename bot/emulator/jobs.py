@@ -16,8 +16,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.emulator.data import EmSession
-from bot.emulator.filterlang import JOB_ENTITIES, JOBS, compile_filter, parse_filter
-from bot.emulator.wire import ENTITY_KEYS, ROOT_NAMESPACES, em_time, escape, quoteattr
+from bot.emulator.filterlang import (
+    JOB_ENTITIES,
+    JOBS,
+    FilterSyntaxError,
+    Grammar,
+    compile_filter,
+    parse_filter,
+)
+from bot.emulator.wire import ROOT_NAMESPACES, em_time, escape, quoteattr
 
 JOB_SESSION_TYPES = {
     "backupjobsession": "BackupJobSession",
@@ -95,17 +102,23 @@ class JobSessionStore:
         kind = JOB_SESSION_TYPES[type_key]
         with self._lock:
             every = {s.uid: s for s in from_tasks(tasks)} | self._own
-        matched = [s for s in every.values() if s.type == kind]
-        if filter_text:
-            pred = compile_filter(parse_filter(filter_text, JOBS))
-            matched = [s for s in matched if pred(s)]
-        matched.sort(key=lambda s: s.created)
-        if sort:
-            spec = JOBS.fields.get(sort.lower())
-            if spec is not None:
-                attr = spec[0]
-                matched.sort(key=lambda s: _key(getattr(s, attr)), reverse=not asc)
-        return matched
+        matched = sorted((s for s in every.values() if s.type == kind), key=lambda s: s.created)
+        return select(matched, JOBS, filter_text, sort, asc)
+
+
+def select(items: list[Any], grammar: Grammar, filter_text: str, sort: str, asc: bool) -> list[Any]:
+    """The items a filter keeps, sorted by `sort` (none: as given). Raises
+    FilterSyntaxError, as EM answers 400, for a bad filter or an unknown sort field."""
+    if filter_text:
+        pred = compile_filter(parse_filter(filter_text, grammar))
+        items = [x for x in items if pred(x)]
+    if sort:
+        spec = grammar.fields.get(sort.lower())
+        if spec is None:
+            raise FilterSyntaxError(f"Unknown field [{sort}]")
+        attr = spec[0]
+        items.sort(key=lambda x: _key(getattr(x, attr)), reverse=not asc)
+    return items
 
 
 def _key(value: object) -> tuple[int, object]:
@@ -194,29 +207,6 @@ def json_job_session(s: EmJobSession, base: str) -> dict[str, Any]:
     }
 
 
-def json_entities(
-    items: list[Any], plural: str, write: Callable[[Any, str], dict[str, Any]], base: str,
-    paging: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    """A query answer in JSON (v12 casing; the server camel-cases it for v13)."""
-    entities: dict[str, Any] = dict.fromkeys(ENTITY_KEYS)
-    entities[plural] = {plural: [write(x, base) for x in items]}
-    return {
-        "Refs": None,
-        "Entities": entities,
-        "Resources": None,
-        "Links": None,
-        "PagingInfo": {
-            "Links": [
-                {"Rel": r, "Href": h, "Name": None, "Type": None} for r, h in paging["links"]
-            ],
-            "PageNum": paging["num"],
-            "PageSize": paging["size"],
-            "PagesCount": paging["count"],
-        },
-    }
-
-
 # ------------------------------------------------------------------- the jobs
 JOB_TYPES = {"job": "Job"}
 
@@ -279,16 +269,7 @@ class JobStore:
         return sorted(every.values(), key=lambda j: j.name)
 
     def query(self, tasks: list[EmSession], filter_text: str, sort: str, asc: bool) -> list[EmJob]:
-        matched = self.all(tasks)
-        if filter_text:
-            pred = compile_filter(parse_filter(filter_text, JOB_ENTITIES))
-            matched = [j for j in matched if pred(j)]
-        if sort:
-            spec = JOB_ENTITIES.fields.get(sort.lower())
-            if spec is not None:
-                attr = spec[0]
-                matched.sort(key=lambda j: _key(getattr(j, attr)), reverse=not asc)
-        return matched
+        return select(self.all(tasks), JOB_ENTITIES, filter_text, sort, asc)
 
 
 def _job_links(j: EmJob, base: str) -> list[tuple[str, str | None, str, str | None]]:

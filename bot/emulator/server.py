@@ -31,7 +31,6 @@ from bot.emulator.jobs import (
     JOB_TYPES,
     JobSessionStore,
     JobStore,
-    json_entities,
     json_job,
     json_job_session,
     xml_entities,
@@ -387,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_doc(
                 200,
                 lambda: xml_entities(items, plural, xml_one, base, paging),
-                lambda: json_entities(items, plural, json_one, base, paging),
+                lambda: wire.json_entities(items, plural, json_one, base, paging),
             )
             return
         self.send_doc(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote as urlquote
@@ -236,12 +237,13 @@ def json_session(s: EmSession, base: str) -> dict[str, Any]:
     return item
 
 
-def json_query(
-    items: list[EmSession], type_name: str, base: str, paging: dict[str, Any]
-) -> dict[str, Any]:
+def json_entities(
+    items: list[Any], plural: str, write: Callable[[Any, str], dict[str, Any]], base: str,
+    paging: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """A query answer in JSON (v12 casing; the server camel-cases it for v13)."""
     entities: dict[str, Any] = dict.fromkeys(ENTITY_KEYS)
-    plural = f"{type_name}s"
-    entities[plural] = {plural: [json_session(s, base) for s in items]}
+    entities[plural] = {plural: [write(x, base) for x in items]}
     return {
         "Refs": None,
         "Entities": entities,
@@ -256,6 +258,12 @@ def json_query(
             "PagesCount": paging["count"],
         },
     }
+
+
+def json_query(
+    items: list[EmSession], type_name: str, base: str, paging: dict[str, Any]
+) -> dict[str, Any]:
+    return json_entities(items, f"{type_name}s", json_session, base, paging)
 
 
 def json_error(message: str, status: int) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.errors import ParseError
 from bot.models import Page, TaskSession
 
+BOM = b"\xef\xbb\xbf"
+T = TypeVar("T")
 PLURALS = frozenset({"replicatasksessions", "backuptasksessions"})
 _fromiso = datetime.fromisoformat
 # A NamedTuple's own __new__ is a Python function; tuple.__new__ builds the same object directly.
@@ -85,3 +87,16 @@ def number_of(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError) as exc:
         raise ParseError(f"EM sent an unreadable number: {text_of(value)[:40]!r}") from exc
+
+
+def by_form(body: bytes, xml: Callable[[bytes], T], json: Callable[[bytes], T]) -> T:
+    """An answer read by `xml` or by `json`, whichever form it is in (a UTF-8 BOM and leading
+    whitespace tolerated); ParseError for an empty answer or one in neither form."""
+    data = body.removeprefix(BOM).lstrip()
+    if data.startswith(b"<"):
+        return xml(data)
+    if data.startswith(b"{"):
+        return json(data)
+    if not data:
+        raise ParseError("EM sent an empty answer")
+    raise ParseError(f"EM sent something that is neither XML nor JSON: {data[:40]!r}")

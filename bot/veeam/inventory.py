@@ -9,21 +9,14 @@ from typing import Any
 
 from bot.errors import ParseError
 from bot.models import Job, Page
-from bot.veeam.fields import flag_of, number_of, page_info, parse_time, text_of
+from bot.veeam.fields import by_form, flag_of, number_of, page_info, parse_time, text_of
 from bot.veeam.jsonform import decode, lower, query_result
 from bot.veeam.xml import local_name, query_root, xml_root
-
-_BOM = b"\xef\xbb\xbf"
 
 
 def parse_jobs(body: bytes) -> tuple[list[Job], Page | None]:
     """The jobs of a query answer, or the one job of an entity answer."""
-    data = body.removeprefix(_BOM).lstrip()
-    if data.startswith(b"<"):
-        return _from_xml(data)
-    if data.startswith(b"{"):
-        return _from_json(data)
-    raise ParseError(f"EM sent something that is neither XML nor JSON: {data[:40]!r}")
+    return by_form(body, _from_xml, _from_json)
 
 
 def _from_xml(data: bytes) -> tuple[list[Job], Page | None]:

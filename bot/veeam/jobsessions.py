@@ -11,23 +11,17 @@ from typing import Any
 
 from bot.errors import ParseError
 from bot.models import JobSession, Page
-from bot.veeam.fields import flag_of, job_name, number_of, page_info, parse_time, text_of
+from bot.veeam.fields import by_form, flag_of, job_name, number_of, page_info, parse_time, text_of
 from bot.veeam.jsonform import lower, query_result
 from bot.veeam.xml import local_name, query_root
 
 JOB_SESSION_TYPES = ("BackupJobSession", "ReplicaJobSession")
 _PLURALS = frozenset(t.lower() + "s" for t in JOB_SESSION_TYPES)
-_BOM = b"\xef\xbb\xbf"
 
 
 def parse_job_sessions(body: bytes) -> tuple[list[JobSession], Page | None]:
     """Parse one query answer of job sessions; raises EMRejected or ParseError."""
-    data = body.removeprefix(_BOM).lstrip()
-    if data.startswith(b"<"):
-        return _from_xml(data)
-    if data.startswith(b"{"):
-        return _from_json(data)
-    raise ParseError(f"EM sent something that is neither XML nor JSON: {data[:40]!r}")
+    return by_form(body, _from_xml, _from_json)
 
 
 def _from_xml(data: bytes) -> tuple[list[JobSession], Page | None]:

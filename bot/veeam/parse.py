@@ -13,29 +13,21 @@ from typing import Any
 
 from bot.errors import ParseError
 from bot.models import Page, TaskSession
+from bot.veeam.fields import BOM, by_form
 from bot.veeam.jsonform import lower, parse_json
 from bot.veeam.xml import local_name, parse_xml, xml_root
-
-_BOM = b"\xef\xbb\xbf"
 
 
 def parse_page(body: bytes) -> tuple[list[TaskSession], Page | None]:
     """Parse one query answer; raises EMRejected for an `Error` body, ParseError otherwise."""
-    data = body.removeprefix(_BOM).lstrip()
-    if data.startswith(b"<"):
-        return parse_xml(data)
-    if data.startswith(b"{"):
-        return parse_json(data)
-    if not data:
-        raise ParseError("EM sent an empty answer")
-    raise ParseError(f"EM sent something that is neither XML nor JSON: {data[:40]!r}")
+    return by_form(body, parse_xml, parse_json)
 
 
 def parse_logon(body: bytes) -> tuple[str, str]:
     """(SessionId, Delete link) of a `LogonSession` answer, XML or JSON; empty strings for
     what it lacks. Never raises: a logon without a readable body still works, it only
     cannot be logged out of except through a `Location` header."""
-    data = body.removeprefix(_BOM).lstrip()
+    data = body.removeprefix(BOM).lstrip()
     try:
         if data.startswith(b"<"):
             root = xml_root(data)
