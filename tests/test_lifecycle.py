@@ -461,6 +461,27 @@ def test_a_mute_covers_its_vm_or_job_until_it_expires() -> None:
     assert not replace(m, name="vm2").covers(s, T)
 
 
+def test_the_digest_never_says_nothing_is_failing_beside_vms_still_failing(
+    rig: Rig, em: Emulator, now: datetime
+) -> None:
+    """A fresh state (or mutes): EM has VMs failing that the bot holds no open alert for;
+    the problems line says so instead of "nothing is failing"."""
+    runner = DigestRunner(rig.settings, rig.em, rig.store, rig.notifier, rig.pipeline.renderer)
+
+    def problems_line() -> str:
+        text = "\n".join(_texts(runner.build(now, timedelta(hours=24)).blocks))
+        return next(line for line in text.splitlines() if "Open problems" in line)
+
+    assert problems_line().endswith("· nothing is failing")
+    job_run(em, now, [("db01", "Failed", "x"), ("db02", "Failed", "y")], ended_ago=3 * 60 * M)
+    line = problems_line()
+    assert "nothing is failing" not in line
+    assert "*Open problems: 0* (alerted, not recovered yet)" in line
+    assert "2 of the 2 VMs still failing have no open alert" in line
+    rig.pipeline.poll_once(now - 170 * M)  # the bot alerts on both: nothing left unexplained
+    assert problems_line() == "*Open problems: 2* (alerted, not recovered yet)"
+
+
 def test_the_digest_lists_open_recovered_and_muted_problems(
     rig: Rig, em: Emulator, slack: FakeSlack, now: datetime
 ) -> None:

@@ -161,7 +161,14 @@ def _vm_job(p: Problem, named: bool = False) -> tuple[str, str]:
     return str(vm), f"{em} · {job}" if named else str(job)
 
 
-def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str, Any]:
+def _problems_view(
+    d: ProblemDigest, end: datetime, failing: list[tuple[str, str]] | None = None, rows: int = 15
+) -> dict[str, Any]:
+    """`failing`: (job, VM) whose latest session in the window failed (the counts line's
+    "still failing"); those without an open problem are counted, so that "open problems"
+    never reads as a contradiction of that line."""
+    alerted = {(job, vm) for vm, job in (_vm_job(p) for p in d.open)}
+
     def row(p: Problem) -> dict[str, Any]:
         vm, job = _vm_job(p, d.named)
         return {"vm": vm, "job": job, "count": p.count}
@@ -172,6 +179,8 @@ def _problems_view(d: ProblemDigest, end: datetime, rows: int = 15) -> dict[str,
             for name, since, error in d.down
         ],
         "open_count": len(d.open),
+        "still_failing": len(failing or []),
+        "unalerted": sum(key not in alerted for key in failing or []),
         "open": [
             {**row(p), "age": human_duration(end.timestamp() - p.opened)} for p in d.open[:rows]
         ],
@@ -226,7 +235,12 @@ def digest_message(
     ]
     if problems is not None:
         blocks.append(
-            section(r.text("digest_problems.md.j2", _problems_view(problems, summary.end)))
+            section(
+                r.text(
+                    "digest_problems.md.j2",
+                    _problems_view(problems, summary.end, [key for key, _ in failing]),
+                )
+            )
         )
     tail = [
         context(
