@@ -8,6 +8,11 @@ from typing import NamedTuple
 
 SESSION_TYPES = ("ReplicaTaskSession", "BackupTaskSession")
 RESULTS = ("Success", "Warning", "Failed")
+# The job-session type of each task-session type: a job's own runs.
+JOB_SESSION_OF = {
+    "ReplicaTaskSession": "ReplicaJobSession",
+    "BackupTaskSession": "BackupJobSession",
+}
 
 # Short names used in the query grammar and the CLI output.
 TYPE_ALIASES = {"replica": "ReplicaTaskSession", "backup": "BackupTaskSession"}

@@ -35,6 +35,7 @@ from bot.config.render import (
     slack_escape,
     texts_of,
 )
+from bot.digest.strip import DayStrip, strip_text
 from bot.models import TaskSession
 from bot.veeam import filters as F
 
@@ -210,6 +211,8 @@ def digest_message(
     previous: dict[str, int] | None,
     zone: str,
     problems: ProblemDigest | None = None,
+    *,
+    strip: DayStrip | None = None,
 ) -> Message:
     c = summary.counts
     failing = summary.still_failing()
@@ -250,6 +253,8 @@ def digest_message(
             )
         )
     ]
+    if strip is not None and strip.jobs:
+        tail.insert(0, section(strip_text(r, strip)))
     if failing:
         tail.insert(0, section(_still_failing(r, failing)))
     text = (

@@ -22,12 +22,14 @@ from bot.digest.build import (
     unavailable_message,
     window_filter,
 )
+from bot.digest.strip import DayStrip
 from bot.errors import NotifyError, SourceError
-from bot.models import iso_z, utc_from_epoch
+from bot.models import JOB_SESSION_OF, iso_z, utc_from_epoch
 from bot.slack.web import Notifier, Receipt
 from bot.store.codec import scoped
 from bot.store.schema import PROBLEMS
 from bot.store.store import Store
+from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class DigestRunner:
         missing: dict[str, str] = {}
         current = self._stream(Summary(start, end), missing)
         previous = self._stream(Summary(previous_start, start), missing).counts
+        strip = self._strip(end, missing)
         problems = [Problem.from_json(v) for v in self.store.all_records(PROBLEMS).values()]
         mutes = MuteBook(self.store).active(end)
         return digest_message(
@@ -100,7 +103,27 @@ class DigestRunner:
             problem_digest(
                 problems, mutes, start, end, named=self.settings.many, down=self._down(missing)
             ),
+            strip=strip,
         )
+
+    def _strip(self, end: datetime, missing: dict[str, str]) -> DayStrip:
+        """Each job's last seven local days, from its job sessions. A server in `missing`
+        (its sessions did not answer) is not asked; one whose job sessions fail is left out
+        of the strip alone."""
+        strip = DayStrip(end, self.settings.digest.timezone)
+        flt = F.all_of([F.cmp("State", "==", "Stopped"), F.cmp("EndTime", ">=", strip.start),
+                        F.cmp("EndTime", "<", end)])  # fmt: skip
+        types = {s.server: s.session_types for s in self.settings.servers}
+        for name, client in self.sources.items():
+            if name in missing:
+                continue
+            try:
+                for type_ in types.get(name, self.settings.veeam.session_types):
+                    for js in client.query_job_sessions(JOB_SESSION_OF[type_], flt):
+                        strip.add(js, f"{name} · {js.job}" if name else js.job)
+            except SourceError as exc:
+                log.warning("the digest's 7-day strip leaves out %s: %s", name or "EM", exc)
+        return strip
 
     def post(self, message: Message) -> Receipt:
         return self.notifier.post(self._channel(), message)

@@ -26,8 +26,9 @@ from bot.alerts.mutes import Mute
 from bot.alerts.problems import Problem, identity, opened_by, recovered
 from bot.config.render import Renderer
 from bot.digest.build import ProblemDigest, Summary, digest_message, unavailable_message
+from bot.digest.strip import DayStrip
 from bot.errors import ConfigError
-from bot.models import TaskSession
+from bot.models import JobSession, TaskSession
 from bot.slash.answers import Status, help_reply, query_reply, session_reply, status_reply
 from bot.slash.lookup import Answer
 
@@ -139,7 +140,12 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
         (
             "the digest",
             lambda: digest_message(
-                r, summary, {"Success": 1, "Warning": 0, "Failed": 9}, "UTC", _problem_digest()
+                r,
+                summary,
+                {"Success": 1, "Warning": 0, "Failed": 9},
+                "UTC",
+                _problem_digest(),
+                strip=_strip(),
             ),
         ),
         (
@@ -149,6 +155,20 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
         ("digest unavailable", lambda: unavailable_message(r, HOSTILE, SAMPLE_TIME)),
     ]
     return out
+
+
+def _strip() -> DayStrip:
+    """Seven days of a failing job with a hostile name, one that stopped, and 40 more."""
+    strip = DayStrip(SAMPLE_TIME, "UTC")
+    runs = [(HOSTILE, "Failed"), ("Stopped job", "Success")] + [
+        (f"Job {n}", "Success") for n in range(40)
+    ]
+    for n, (job, result) in enumerate(runs):
+        ended = SAMPLE_TIME - timedelta(days=n % 7, hours=1)
+        strip.add(JobSession(f"urn:veeam:BackupJobSession:{n}", "BackupJobSession", job, job,
+                             "urn:veeam:Job:1", "Backup", "srv", "Stopped", result, "", False,
+                             100, ended, ended), job)  # fmt: skip
+    return strip
 
 
 def check_templates(r: Renderer) -> int:
