@@ -25,7 +25,7 @@ def _from_xml(data: bytes) -> tuple[list[Job], Page | None]:
         return [_job(_xml_fields(root))], None
     out: list[Job] = []
     page = None
-    for child in query_root(data):
+    for child in query_root(data, root):
         local = local_name(child.tag)
         if local == "Entities":
             for plural in child:

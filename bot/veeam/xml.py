@@ -86,10 +86,10 @@ def xml_root(data: bytes) -> Any:
     return root
 
 
-def query_root(data: bytes) -> Any:
-    """An XML query answer's root element; raises EMRejected for EM's error document and
-    ParseError for anything that is not a query result."""
-    root = xml_root(data)
+def query_root(data: bytes, root: Any = None) -> Any:
+    """An XML query answer's root element (`root`: already parsed); raises EMRejected for
+    EM's error document and ParseError for anything that is not a query result."""
+    root = xml_root(data) if root is None else root
     name = local_name(root.tag)
     if name == "Error":
         raise EMRejected(_xml_error(root), int(root.get("StatusCode") or 0))
