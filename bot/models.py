@@ -40,6 +40,19 @@ class TaskSession(NamedTuple):
     # The `[[veeam.servers]]` name of the Enterprise Manager that listed it ("" when the bot
     # watches one, from `[veeam] url`). Set by the bot, not parsed.
     em: str = ""
+    # The JobType of a job-level failure (a job session told by itself, `job_level`); ""
+    # for a task session.
+    kind: str = ""
+
+    @property
+    def job_level(self) -> bool:
+        """A job session's own failure, with no VM: its UID is the job session's."""
+        return self.uid == self.job_session_uid and not self.vm
+
+    @property
+    def kind_words(self) -> str:
+        """The job's type in words ("file share backup"), for a job-level failure."""
+        return JOB_TYPE_WORDS.get(self.kind, self.kind.lower() or "job")
 
     @property
     def duration_s(self) -> float | None:
@@ -62,6 +75,7 @@ class TaskSession(NamedTuple):
             "created": iso_z(self.created),
             "ended": iso_z(self.ended),
             "total_size": self.total_size,
+            **({"job_type": self.kind} if self.kind else {}),
         }
 
 

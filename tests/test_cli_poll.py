@@ -67,8 +67,11 @@ def test_exit_0_announces_everything_once(em: Emulator, slack: FakeSlack, tmp_pa
     expected = expected_uids(em)
     assert Counter(slack.announced_uids()) == Counter(expected)
     (line,) = first.stdout.splitlines()
+    # the task sessions, and the job session of each run (told by its tasks: no message)
+    runs = len({s.job_session_uid for s in em.store.all() if s.uid in set(expected)})
     assert line.startswith(
-        f"fetched {len(expected)}, new {len(expected)}, announced {len(expected)}, pending 0,"
+        f"fetched {len(expected) + runs}, new {len(expected)}, announced {len(expected)}, "
+        "pending 0,"
     )
     second = poll(env)
     assert second.returncode == 0 and ", new 0, announced 0, pending 0," in second.stdout

@@ -37,7 +37,7 @@ def test_every_key_is_in_the_example_with_its_default_and_loads_as_declared(
     path.write_text(example)
     loaded = load_settings({"BOT_CONFIG": str(path)})
     defaults = Settings()
-    for section in ("veeam", "poll", "alerts", "digest", "slash", "http"):
+    for section in ("veeam", "poll", "alerts", "jobs", "stale", "digest", "slash", "http"):
         assert getattr(loaded, section) == getattr(defaults, section), section
 
 

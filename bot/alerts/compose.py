@@ -54,6 +54,7 @@ def compose(
     late_by: float | None,
     status: dict[str, Markup],
     later: list[TaskSession],
+    note: str = "",
 ) -> Message:
     """The alert for one chunk; `later` are failures folded into it, named in its metadata."""
     try:
@@ -65,6 +66,7 @@ def compose(
             decision=decision,
             late_by=late_by,
             status=status,
+            note=note,
         )
     except Exception:  # a template bug must not hold the alert back either
         log.exception("cannot render the alert for %s; sending it bare", chunk[0].uid)

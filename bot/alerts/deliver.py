@@ -21,7 +21,7 @@ from bot.errors import NotifyError
 from bot.models import TaskSession
 from bot.slack.web import Notifier, Receipt
 from bot.store.codec import Pending
-from bot.store.schema import CATCHUPS
+from bot.store.schema import CATCHUPS, NOTES
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ class Delivery:
         if limit and len(chunks) > limit:
             return self._catchup([s for c in chunks for s in c], now)
         announced, error = 0, ""
+        jsus = sorted({c[0].job_session_uid for c in chunks})
+        notes = {k: v.get("m", "") for k, v in self.store.records(NOTES, jsus).items()}
         for n, (chunk, part) in enumerate(zip(chunks, parts(chunks), strict=True), 1):
             if self.stopping.is_set():
                 log.info("stopping: %d alert(s) stay pending", sum(len(c) for c in chunks[n - 1 :]))
@@ -145,6 +147,7 @@ class Delivery:
                 late_by=msg_late,
                 status=status,
                 later=[f for s in chunk for f in into.get(s.uid, [])],
+                note=notes.get(chunk[0].job_session_uid, ""),
             )
             try:
                 receipt = self.sender.send(msg, now)

@@ -75,20 +75,33 @@ class Fetcher:
         self.server = settings.veeam.server
         self.last_sweep: datetime | None = None  # None: this process has not swept yet
 
-    def failures(
-        self, type_: str, now: datetime, sweep: bool, late: dict[str, float]
-    ) -> tuple[list[TaskSession], int, datetime | None]:
-        """(new sessions, sessions fetched, latest end time seen) for one session type. A
-        sweep looks back over the late window; what only it finds goes into `late`."""
-        checkpoint = self.store.checkpoint(type_, self.server)
+    def window(self, stream: str, now: datetime, sweep: bool) -> tuple[datetime, datetime, bool]:
+        """(where this poll's query of `stream` starts, where an ordinary poll's would, whether
+        the stream had a checkpoint). A stream is a session type, task or job."""
+        checkpoint = self.store.checkpoint(stream, self.server)
         ordinary = window_start(checkpoint, now, self.settings)
-        floor_key = scoped(f"floor:{type_}", self.server)
+        floor_key = scoped(f"floor:{stream}", self.server)
         floor = self.store.meta(floor_key)
         if checkpoint is None and floor is None:  # a first run: nothing before this, ever
             floor = iso_z(ordinary)
             self.store.set_meta(floor_key, floor)
         floor_at = parse_time(floor) if isinstance(floor, str) else None
         since = sweep_start(checkpoint, floor_at, now, self.settings) if sweep else ordinary
+        return since, ordinary, checkpoint is not None
+
+    def failures(
+        self,
+        type_: str,
+        now: datetime,
+        sweep: bool,
+        late: dict[str, float],
+        told: set[str] | None = None,
+    ) -> tuple[list[TaskSession], int, datetime | None]:
+        """(new sessions, sessions fetched, latest end time seen) for one session type. A
+        sweep looks back over the late window; what only it finds goes into `late`. `told`
+        gathers the job session of every failure listed, new or not (the job-session
+        stage leaves those to their task sessions)."""
+        since, ordinary, had_checkpoint = self.window(type_, now, sweep)
         results = self.settings.alerts.results
         out: list[TaskSession] = []
         batch: list[TaskSession] = []
@@ -99,28 +112,33 @@ class Fetcher:
                 top = s.ended
             if alertable(s, results, since):
                 batch.append(s)
+                if told is not None:
+                    told.add(s.job_session_uid)
             if len(batch) >= BATCH:
                 out += select(self.store, batch)
                 batch = []
         out += select(self.store, batch)
         out = self.tagged(out)
-        if checkpoint is not None:
+        if had_checkpoint:
             note_late(out, ordinary, now, late)
         return out, fetched, top
 
+    def success_start(self, stream: str, now: datetime) -> datetime:
+        """Where the query for a stream's successes starts: an ordinary window, and no more.
+        After an outage (or on a first run) all of a day's successes would be read for the
+        few that close a problem; a problem whose recovery fell before closes at the next
+        success."""
+        wanted = max(2 * self.settings.poll.overlap, self.settings.alerts.hold_for_retries)
+        checkpoint = self.store.checkpoint(stream, self.server)
+        return max(window_start(checkpoint, now, self.settings), now - wanted)
+
     def successes(self, type_: str, now: datetime) -> list[TaskSession]:
         """The completed Success sessions of an ordinary poll's window (not a sweep's)."""
-        # An ordinary window, and no more: after an outage (or on a first run) all of a
-        # day's successes would be read for the few that close a problem. A problem whose
-        # recovery fell before closes at its VM's next success.
-        wanted = max(2 * self.settings.poll.overlap, self.settings.alerts.hold_for_retries)
-        checkpoint = self.store.checkpoint(type_, self.server)
-        since = max(window_start(checkpoint, now, self.settings), now - wanted)
         flt = F.all_of(
             [
                 F.cmp("State", "==", "Completed"),
                 F.cmp("Result", "==", "Success"),
-                F.cmp("EndTime", ">=", since),
+                F.cmp("EndTime", ">=", self.success_start(type_, now)),
             ]
         )
         return self.tagged(list(self.em.query(type_, flt, sort_asc="EndTime")))

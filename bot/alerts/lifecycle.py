@@ -40,7 +40,7 @@ from bot.models import TaskSession
 from bot.slack.codes import gone
 from bot.slack.web import Notifier, Receipt
 from bot.store.codec import session_from_json, session_to_json
-from bot.store.schema import ALERTS, PROBLEMS, RECOVERIES, REDRAWS
+from bot.store.schema import ALERTS, NOTES, PROBLEMS, RECOVERIES, REDRAWS
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -311,6 +311,27 @@ class Lifecycle:
         finally:
             self._write()
 
+    # ------------------------------------------------------------------ job notes
+    def note_of(self, job_session_uid: str) -> str:
+        """The FailureMessage of a job session whose failure its task sessions told."""
+        row = self.store.records(NOTES, [job_session_uid]).get(job_session_uid) or {}
+        return str(row.get("m", ""))
+
+    def noted(self, notes: dict[str, str], now: datetime) -> None:
+        """Keep each job session's FailureMessage for its alert's "Job: …" line, and redraw
+        the alerts already posted for it (the job ends after its VMs)."""
+        if not notes:
+            return
+        at = now.timestamp()
+        self.store.put_records(NOTES, {k: {"m": m, "t": at} for k, m in notes.items()})
+        marks: dict[str, dict[str, Any]] = {}
+        for jsu in notes:
+            for ts in self.store.alerts_of_job_session(jsu):
+                record = self.store.records(ALERTS, [ts]).get(ts) or {}
+                if record.get("c") and record.get("kind") != "catchup":
+                    marks[ts] = {"c": record["c"]}
+        self.store.put_records(REDRAWS, marks)
+
     # ------------------------------------------------------------------ updates
     def flush_updates(self) -> str:
         """Redraw every alert whose problems changed; Slack's error, if any (they stay
@@ -374,6 +395,7 @@ class Lifecycle:
             status=status,
             recovered=closed == len(sessions),
             acked=(record["ack"]["by"], record["ack"]["at"]) if record.get("ack") else None,
+            note=self.note_of(sessions[0].job_session_uid),
         )
         if record.get("f") and message.metadata:
             message.metadata["event_payload"]["sessions"] += record["f"]

@@ -78,10 +78,12 @@ def alert_message(
     status: dict[str, Markup] | None = None,
     recovered: bool = False,
     acked: tuple[str, float] | None = None,
+    note: str = "",
 ) -> Message:
     """One alert message for sessions of one job session (at most 40). `status` (UID →
     a line of mrkdwn) tells what became of each VM's problem since, and `recovered` that
-    all of them recovered: the alert as `chat.update` shows it later."""
+    all of them recovered: the alert as `chat.update` shows it later. `note` is the job
+    session's own FailureMessage ("Job: …"), when EM gave one."""
     assert 0 < len(sessions) <= MAX_SESSIONS_PER_MESSAGE
     status = status or {}
     first, result = sessions[0], worst(sessions)
@@ -99,6 +101,7 @@ def alert_message(
         "ended": slack_date(max((s.ended for s in sessions if s.ended), default=None)),
         "vms": ", ".join(s.vm for s in sessions[:10]) + (" …" if len(sessions) > 10 else ""),
         "recovered": recovered,
+        "note": note.strip(),
     }
     if len(sessions) == 1:
         view["result"] = first.result
@@ -136,7 +139,7 @@ def _buttons(sessions: list[TaskSession], acked: tuple[str, float] | None) -> li
     elements = []
     if acked is None:
         elements.append(_button("Acknowledge", "veeam_ack", {}, style="primary"))
-    if len(sessions) == 1:
+    if len(sessions) == 1 and not first.job_level:
         elements.append(
             _button("Mute VM 24h", "veeam_mute_vm", {"vm": first.vm, "server": first.server})
         )
@@ -313,7 +316,7 @@ def recovery_message(r: Renderer, s: TaskSession, p: Problem) -> Message:
     """The reply that closes a problem: the VM succeeded again."""
     view = {
         **session_view(s),
-        "verb": _VERB.get(s.type, "completed"),
+        "verb": "ran" if s.job_level else _VERB.get(s.type, "completed"),
         "after": human_duration((s.ended.timestamp() if s.ended else p.last_end) - p.opened),
         "failures": p.count,
     }

@@ -2,6 +2,7 @@
 
     carry    what an earlier poll left pending is looked for in Slack first  (deliver)
     fetch    failures since the checkpoint (a sweep now and then), successes  (fetch)
+    jobs     job sessions no task session tells: failures of their own      (jobfetch)
     select   only what was never announced, pending or held; late listings   (select)
     hold     new failures wait for Veeam's retry                              (hold)
     mute     what a mute covers is recorded, not announced                    (mutes)
@@ -27,16 +28,17 @@ from bot.alerts.compose import group_sessions
 from bot.alerts.deliver import Delivery
 from bot.alerts.fetch import Fetcher, error_kind, is_sweep_due
 from bot.alerts.hold import Hold
+from bot.alerts.jobfetch import JobFetcher
 from bot.alerts.lifecycle import Lifecycle
 from bot.alerts.mutes import unmuted
-from bot.alerts.problems import Plan, plan
+from bot.alerts.problems import Plan, identity, plan
 from bot.alerts.record import Recorder
 from bot.alerts.result import PollResult
 from bot.alerts.send import Sender
 from bot.config.render import Renderer
 from bot.config.settings import Settings
 from bot.errors import NotifyError, SourceError
-from bot.models import TaskSession
+from bot.models import JOB_SESSION_OF, TaskSession
 from bot.slack.web import Notifier
 from bot.store.codec import Pending
 from bot.store.lock import WriterLock
@@ -52,6 +54,9 @@ class Fetched:
     successes: list[TaskSession] = field(default_factory=list)
     held: list[TaskSession] = field(default_factory=list)
     high: dict[str, datetime | None] = field(default_factory=dict)  # latest end, per type
+    told: list[TaskSession] = field(default_factory=list)  # job sessions their tasks tell
+    notes: dict[str, str] = field(default_factory=dict)  # their FailureMessage, by UID
+    retries: set[str] = field(default_factory=set)  # IsRetry job sessions among `fresh`
 
 
 class Pipeline:
@@ -87,6 +92,7 @@ class Pipeline:
                              sleep=sleep, retries=retries, backoff=backoff)  # fmt: skip
         self.life = Lifecycle(settings, store, notifier, renderer, self.sender.send)
         self.fetcher = Fetcher(settings, em, store)
+        self.jobs = JobFetcher(settings, em, self.fetcher, store)
         self.hold = Hold(settings, store, owns)
         self.delivery = Delivery(
             settings, store, notifier, renderer,
@@ -106,7 +112,8 @@ class Pipeline:
     def settings(self, value: Settings) -> None:
         """Settings changed while the bot runs reach every stage."""
         self._settings = value
-        for stage in (self.life, self.fetcher, self.hold, self.delivery, self.recorder):
+        stages = (self.life, self.fetcher, self.jobs, self.hold, self.delivery, self.recorder)
+        for stage in stages:
             stage.settings = value
         self.sender.configured = value.alerts.channel
 
@@ -167,16 +174,28 @@ class Pipeline:
         successes that may close problems or settle held failures."""
         sweep = is_sweep_due(self.fetcher.last_sweep, now, self.settings.poll.sweep_interval)
         out = Fetched()
+        watch_jobs = self.settings.veeam.job_sessions
         try:
             for type_ in self.settings.veeam.session_types:
-                sessions, count, top = self.fetcher.failures(type_, now, sweep, late)
+                told: set[str] = set()
+                sessions, count, top = self.fetcher.failures(type_, now, sweep, late, told)
                 out.fresh += sessions
                 result.fetched += count
                 out.high[type_] = top
+                if watch_jobs:
+                    got = self.jobs.failures(type_, now, sweep, late, told)
+                    out.fresh += got.fresh
+                    out.told += got.told
+                    out.notes.update(got.notes)
+                    out.retries |= got.retries
+                    result.fetched += got.fetched
+                    out.high[JOB_SESSION_OF[type_]] = got.top
             out.held = self.hold.held()
             if self._wants_successes(out.fresh, out.held):
                 for type_ in self.settings.veeam.session_types:
                     out.successes += self.fetcher.successes(type_, now)
+                    if watch_jobs:
+                        out.successes += self.jobs.successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)
             result.em_error_kind = error_kind(exc)
@@ -200,6 +219,12 @@ class Pipeline:
         carried: list[TaskSession],
         got: Fetched,
     ) -> None:
+        if got.told:  # job sessions whose task sessions tell their failure
+            self.store.record_silently(got.told, now, "told by its task sessions")
+        self.life.noted(got.notes, now)
+        retried = self._retries_alone(got, now)
+        if retried:
+            got.fresh = [s for s in got.fresh if s.uid not in retried]
         result.new = len(got.fresh)
         if got.fresh:
             self.store.mark_pending(got.fresh, self.sender.channel, now, late=late)
@@ -221,6 +246,25 @@ class Pipeline:
         pending = self.pending()
         result.pending = len(pending)
         self.recorder.advance(got.high, pending, now)
+
+    def _retries_alone(self, got: Fetched, now: datetime) -> set[str]:
+        """Veeam's retry of a job run is a repeat of its problem, never a new alert: an
+        IsRetry job session with no open problem, and no first failure in this poll, is
+        recorded without a message."""
+        if not got.retries:
+            return set()
+        retries = [s for s in got.fresh if s.uid in got.retries]
+        firsts = {identity(self.life.em, s) for s in got.fresh if s.uid not in got.retries}
+        problems = self.life.problems_of(retries)
+        alone = [
+            s
+            for s in retries
+            if identity(self.life.em, s) not in firsts
+            and not ((p := problems.get(identity(self.life.em, s))) is not None and p.is_open)
+        ]
+        if alone:
+            self.store.record_silently(alone, now, "a retry of a run with no open alert")
+        return {s.uid for s in alone}
 
     def _follow_up(self, todo: Plan, now: datetime, result: PollResult) -> None:
         """Repeats into their threads, recoveries, then the alerts they changed."""

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from bot.alerts.fetch import window_start
 from bot.config.settings import Settings
+from bot.models import JOB_SESSION_OF, TaskSession
 from bot.store.codec import Pending, scoped
 from bot.store.store import Store
 
@@ -31,6 +32,20 @@ def prune_cutoff(now: datetime, settings: Settings, checkpoints: list[datetime |
     return min([now - settings.alerts.retention, *starts])
 
 
+def stream_of(s: TaskSession) -> str:
+    """The query a session came from: its task type, or its job-session type for a job
+    session's own failure. Each has its own checkpoint."""
+    return JOB_SESSION_OF.get(s.type, s.type) if s.job_level else s.type
+
+
+def streams(settings: Settings) -> list[str]:
+    """Every query stream a poll reads: each watched task type, and its job sessions."""
+    types = list(settings.veeam.session_types)
+    if settings.veeam.job_sessions:
+        types += [JOB_SESSION_OF[t] for t in settings.veeam.session_types]
+    return types
+
+
 def poll_record(outcome: str, now: datetime, announced: int, pending: int,
                 before: dict[str, object]) -> dict[str, object]:  # fmt: skip
     """What `last_poll` keeps of a poll (/healthz reads it)."""
@@ -50,7 +65,7 @@ class Recorder:
         self.server = settings.veeam.server
 
     def checkpoints(self) -> list[datetime | None]:
-        return [self.store.checkpoint(t, self.server) for t in self.settings.veeam.session_types]
+        return [self.store.checkpoint(t, self.server) for t in streams(self.settings)]
 
     def advance(
         self, high: dict[str, datetime | None], pending: list[Pending], now: datetime
@@ -58,7 +73,9 @@ class Recorder:
         """Move the checkpoint of each type EM answered for, never past a pending session."""
         for type_, top in high.items():
             waiting = [
-                p.session.ended for p in pending if p.session.type == type_ and p.session.ended
+                p.session.ended
+                for p in pending
+                if stream_of(p.session) == type_ and p.session.ended
             ]
             overlap = self.settings.poll.overlap
             reached = next_checkpoint(top, now, waiting, overlap)

@@ -134,3 +134,46 @@ def tls_verify(v: Any) -> bool | str:
     if not Path(text).is_file():
         raise ValueError(f"expected true, false or the path of a CA bundle; no file at {text!r}")
     return text
+
+
+class AutoHold(timedelta):
+    """`hold_for_retries = "auto"`: each failure is held for its own job's retry window
+    (from the job inventory) plus a margin; this value (Veeam's default of 3 retries 10
+    minutes apart, plus the margin) holds a job the inventory does not know."""
+
+    def __repr__(self) -> str:
+        return "AutoHold()"
+
+
+HOLD_MARGIN = timedelta(minutes=5)  # EM lists a retry's result up to a few minutes late
+AUTO_HOLD = AutoHold(minutes=35)
+
+
+def hold_duration(v: Any) -> timedelta:
+    """A duration, or "auto" (AUTO_HOLD)."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return AUTO_HOLD
+    return parse_duration(v)
+
+
+def auto_or_duration(v: Any) -> timedelta | str:
+    """ "auto", or a duration longer than zero."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    return positive_duration(v)
+
+
+def per_job(v: Any) -> tuple[tuple[str, timedelta | None], ...]:
+    """A table of job name → a duration, or "off" (None): `[stale.jobs]`."""
+    if not isinstance(v, dict):
+        raise ValueError(f'expected a table of job name = duration or "off", got {v!r}')
+    out: list[tuple[str, timedelta | None]] = []
+    for name, value in v.items():
+        if isinstance(value, str) and value.strip().lower() == "off":
+            out.append((name, None))
+            continue
+        try:
+            out.append((name, positive_duration(value)))
+        except ValueError as exc:
+            raise ValueError(f'{name!r}: {exc}; or "off"') from None
+    return tuple(out)

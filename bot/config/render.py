@@ -314,7 +314,7 @@ _TYPE_LABEL = {name: short.capitalize() for name, short in TYPE_SHORT.items()}
 
 
 def session_view(s: TaskSession) -> dict[str, Any]:
-    return {
+    view = {
         "uid": s.uid,
         "job_session_uid": s.job_session_uid,
         "vm": s.vm,
@@ -330,4 +330,15 @@ def session_view(s: TaskSession) -> dict[str, Any]:
         "duration": human_duration(s.duration_s),
         "size": human_size(s.total_size),
         "reason": s.reason or "(no reason given)",
+        # a job session's own failure (no VM): what the headline names instead of a VM
+        "job_level": s.job_level,
+        "kind": s.kind_words if s.job_level else "",
+        "subject": f"{s.job} ({s.kind_words})" if s.job_level else s.vm,
     }
+    if s.job_level:
+        view["type_label"] = s.kind_words.capitalize()
+        if not s.reason.strip():
+            view["reason"] = Markup(
+                f"EM gave no reason; `/veeam session {slack_escape(s.uid)}` shows the run"
+            )
+    return view

@@ -17,13 +17,16 @@ from urllib.parse import urlsplit
 
 from bot.config.convert import (
     Conv,
+    auto_or_duration,
     boolean,
     choices,
     clock_time,
     em_url,
     float_min,
+    hold_duration,
     int_range,
     parse_duration,
+    per_job,
     positive_duration,
     string,
     string_list,
@@ -93,6 +96,13 @@ class VeeamSettings:
     )
     session_types: tuple[str, ...] = key(
         ("ReplicaTaskSession",), choices(SESSION_TYPES, many=True), "Which task sessions to watch."
+    )
+    job_sessions: bool = key(
+        True,
+        boolean,
+        "Also watch each watched type's job sessions: a job that fails before it "
+        "processes any VM (repository offline, no proxy), and with BackupTaskSession the "
+        "file share (NasBackup), agent and backup copy jobs, which have no VM task sessions.",
     )
     format: str = key(
         "xml",
@@ -211,10 +221,12 @@ class AlertSettings:
     )
     hold_for_retries: timedelta = key(
         timedelta(0),
-        parse_duration,
+        hold_duration,
         "Announce a failure only if "
         "no Success of the same problem arrives within this long "
-        '(Veeam retries a failed VM); "0m" announces at once.',
+        '(Veeam retries a failed VM); "0m" announces at once. "auto" holds each failure '
+        "for its own job's retry window (RetryTimes x RetryTimeout, from the job "
+        "inventory) plus 5 minutes, and 35m for a job the inventory does not know.",
     )
     max_messages_per_poll: int = key(
         20,
@@ -231,6 +243,56 @@ class AlertSettings:
         "this long gets one alert here; when it answers again, "
         "one reply in that alert's thread says so.",
     )
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    refresh: timedelta = key(
+        timedelta(minutes=15),
+        parse_duration,
+        "How often to read the job inventory (query?type=Job: schedules, next runs, retry "
+        'options) for the stale, disabled and long-running alerts and hold_for_retries = "auto"; '
+        '"0m" turns the inventory off.',
+    )
+
+
+@dataclass(frozen=True)
+class StaleSettings:
+    after: timedelta | str = key(
+        "auto",
+        auto_or_duration,
+        "A scheduled, enabled job with no successful run for this long gets one alert. "
+        '"auto" learns each job\'s interval from its successful runs (about twice the '
+        "median gap, at least 2h); until a job has 3 runs, its NextRun decides.",
+    )
+    grace: timedelta = key(
+        timedelta(hours=1),
+        parse_duration,
+        "Without enough history: stale when NextRun is this far in the past and no run "
+        "started since.",
+    )
+    disabled: bool = key(
+        True, boolean, "One alert when a job's schedule is disabled; a reply when it is back."
+    )
+    running_min: timedelta = key(
+        timedelta(hours=2),
+        positive_duration,
+        "A run still working after about 3 times its job's median duration, and at least "
+        "this long, gets one alert.",
+    )
+    jobs: tuple[tuple[str, timedelta | None], ...] = key(
+        (),
+        per_job,
+        'Per job name: the interval for that job, or "off" (never stale), e.g.:',
+        example='{ "Nightly SQL" = "36h", "Monthly archive" = "off" }',
+    )
+
+    def override(self, job: str) -> tuple[bool, timedelta | None]:
+        """(whether [stale.jobs] names the job, its interval: None for "off")."""
+        for name, value in self.jobs:
+            if name == job:
+                return True, value
+        return False, None
 
 
 @dataclass(frozen=True)
@@ -302,6 +364,8 @@ class Settings:
     veeam: VeeamSettings = VeeamSettings()  # the first (or only) Enterprise Manager
     poll: PollSettings = PollSettings()
     alerts: AlertSettings = AlertSettings()
+    jobs: JobsSettings = JobsSettings()
+    stale: StaleSettings = StaleSettings()
     digest: DigestSettings = DigestSettings()
     slash: SlashSettings = SlashSettings()
     slack: SlackSettings = SlackSettings()
@@ -344,6 +408,8 @@ SECTIONS: dict[str, type] = {
     "veeam": VeeamSettings,
     "poll": PollSettings,
     "alerts": AlertSettings,
+    "jobs": JobsSettings,
+    "stale": StaleSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
     "templates": TemplateSettings,
@@ -374,6 +440,8 @@ SECTION_TYPES = {
     "veeam": VeeamSettings,
     "poll": PollSettings,
     "alerts": AlertSettings,
+    "jobs": JobsSettings,
+    "stale": StaleSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
     "http": HttpSettings,

@@ -36,6 +36,7 @@ def session_to_json(s: TaskSession) -> dict[str, Any]:
         "ended": iso_z(s.ended),
         "size": s.total_size,
         **({"em": s.em} if s.em else {}),
+        **({"k": s.kind} if s.kind else {}),
     }
 
 
@@ -55,6 +56,7 @@ def session_from_json(d: dict[str, Any]) -> TaskSession:
         ended=parse_time(d["ended"]),
         total_size=d["size"],
         em=d.get("em", ""),
+        kind=d.get("k", ""),
     )
 
 

@@ -57,6 +57,9 @@ def prepare(path: Path, busy_timeout: float) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if LEGACY not in names and version:
+            log.info("brought the state file %s from schema %d to %d (new tables)",
+                     path, version, VERSION)  # fmt: skip
         if LEGACY in names:
             log.info(
                 "migrated the state file %s from %s to schema %d (%d records in named "
@@ -82,6 +85,8 @@ def _move(conn: sqlite3.Connection) -> int:
     ranges: list[tuple[str, str]] = []
     checkpoint = next(t.legacy for t in TABLES if t.name == CHECKPOINTS)
     for table in TABLES:
+        if not table.legacy:  # a kind of record 0.2.0 did not have
+            continue
         low, high = table.legacy, _after(table.legacy)
         where = "key >= ? AND key < ?"
         params: tuple[str, ...] = (low, high)

@@ -3,14 +3,15 @@ values) per kind of record. This is the one place that names them; `docs/state.m
 them to an operator (`sqlite3 state.sqlite .tables`).
 
 Schema versions (`PRAGMA user_version`): 0 with a table `state` is 0.1.0 and 0.2.0 (one table,
-one-letter key prefixes); 2 is this layout. `bot.store.migrate` moves the first to the second.
+one-letter key prefixes); 2 named the tables; 3 adds `notes`, `jobs` and `episodes` (job
+sessions, the job inventory, jobs that stop running). `bot.store.migrate` brings either to 3.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Table:
     fields: str
     writer: str
     retention: str
-    legacy: str  # the key prefix of this kind of record in 0.2.0's single table
+    legacy: str  # the key prefix of this kind of record in 0.2.0's single table ("": none)
 
 
 ANNOUNCED = "announced"
@@ -34,6 +35,9 @@ CATCHUPS = "catchups"
 MUTES = "mutes"
 CHECKPOINTS = "checkpoints"
 FACTS = "facts"
+NOTES = "notes"
+JOBS = "jobs"
+EPISODES = "episodes"
 
 TABLES = (
     Table(ANNOUNCED, "session UID",
@@ -61,6 +65,14 @@ TABLES = (
     Table(FACTS, "name[@em]",
           "floor:<type>, last_poll, source, channel-id:<name>, digest:*, last_prune",
           "polls, the digest, retention", "its server gone; else never", "m:"),
+    Table(NOTES, "job session UID", "m FailureMessage, t noted at (epoch)",
+          "the job-session stage", "past retention", ""),
+    Table(JOBS, "JSON [em, job UID]",
+          "Job fields, seen (epoch last listed), enabled_before (schedule at the last refresh)",
+          "the inventory refresh", "not listed by EM for retention", ""),
+    Table(EPISODES, "JSON [em, kind, job UID]",
+          "kind stale|disabled|running, c channel, ts alert, opened, closed, detail",
+          "the stale stage", "closed for retention", ""),
 )  # fmt: skip
 NAMES = frozenset(t.name for t in TABLES)
 

@@ -40,6 +40,7 @@ from bot.store.schema import (
     HELD,
     MUTES,
     NAMES,
+    NOTES,
     PENDING,
     PROBLEMS,
 )
@@ -197,6 +198,15 @@ class Store:
                 (announced if key[0] == "a" else pending).add(key[1:])
         return announced, pending
 
+    def alerts_of_job_session(self, job_session_uid: str) -> list[str]:
+        """The ts of every alert that shows sessions of this job session (its "Job: …"
+        line is redrawn when the job session's own failure arrives after it)."""
+        needle = json.dumps({"jsu": job_session_uid})[1:-1]  # "jsu": "urn:…", as stored
+        rows = self._db.conn.select(
+            f'SELECT key FROM "{ALERTS}" WHERE instr(value, ?) > 0', (needle,)
+        )
+        return [key for (key,) in rows]
+
     def count_announced_since(self, since: datetime) -> int:
         self._flush()
         sql = f"SELECT COUNT(*) FROM \"{ANNOUNCED}\" WHERE json_extract(value, '$.at') >= ?"
@@ -345,8 +355,9 @@ class Store:
             f"SELECT json_extract(value, '$.ts') FROM \"{PROBLEMS}\" "
             "WHERE json_extract(value, '$.state') = 'open')"
         )
+        notes = f"FROM \"{NOTES}\" WHERE json_extract(value, '$.t') < ?"
         removed = 0
-        for where in (problems, alerts):
+        for where in (problems, alerts, notes):
             removed += int(self._one(f"SELECT COUNT(*) {where}", (cutoff,)) or 0)
             self._sql(f"DELETE {where}", (cutoff,))
         self.commit()

@@ -149,6 +149,7 @@ def _json_sessions(items: list[Any]) -> list[TaskSession]:
                     e,
                     size if type(size) is int else size_of(size),
                     "",
+                    "",
                 ),
             )
         )

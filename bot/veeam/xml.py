@@ -194,6 +194,7 @@ def _xml_sessions(plural: Any) -> list[TaskSession]:
                     e,
                     size_of(size),
                     "",
+                    "",
                 ),
             )
         )
