@@ -13,7 +13,7 @@ from random import Random
 
 from bot.alerts.pipeline import Pipeline
 from bot.config.render import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, Message, Renderer
-from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings
+from bot.config.settings import AlertSettings, JobsSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
@@ -49,10 +49,15 @@ def job_run(
     return run
 
 
-def settings_for(emu: Emulator, slack: FakeSlack, tmp: Path, **alerts: object) -> Settings:
+def settings_for(
+    emu: Emulator, slack: FakeSlack, tmp: Path, *, inventory: bool = False, **alerts: object
+) -> Settings:
+    """Settings of a test bot. The job inventory (and its stale alerts) is off unless a
+    test is about it: the scenarios' jobs have a day's runs, and would be told stale."""
     return Settings(
         veeam=veeam_settings(emu),
         alerts=AlertSettings(channel="#veeam-alerts", max_posts_per_second=0, **alerts),  # type: ignore[arg-type]
+        jobs=JobsSettings(refresh=timedelta(minutes=15) if inventory else timedelta(0)),
         slack=SlackSettings(bot_token=Secret(TOKEN), api_url=slack.url),
         state_path=str(tmp / "state.sqlite"),
     )

@@ -5,9 +5,13 @@ retry that succeeds within the hold settles it silently. The decision is
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
+from bot.alerts.inventory import retry_window
 from bot.alerts.problems import Plan, hold
+from bot.config.convert import HOLD_MARGIN, AutoHold
 from bot.config.settings import Settings
 from bot.models import TaskSession
 from bot.store.codec import session_from_json, session_to_json
@@ -18,9 +22,16 @@ log = logging.getLogger(__name__)
 
 
 class Hold:
-    def __init__(self, settings: Settings, store: Store, owns: set[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        owns: set[str],
+        inventory: Callable[[], dict[str, dict[str, Any]]] = dict,
+    ) -> None:
         self.settings, self.store, self.owns = settings, store, owns
         self.em = settings.veeam.name
+        self.inventory = inventory  # the job records of this Enterprise Manager
 
     def held(self) -> list[TaskSession]:
         """Failures held back by `[alerts] hold_for_retries`, waiting for a retry. Read
@@ -28,6 +39,31 @@ class Hold:
         them at once (as one catch-up when there are many), never forgets them."""
         held = [session_from_json(v["s"]) for v in self.store.all_records(HELD).values()]
         return [s for s in held if s.em in self.owns]
+
+    def hold_for(self) -> timedelta | Callable[[TaskSession], timedelta]:
+        """The hold: one value, or with `hold_for_retries = "auto"` each failure's own job's
+        retry window (RetryTimes x RetryTimeout) plus a margin, from the job inventory;
+        AUTO_HOLD for a job it does not know."""
+        configured = self.settings.alerts.hold_for_retries
+        if not isinstance(configured, AutoHold):
+            return configured
+        windows: dict[tuple[str, str], timedelta] = {}
+        by_name: dict[str, list[timedelta]] = {}
+        for rec in self.inventory().values():
+            window = retry_window(rec)
+            if window is None:
+                continue
+            name = str(rec.get("name", ""))
+            windows[(str(rec.get("server", "")).casefold(), name)] = window
+            by_name.setdefault(name, []).append(window)
+
+        def of(s: TaskSession) -> timedelta:
+            window = windows.get((s.server.casefold(), s.job))
+            if window is None and len(by_name.get(s.job, [])) == 1:
+                window = by_name[s.job][0]  # one job of that name: EM's server name may differ
+            return configured if window is None else window + HOLD_MARGIN
+
+        return of
 
     def apply(
         self,
@@ -39,7 +75,7 @@ class Hold:
     ) -> tuple[list[TaskSession], list[tuple[str, TaskSession]], list[TaskSession]]:
         """Apply the retry hold to the new alerts; (what to announce now, recoveries, later
         failures to fold into those alerts)."""
-        split = hold(self.em, todo, now, self.settings.alerts.hold_for_retries)
+        split = hold(self.em, todo, now, self.hold_for())
         was_held = {s.uid for s in held}
         if split.fixed:
             log.info("%d failure(s) fixed by a retry within the hold", len(split.fixed))

@@ -205,6 +205,11 @@ def minimal_message(message: Message) -> Message:
     """The same alert in its smallest form (header and VM list, no Reasons), for when Slack
     refuses the content of the full one. Same metadata, so reconciliation still finds it."""
     sessions = message.sessions
+    if not sessions:  # a message about a job, not sessions: its header and fallback text
+        blocks = [*message.blocks[:1], section(cut_markup(message.text, MAX_SECTION))]
+        text = cut_markup(message.text, 300)
+        return Message(text=text, blocks=blocks, metadata=message.metadata, sessions=[],
+                       thread_ts=message.thread_ts)  # fmt: skip
     rows = [
         f"{EMOJI.get(s.result, ':grey_question:')} *{cut_plain(slack_escape(s.vm), 200)}* · "
         f"{s.result}"

@@ -18,6 +18,7 @@ caller. EM is asked without the store's lock, so that a slow server holds up no 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +27,10 @@ from datetime import datetime, timedelta
 
 from bot.alerts.compose import group_sessions
 from bot.alerts.deliver import Delivery
+from bot.alerts.episodes import Watch
 from bot.alerts.fetch import Fetcher, error_kind, is_sweep_due
 from bot.alerts.hold import Hold
+from bot.alerts.inventory import Inventory
 from bot.alerts.jobfetch import JobFetcher
 from bot.alerts.lifecycle import Lifecycle
 from bot.alerts.mutes import unmuted
@@ -44,6 +47,8 @@ from bot.store.codec import Pending
 from bot.store.lock import WriterLock
 from bot.store.store import Store
 from bot.veeam.client import EMClient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,12 +98,14 @@ class Pipeline:
         self.life = Lifecycle(settings, store, notifier, renderer, self.sender.send)
         self.fetcher = Fetcher(settings, em, store)
         self.jobs = JobFetcher(settings, em, self.fetcher, store)
-        self.hold = Hold(settings, store, owns)
+        self.inventory = Inventory(settings, em, store)
+        self.hold = Hold(settings, store, owns, self.inventory.records)
         self.delivery = Delivery(
             settings, store, notifier, renderer,
             sender=self.sender, life=self.life, stopping=self.stopping, owns=owns,
         )  # fmt: skip
         self.recorder = Recorder(settings, store)
+        self.watch = Watch(settings, store, notifier, renderer, self.sender)
         self.settings = settings
         self.pending: Callable[[], list[Pending]] = self.delivery.pending
         self.checkpoints = self.recorder.checkpoints
@@ -112,7 +119,8 @@ class Pipeline:
     def settings(self, value: Settings) -> None:
         """Settings changed while the bot runs reach every stage."""
         self._settings = value
-        stages = (self.life, self.fetcher, self.jobs, self.hold, self.delivery, self.recorder)
+        stages = (self.life, self.fetcher, self.jobs, self.hold, self.delivery, self.recorder,
+                  self.inventory, self.watch)  # fmt: skip
         for stage in stages:
             stage.settings = value
         self.sender.configured = value.alerts.channel
@@ -138,6 +146,9 @@ class Pipeline:
         fetched = self._fetch(now, late, result)  # without the lock
         with self.lock:
             self._process(now, result, late, carried, fetched)
+        if self.inventory.enabled and not result.em_error and self.inventory.due(now):
+            self._refresh(now, result)
+        with self.lock:
             result.retries = self.em.retries + self.sender.retried - retries_before
             outcome = "ok"
             if result.em_error:
@@ -194,7 +205,7 @@ class Pipeline:
             if self._wants_successes(out.fresh, out.held):
                 for type_ in self.settings.veeam.session_types:
                     out.successes += self.fetcher.successes(type_, now)
-                    if watch_jobs:
+                    if watch_jobs and self._wants_job_successes(out.fresh, out.held):
                         out.successes += self.jobs.successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)
@@ -210,6 +221,13 @@ class Pipeline:
         if self.settings.alerts.hold_for_retries > timedelta(0) and (fresh or held):
             return True
         return self.settings.alerts.recovery and bool(fresh or held or self.life.open_count())
+
+    def _wants_job_successes(self, fresh: list[TaskSession], held: list[TaskSession]) -> bool:
+        """A job's successful run closes only a job-level problem: one open, or opened now."""
+        if any(s.job_level for s in (*fresh, *held)):
+            return True
+        label = self.settings.veeam.label
+        return self.settings.alerts.recovery and self.store.count_open_job_problems(label) > 0
 
     def _process(
         self,
@@ -246,6 +264,22 @@ class Pipeline:
         pending = self.pending()
         result.pending = len(pending)
         self.recorder.advance(got.high, pending, now)
+
+    def _refresh(self, now: datetime, result: PollResult) -> None:
+        """Read the job inventory (without the lock), keep it, and tell the jobs that
+        stopped running: stale, disabled, running too long."""
+        try:
+            read = self.inventory.read(now)
+        except SourceError as exc:
+            log.warning("cannot read the job inventory of %s: %s", self.inventory.label, exc)
+            return
+        with self.lock:
+            records = self.inventory.keep(now, *read)
+            if result.slack_error or self.stopping.is_set():
+                return
+            done, error = self.watch.run(records, now)
+            result.announced += done
+            result.slack_error = error
 
     def _retries_alone(self, got: Fetched, now: datetime) -> set[str]:
         """Veeam's retry of a job run is a repeat of its problem, never a new alert: an

@@ -11,7 +11,7 @@ Everything here is pure: functions of sessions, problems and `now`, tested with 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,11 +144,15 @@ class Held:
     folded: list[TaskSession] = field(default_factory=list)  # into alerts announced now
 
 
-def hold(em: str, todo: Plan, now: datetime, hold_for: timedelta) -> Held:
+def hold(
+    em: str, todo: Plan, now: datetime, hold_for: timedelta | Callable[[TaskSession], timedelta]
+) -> Held:
     """Split the new alerts of a plan by the retry hold: a failure is announced only if no
-    Success of its identity came within `hold_for` of it."""
-    if hold_for <= timedelta(0):
+    Success of its identity came within `hold_for` of it (one value, or each failure's own:
+    its job's retry window)."""
+    if not callable(hold_for) and hold_for <= timedelta(0):
         return Held(list(todo.firsts), [], [], list(todo.recoveries), list(todo.folded))
+    how_long = hold_for if callable(hold_for) else (lambda _s: hold_for)
     closing = {pid for pid, _ in todo.recoveries}
     out = Held([], [], [], [])
     verdict: dict[str, list[TaskSession]] = {}
@@ -156,7 +160,7 @@ def hold(em: str, todo: Plan, now: datetime, hold_for: timedelta) -> Held:
         pid = identity(em, s)
         if pid in closing:
             verdict[pid] = out.fixed
-        elif s.ended is not None and now - s.ended < hold_for:
+        elif s.ended is not None and now - s.ended < how_long(s):
             verdict[pid] = out.wait
         else:
             verdict[pid] = out.announce

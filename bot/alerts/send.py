@@ -99,10 +99,17 @@ class Sender:
         oldest = (now - timedelta(minutes=10)).timestamp()
         meta = msg.metadata or {}
         try:
+            payload = meta.get("event_payload") or {}
             if meta.get("event_type") == CATCHUP_EVENT:
-                wanted = meta["event_payload"]["id"]
+                wanted = payload["id"]
                 events = self.notifier.find_events(channel, CATCHUP_EVENT, oldest)
                 return next((r for p, r in events if p.get("id") == wanted), None)
+            if "episode" in payload and not msg.thread_ts:  # a job that stopped running
+                events = self.notifier.find_events(channel, meta["event_type"], oldest)
+                return next((r for p, r in events if p.get("episode") == payload["episode"]),
+                            None)  # fmt: skip
+            if not uids and msg.thread_ts:  # a reply that names no session: its close mark
+                uids = {str(payload.get("uid", ""))} - {""}
             if msg.thread_ts:
                 found = self.notifier.find_in_thread(channel, msg.thread_ts, uids)
             else:

@@ -10,11 +10,26 @@ keeps the episodes in the state file.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 from statistics import median
+from typing import Any
 
 from bot.models import Job
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A job that stopped running, as one episode names it."""
+
+    key: str  # JSON [em, kind, job UID (a running job session's UID for "running")]
+    kind: str  # stale, disabled or running
+    job: str
+    server: str
+    em: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
 
 MIN_INTERVAL = timedelta(hours=2)  # a learned interval is never shorter
 HISTORY_NEEDED = 3  # successful runs before the interval is learned, not read from NextRun

@@ -333,6 +333,7 @@ class SessionStore:
         self._types: dict[str, _TypeIndex] = {k: _TypeIndex() for k in TYPE_NAMES}
         self._by_uid: dict[str, EmSession] = {}
         self._cache: OrderedDict[tuple[str, str, str, bool], list[EmSession]] = OrderedDict()
+        self.version = 0  # bumped by every change: what is derived from the sessions is kept
         self.add(sessions or [])
 
     def add(self, sessions: list[EmSession]) -> None:
@@ -344,6 +345,7 @@ class SessionStore:
             for key, items in grouped.items():
                 self._types[key].extend(items)
             self._cache.clear()
+            self.version += 1
 
     def __len__(self) -> int:
         return len(self._by_uid)

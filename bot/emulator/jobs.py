@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.emulator.data import EmSession
+from bot.emulator.data import EmSession, SessionStore
 from bot.emulator.filterlang import (
     JOB_ENTITIES,
     JOBS,
@@ -90,18 +90,30 @@ class JobSessionStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._own: dict[str, EmJobSession] = {}
+        self._derived: tuple[int, dict[str, EmJobSession]] = (-1, {})
 
     def add(self, sessions: list[EmJobSession]) -> None:
         with self._lock:
             self._own.update({s.uid: s for s in sessions})
 
+    def change(self, uid: str, **fields: Any) -> None:
+        """Change a job session added on its own (a stuck run that finally ends)."""
+        with self._lock:
+            for k, v in fields.items():
+                setattr(self._own[uid], k, v)
+
     def query(
-        self, type_key: str, tasks: list[EmSession], filter_text: str, sort: str, asc: bool
+        self, type_key: str, tasks: SessionStore, filter_text: str, sort: str, asc: bool
     ) -> list[EmJobSession]:
-        """Matching job sessions of one type, sorted. Raises FilterSyntaxError."""
+        """Matching job sessions of one type, sorted. Raises FilterSyntaxError. Those of
+        the task sessions are derived once per change of the task sessions."""
         kind = JOB_SESSION_TYPES[type_key]
         with self._lock:
-            every = {s.uid: s for s in from_tasks(tasks)} | self._own
+            version, derived = self._derived
+            if version != tasks.version:
+                derived = {s.uid: s for s in from_tasks(tasks.all())}
+                self._derived = (tasks.version, derived)
+            every = derived | self._own
         matched = sorted((s for s in every.values() if s.type == kind), key=lambda s: s.created)
         return select(matched, JOBS, filter_text, sort, asc)
 
@@ -241,6 +253,7 @@ class JobStore:
         self._lock = threading.Lock()
         self._own: dict[str, EmJob] = {}
         self._changes: dict[str, dict[str, Any]] = {}
+        self._derived: tuple[int, dict[str, EmJob]] = (-1, {})
 
     def add(self, jobs: list[EmJob]) -> None:
         with self._lock:
@@ -250,17 +263,12 @@ class JobStore:
         with self._lock:
             self._changes.setdefault(uid, {}).update(fields)
 
-    def all(self, tasks: list[EmSession]) -> list[EmJob]:
-        derived: dict[str, EmJob] = {}
-        last: dict[str, datetime] = {}
-        for s in tasks:
-            if s.job_uid not in derived:
-                kind = "Backup" if s.type == "BackupTaskSession" else "Replica"
-                derived[s.job_uid] = EmJob(s.job_uid, s.job, kind, "VMware", s.server, s.server_uid)
-            last[s.job_uid] = max(last.get(s.job_uid, s.created), s.created)
-        for uid, job in derived.items():
-            job.next_run = last[uid] + timedelta(days=1)
+    def all(self, tasks: SessionStore) -> list[EmJob]:
         with self._lock:
+            version, derived = self._derived
+            if version != tasks.version:
+                derived = _derive_jobs(tasks.all())
+                self._derived = (tasks.version, derived)
             every = derived | self._own
             for uid, fields in self._changes.items():
                 if uid in every:
@@ -268,8 +276,21 @@ class JobStore:
                         setattr(every[uid], k, v)
         return sorted(every.values(), key=lambda j: j.name)
 
-    def query(self, tasks: list[EmSession], filter_text: str, sort: str, asc: bool) -> list[EmJob]:
+    def query(self, tasks: SessionStore, filter_text: str, sort: str, asc: bool) -> list[EmJob]:
         return select(self.all(tasks), JOB_ENTITIES, filter_text, sort, asc)
+
+
+def _derive_jobs(tasks: list[EmSession]) -> dict[str, EmJob]:
+    derived: dict[str, EmJob] = {}
+    last: dict[str, datetime] = {}
+    for s in tasks:
+        if s.job_uid not in derived:
+            kind = "Backup" if s.type == "BackupTaskSession" else "Replica"
+            derived[s.job_uid] = EmJob(s.job_uid, s.job, kind, "VMware", s.server, s.server_uid)
+        last[s.job_uid] = max(last.get(s.job_uid, s.created), s.created)
+    for uid, job in derived.items():
+        job.next_run = last[uid] + timedelta(days=1)
+    return derived
 
 
 def _job_links(j: EmJob, base: str) -> list[tuple[str, str | None, str, str | None]]:

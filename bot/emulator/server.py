@@ -415,11 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
         flt = lowered.get("filter", "")
         matched: list[Any]
         if type_key in JOB_TYPES:
-            matched = self.emulator.job_list.query(self.emulator.store.all(), flt, sort, asc)
+            matched = self.emulator.job_list.query(self.emulator.store, flt, sort, asc)
             type_name = JOB_TYPES[type_key]
         elif type_key in JOB_SESSION_TYPES:
-            tasks = self.emulator.store.all()
-            matched = self.emulator.jobs.query(type_key, tasks, flt, sort, asc)
+            matched = self.emulator.jobs.query(type_key, self.emulator.store, flt, sort, asc)
             type_name = JOB_SESSION_TYPES[type_key]
         else:
             matched = self.emulator.store.query(type_key, flt, sort, asc)

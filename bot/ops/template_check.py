@@ -56,6 +56,14 @@ def _session(n: int, **kw: object) -> TaskSession:
     return TaskSession(**base)  # type: ignore[arg-type]
 
 
+def _job_level(n: int, **kw: object) -> TaskSession:
+    """A job session's own failure: no VM, its UID its job session's."""
+    uid = f"urn:veeam:BackupJobSession:00000000-0000-4000-8000-{n:012d}"
+    base: dict[str, object] = {"uid": uid, "job_session_uid": uid, "vm": "", "total_size": 0,
+                               "type": "BackupTaskSession", "name": f"File share@{n}"}  # fmt: skip
+    return _session(n, **{**base, **kw})
+
+
 def sample_sessions() -> dict[str, list[TaskSession]]:
     """Named groups of sessions, each the content of one alert."""
     return {
@@ -64,6 +72,10 @@ def sample_sessions() -> dict[str, list[TaskSession]]:
         "an empty Reason": [_session(3, result="Warning", reason="")],
         "a running session": [
             _session(4, state="InProgress", result="None", ended=None, reason="", total_size=0)
+        ],
+        "a job-level failure": [_job_level(5, kind="NasBackup", reason="")],
+        "a job-level failure with hostile names": [
+            _job_level(6, job=HOSTILE, server=HOSTILE, reason=HOSTILE, kind=HOSTILE)
         ],
         "a 40-VM group": [
             _session(100 + i, result=("Failed", "Warning")[i % 2]) for i in range(40)

@@ -294,6 +294,16 @@ class Store:
             self._one(sql + "json_extract(value, '$.state') = 'open'", (low, low[:-1] + "-")) or 0
         )
 
+    def count_open_job_problems(self, em: str) -> int:
+        """Open problems of job sessions' own failures (no VM: the identity ends `, ""]`)."""
+        self._flush()
+        low = json.dumps([em], ensure_ascii=False)[:-1] + ","
+        sql = (
+            f'SELECT COUNT(*) FROM "{PROBLEMS}" WHERE key >= ? AND key < ? AND '
+            "substr(key, -5) = ', \"\"]' AND json_extract(value, '$.state') = 'open'"
+        )
+        return int(self._one(sql, (low, low[:-1] + "-")) or 0)
+
     def open_problems_by_em(self) -> dict[str, int]:
         """Open problems per Enterprise Manager (the first item of a problem's identity)."""
         self._flush()

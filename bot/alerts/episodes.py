@@ -1,0 +1,251 @@
+"""Stage: jobs that stop running. After each inventory refresh, each job's record is judged
+(`conditions`, pure, from `stale.py`): stale, its schedule disabled, a run working too
+long. A condition that starts opens an episode, told once by an alert; when it ends, one
+reply in that alert's thread closes it. Mutes of the job apply.
+
+Exactly once, as for alerts: an episode is marked (`posting`) before its alert is posted,
+and an episode found marked after a crash is first looked for in the channel (the alert's
+metadata names it); a closing reply is found in its thread the same way."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.alerts.inventory import next_run
+from bot.alerts.jobmessage import EVENTS, job_alert, job_closed
+from bot.alerts.mutes import MuteBook, muted_by
+from bot.alerts.send import Sender
+from bot.alerts.stale import Condition, expected_interval, is_stale, runs_too_long
+from bot.config.render import Renderer
+from bot.config.settings import Settings, StaleSettings
+from bot.errors import NotifyError
+from bot.models import Job, TaskSession, utc_from_epoch
+from bot.slack.web import Notifier, Receipt
+from bot.store.schema import EPISODES
+from bot.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def episode_key(em: str, kind: str, uid: str) -> str:
+    return json.dumps([em, kind, uid])
+
+
+def as_job(rec: dict[str, Any]) -> Job:
+    return Job(
+        uid=str(rec.get("uid", "")), name=str(rec.get("name", "")),
+        job_type=str(rec.get("type", "")), platform=str(rec.get("platform", "")),
+        server=str(rec.get("server", "")), description="",
+        schedule_configured=bool(rec.get("sched", True)),
+        schedule_enabled=bool(rec.get("enabled", True)), next_run=next_run(rec),
+        retry_times=int(rec.get("rt") or 0), retry_timeout_min=int(rec.get("rto") or 0),
+    )  # fmt: skip
+
+
+def interval_of(rec: dict[str, Any], settings: StaleSettings) -> tuple[bool, timedelta | None]:
+    """(whether the job is watched for staleness, the interval it may go without a
+    success: None to judge from NextRun)."""
+    named, value = settings.override(str(rec.get("name", "")))
+    if named:
+        return value is not None, value
+    if settings.after == "auto":
+        starts = [utc_from_epoch(t) for t in rec.get("ok", [])]
+        return True, expected_interval(starts)
+    assert isinstance(settings.after, timedelta)
+    return True, settings.after
+
+
+def conditions(
+    em: str,
+    rec: dict[str, Any],
+    settings: StaleSettings,
+    now: datetime,
+    open_keys: set[str],
+    *,
+    shown: str = "",
+) -> list[Condition]:
+    """What is wrong with one job now. A disabled schedule counts only as a change (enabled
+    at the refresh before, or an episode already open): a job first seen disabled is not
+    news. `em` names the Enterprise Manager in episode keys; `shown` in messages ("" for
+    the one server of `[veeam] url`)."""
+    job = as_job(rec)
+    out: list[Condition] = []
+    base: dict[str, Any] = {"job": job.name, "server": job.server, "em": shown}
+    working: dict[str, float] = rec.get("working") or {}
+    last_ok = utc_from_epoch(rec["last_ok"]) if rec.get("last_ok") else None
+    last_start = utc_from_epoch(rec["last_start"]) if rec.get("last_start") else None
+    watched, interval = interval_of(rec, settings)
+    if watched and rec.get("gone") is None:  # a job EM no longer lists is not overdue
+        stale = not working and is_stale(
+            job, last_success=last_ok, last_start=last_start, interval=interval,
+            grace=settings.grace, now=now,
+        )  # fmt: skip
+        if stale:
+            when = {"last_success": last_ok, "expected_every": interval, "next_run": job.next_run}
+            out.append(Condition(episode_key(em, "stale", job.uid), "stale", **base,
+                                 detail=when))  # fmt: skip
+    key = episode_key(em, "disabled", job.uid)
+    changed = rec.get("was") is True or key in open_keys
+    scheduled = settings.disabled and rec.get("listed") and job.schedule_configured
+    if scheduled and not job.schedule_enabled and changed:
+        last = rec.get("last") or {}
+        ran = utc_from_epoch(last["end"]) if last.get("end") else None
+        out.append(Condition(key, "disabled", **base, detail={"last_run": ran}))
+    durations = [timedelta(seconds=d) for d in rec.get("dur", [])]
+    for uid, started in working.items():
+        begun = utc_from_epoch(started)
+        if runs_too_long(begun, durations, minimum=settings.running_min, now=now):
+            usual = (
+                timedelta(seconds=sorted(d.total_seconds() for d in durations)[len(durations) // 2])
+                if durations
+                else None
+            )
+            detail: dict[str, Any] = {"job_session_uid": uid, "started": begun, "usual": usual}
+            out.append(Condition(episode_key(em, "running", uid), "running", **base,
+                                 detail=detail))  # fmt: skip
+    return out
+
+
+def closing_words(kind: str, rec: dict[str, Any] | None, opened: float) -> str:
+    """Why an episode ended, from the job's record now."""
+    if rec is None:
+        return "the job is no longer in Enterprise Manager"
+    last = rec.get("last") or {}
+    if kind == "stale":
+        if float(rec.get("last_ok") or 0) > opened:
+            return f"ran again: succeeded at {_iso(rec['last_ok'])}"
+        if not rec.get("enabled", True):
+            return "its schedule was disabled; no longer watched for runs"
+        return "no longer overdue"
+    if kind == "disabled":
+        return "its schedule was enabled again" if rec.get("enabled") else "no longer watched"
+    result = last.get("result") or "finished"
+    return f"the run finished ({result})" if last.get("end", 0) > opened else "no longer running"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Watch:
+    """Opens and closes the episodes of one Enterprise Manager's jobs in Slack."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        notifier: Notifier,
+        renderer: Renderer,
+        sender: Sender,
+    ) -> None:
+        self.settings, self.store, self.notifier = settings, store, notifier
+        self.renderer, self.sender = renderer, sender
+        self.label = settings.veeam.label
+
+    def episodes(self) -> dict[str, dict[str, Any]]:
+        prefix = json.dumps([self.label])[:-1] + ","
+        rows = self.store.all_records(EPISODES)
+        return {k: v for k, v in rows.items() if k.startswith(prefix)}
+
+    def run(self, records: dict[str, dict[str, Any]], now: datetime) -> tuple[int, str]:
+        """Judge every job, post what opened, reply to what closed; (messages, Slack's error)."""
+        known = self.episodes()
+        open_keys = {k for k, v in known.items() if v.get("state") != "closed"}
+        found: dict[str, Condition] = {}
+        by_uid: dict[str, dict[str, Any]] = {}
+        for rec in records.values():
+            by_uid[str(rec.get("uid"))] = rec
+            for c in conditions(self.label, rec, self.settings.stale, now, open_keys,
+                                shown=self.settings.veeam.server):  # fmt: skip
+                found[c.key] = c
+        done = 0
+        try:
+            for key, c in sorted(found.items()):
+                ep = known.get(key)
+                if ep is None or ep.get("state") == "closed" or ep.get("state") == "posting":
+                    done += self._open(c, ep, now)
+            for key in sorted(open_keys - found.keys()):
+                ep = known[key]
+                uid = json.loads(key)[2]
+                job_rec = by_uid.get(uid)
+                if ep.get("kind") == "running":  # keyed by the run: find its job by name
+                    named = (r for r in records.values() if r.get("name") == ep.get("job"))
+                    job_rec = next(named, None)
+                done += self._close(key, ep, job_rec, now)
+        except NotifyError as exc:
+            return done, str(exc)
+        finally:
+            self.store.commit()
+        return done, ""
+
+    def _open(self, c: Condition, ep: dict[str, Any] | None, now: datetime) -> int:
+        probe = TaskSession("", "", "", "", c.job, "", c.server, "", "", "", None, None, 0, c.em)
+        mutes = MuteBook(self.store).active(now)
+        if mutes and muted_by(mutes, probe, now):
+            row = {"kind": c.kind, "job": c.job, "state": "muted", "opened": now.timestamp()}
+            self.store.put_records(EPISODES, {c.key: row})
+            log.info("%s of %s muted", c.kind, c.job)
+            return 0
+        message = job_alert(self.renderer, c, now)
+        if ep is not None and ep.get("state") == "posting":  # a crash between mark and post?
+            receipt = self._already(c.kind, c.key, float(ep.get("opened") or 0))
+            if receipt is not None:
+                self._opened(c, receipt, float(ep.get("opened") or now.timestamp()))
+                return 0
+        mark = {"kind": c.kind, "job": c.job, "state": "posting", "opened": now.timestamp()}
+        self.store.put_records(EPISODES, {c.key: mark})
+        self.store.commit()
+        receipt = self.sender.send(message, now)
+        self._opened(c, receipt, now.timestamp())
+        log.info("announced %s: %s", c.kind, c.job)
+        return 1
+
+    def _opened(self, c: Condition, receipt: Receipt, at: float) -> None:
+        row = {"kind": c.kind, "job": c.job, "server": c.server, "state": "open",
+               "opened": at, "c": receipt.channel, "ts": receipt.ts}  # fmt: skip
+        self.store.put_records(EPISODES, {c.key: row})
+        self.store.commit()
+
+    def _already(self, kind: str, key: str, at: float) -> Receipt | None:
+        try:
+            events = self.notifier.find_events(self.sender.channel, EVENTS[kind], at - 600)
+        except NotifyError as exc:
+            if exc.retryable:
+                raise
+            return None
+        return next((r for p, r in events if p.get("episode") == key), None)
+
+    def _close(
+        self, key: str, ep: dict[str, Any], rec: dict[str, Any] | None, now: datetime
+    ) -> int:
+        closed = {**ep, "state": "closed", "closed": now.timestamp()}
+        if ep.get("state") != "open" or not ep.get("ts"):  # muted, or never posted
+            self.store.put_records(EPISODES, {key: closed})
+            return 0
+        words = closing_words(str(ep.get("kind")), rec, float(ep.get("opened") or 0))
+        reply = job_closed(self.renderer, key, str(ep.get("job", "")), words, str(ep["ts"]))
+        channel = str(ep.get("c") or "")
+        uid = f"close:{key}"
+        seen: dict[str, Receipt] = {}
+        if ep.get("closing"):  # marked by a poll cut short: did the reply go out?
+            try:
+                seen = self.notifier.find_in_thread(channel, str(ep["ts"]), {uid})
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+        if not seen:
+            self.store.put_records(EPISODES, {key: {**ep, "closing": now.timestamp()}})
+            self.store.commit()
+            try:
+                self.sender.send(reply, now, channel)
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("cannot reply that %s ended (%s); closed it", ep.get("job"), exc)
+        self.store.put_records(EPISODES, {key: closed})
+        self.store.commit()
+        log.info("%s of %s ended: %s", ep.get("kind"), ep.get("job"), words)
+        return 1
