@@ -15,6 +15,7 @@ from bot.alerts.pipeline import Pipeline
 from bot.config.render import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, Message, Renderer
 from bot.config.settings import AlertSettings, JobsSettings, Secret, Settings, SlackSettings
 from bot.emulator.data import SERVERS, EmSession, Job, Maker
+from bot.emulator.jobs import EmJobSession
 from bot.emulator.server import Emulator
 from bot.models import TaskSession
 from bot.slack.client import Pacer, web_client
@@ -25,6 +26,7 @@ from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack
 
 _rng = Random(5)
+M = timedelta(minutes=1)
 
 
 def job_run(
@@ -47,6 +49,29 @@ def job_run(
     ]
     emu.store.add(run)
     return run
+
+
+def job_only(now: datetime, **kw: object) -> EmJobSession:
+    """A job session with no task session of its own (a file share job failing)."""
+    base: dict[str, object] = {
+        "uid": "urn:veeam:BackupJobSession:0badc0de-0000-4000-8000-00000000f11e",
+        "type": "BackupJobSession",
+        "name": "Projects share@2026-11-20 01:00:00",
+        "job": "Projects share",
+        "job_uid": "urn:veeam:Job:0badc0de-0000-4000-8000-0000000000f1",
+        "job_type": "NasBackup",
+        "server": "vbr01.example.local",
+        "server_uid": "urn:veeam:BackupServer:0badc0de-0000-4000-8000-0000000000b1",
+        "state": "Stopped",
+        "result": "Failed",
+        "failure": "Failed to connect to \\\\nas01\\projects <!channel> & co",
+        "is_retry": False,
+        "progress": 0,
+        "created": now - 20 * M,
+        "ended": now - 19 * M,
+    }
+    base.update(kw)
+    return EmJobSession(**base)  # type: ignore[arg-type]
 
 
 def settings_for(

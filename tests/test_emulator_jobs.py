@@ -12,36 +12,14 @@ import httpx
 import pytest
 from lxml import etree
 
-from bot.emulator.jobs import EmJob, EmJobSession
+from bot.emulator.jobs import EmJob
 from bot.emulator.server import Emulator
 from bot.errors import EMRejected
 from bot.veeam.client import EMClient
 from tests.conftest import CAPTURES, FIXTURES, veeam_settings
-from tests.helpers import job_run
+from tests.helpers import job_only, job_run
 
 M = timedelta(minutes=1)
-
-
-def job_only(now: datetime, **kw: object) -> EmJobSession:
-    base: dict[str, object] = {
-        "uid": "urn:veeam:BackupJobSession:0badc0de-0000-4000-8000-00000000f11e",
-        "type": "BackupJobSession",
-        "name": "Projects share@2026-11-20 01:00:00",
-        "job": "Projects share",
-        "job_uid": "urn:veeam:Job:0badc0de-0000-4000-8000-0000000000f1",
-        "job_type": "NasBackup",
-        "server": "vbr01.example.local",
-        "server_uid": "urn:veeam:BackupServer:0badc0de-0000-4000-8000-0000000000b1",
-        "state": "Stopped",
-        "result": "Failed",
-        "failure": "Failed to connect to \\\\nas01\\projects <!channel> & co",
-        "is_retry": False,
-        "progress": 0,
-        "created": now - 20 * M,
-        "ended": now - 19 * M,
-    }
-    base.update(kw)
-    return EmJobSession(**base)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("fmt", "camel"), [("xml", False), ("json", False), ("json", True)])
