@@ -135,8 +135,8 @@ def test_a_job_level_problem_repeats_in_its_thread_and_its_next_success_recovers
         assert rig.pipeline.poll_once(now - 2 * H).announced == 1
         (alert,) = slack.posted()
         # Veeam's retry of the run fails too: a repeat, in the thread
-        retry = job_only(now - H, uid="urn:veeam:BackupJobSession:0badc0de-0000-4000-8000-00000000f12e",
-                         is_retry=True, failure="Still cannot reach nas01")  # fmt: skip
+        uid = "urn:veeam:BackupJobSession:0badc0de-0000-4000-8000-00000000f12e"
+        retry = job_only(now - H, uid=uid, is_retry=True, failure="Still cannot reach nas01")
         em.jobs.add([retry])
         assert rig.pipeline.poll_once(now - H).announced == 1
         (repeat,) = slack.thread(alert["ts"])
@@ -221,7 +221,7 @@ def test_hold_auto_waits_for_the_jobs_own_retry_window(
 def test_hold_auto_holds_a_job_the_inventory_does_not_know_for_35_minutes(
     em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
 ) -> None:
-    (s,) = job_run(em, now, [("sql01", "Failed", "disk full")], ended_ago=M)
+    job_run(em, now, [("sql01", "Failed", "disk full")], ended_ago=M)
     em.job_list.add([EmJob("urn:veeam:Job:other", "Other", "Replica", "VMware", "x", "y")])
     settings = settings_for(em, slack, tmp_path, hold_for_retries=AUTO_HOLD)  # no inventory
     rig = Rig(settings, now)

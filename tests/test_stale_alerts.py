@@ -27,9 +27,11 @@ def text_of(message: dict) -> str:
 
 
 def nightly(now: datetime, **kw: object) -> EmJob:
-    base: dict[str, object] = {"uid": JOB_UID, "name": "Nightly SQL", "job_type": "Backup",
-                               "platform": "VMware", "server": "vbr01.example.local",
-                               "server_uid": "urn:veeam:BackupServer:1", "next_run": now + H}  # fmt: skip
+    base: dict[str, object] = {
+        "uid": JOB_UID, "name": "Nightly SQL", "job_type": "Backup", "platform": "VMware",
+        "server": "vbr01.example.local", "server_uid": "urn:veeam:BackupServer:1",
+        "next_run": now + H,
+    }  # fmt: skip
     base.update(kw)
     return EmJob(**base)  # type: ignore[arg-type]
 
