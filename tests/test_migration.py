@@ -148,3 +148,34 @@ def test_a_state_file_of_a_later_release_is_refused_untouched(tmp_path: Path) ->
 def _uids(message: dict[str, Any]) -> list[str]:
     meta = message.get("metadata") or {}
     return [s["uid"] for s in meta.get("event_payload", {}).get("sessions", [])]
+
+
+SCHEMA_2 = ("announced", "pending", "held", "problems", "alerts", "redraws", "recoveries",
+            "catchups", "mutes", "checkpoints", "facts")  # fmt: skip
+
+
+def test_a_schema_2_file_gains_the_job_tables_and_keeps_its_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.sqlite"
+    conn = sqlite3.connect(path)
+    for name in SCHEMA_2:  # as the release before this one wrote them
+        conn.execute(f'CREATE TABLE "{name}" (key TEXT PRIMARY KEY, value BLOB)')
+    record = {"c": "C0ALERTS", "ts": "1.000100", "at": THEN.timestamp(), "r": "Failed"}
+    conn.execute('INSERT INTO "announced" VALUES (?, ?)', ("urn:veeam:x", json.dumps(record)))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with caplog.at_level(logging.INFO, logger="bot.store.migrate"):
+        store = Store(path, now=THEN)
+    try:
+        assert store.records(ANNOUNCED, ["urn:veeam:x"]) == {"urn:veeam:x": record}
+        assert store.known(["urn:veeam:x"])[0] == {"urn:veeam:x"}
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
+    assert {"notes", "jobs", "episodes"} <= tables and tables <= NAMES
+    assert "from schema 2 to 3" in caplog.text

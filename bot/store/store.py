@@ -36,6 +36,7 @@ from bot.store.schema import (
     ANNOUNCED,
     CATCHUPS,
     CHECKPOINTS,
+    EPISODES,
     FACTS,
     HELD,
     MUTES,
@@ -366,8 +367,12 @@ class Store:
             "WHERE json_extract(value, '$.state') = 'open')"
         )
         notes = f"FROM \"{NOTES}\" WHERE json_extract(value, '$.t') < ?"
+        episodes = (
+            f'FROM "{EPISODES}" WHERE json_extract(value, \'$.state\') = \'closed\' AND '
+            "json_extract(value, '$.closed') < ?"
+        )
         removed = 0
-        for where in (problems, alerts, notes):
+        for where in (problems, alerts, notes, episodes):
             removed += int(self._one(f"SELECT COUNT(*) {where}", (cutoff,)) or 0)
             self._sql(f"DELETE {where}", (cutoff,))
         self.commit()
