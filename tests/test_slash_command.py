@@ -4,6 +4,7 @@ emulator as EM and the fake Slack's response_url."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -18,8 +19,17 @@ import pytest
 
 from bot import __version__
 from bot.config.render import Message, Renderer, section
-from bot.config.settings import AlertSettings, Secret, Settings, SlackSettings, SlashSettings
+from bot.config.settings import (
+    AlertSettings,
+    JobsSettings,
+    Secret,
+    Settings,
+    SlackSettings,
+    SlashSettings,
+)
+from bot.alerts.inventory import Inventory
 from bot.emulator.data import SessionStore, generate
+from bot.emulator.jobs import EmJob
 from bot.emulator.filterlang import Comparison, Group, parse_filter
 from bot.emulator.server import Emulator
 from bot.slack.client import Pacer, web_client
@@ -32,6 +42,7 @@ from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
 from tests.fake_slack import TOKEN, FakeSlack, _texts, signed_action, signed_command
+from tests.helpers import job_only
 
 SECRET = "test-signing-secret"
 M, H = timedelta(minutes=1), timedelta(hours=1)
@@ -170,7 +181,47 @@ def test_session_shows_the_full_reason(bot: Bot) -> None:
 
 def test_unknown_session(bot: Bot) -> None:
     bot.send("session urn:veeam:ReplicaTaskSession:00000000-0000-4000-8000-000000000000")
-    assert "EM has no task session" in blocks_text(bot.answer())
+    assert "EM has no session" in blocks_text(bot.answer())
+
+
+def test_session_shows_a_job_session_a_job_level_alert_names(bot: Bot, now: datetime) -> None:
+    js = job_only(now, failure="")
+    bot.em.jobs.add([js])
+    bot.send(f"session {js.uid}")
+    text = blocks_text(bot.answer())
+    assert "*Projects share (file share backup)* · Failed" in text
+    assert "*Type:* File share backup" in text and f"*Job session:* {js.uid}" in text
+
+
+def test_jobs_lists_the_inventory_worst_first_and_filters(bot: Bot, now: datetime) -> None:
+    uid = "urn:veeam:Job:0badc0de-0000-4000-8000-00000000051a"
+    bot.em.job_list.add([EmJob(uid, "Stopped <job> & co", "Replica", "VMware", "vbr01",
+                               "urn:veeam:BackupServer:1", next_run=now - 3 * H)])  # fmt: skip
+    inventory = Inventory(bot.deps.settings, bot.deps.em, bot.store)
+    inventory.keep(now, *inventory.read(now))  # what the poll's refresh keeps
+    bot.send("jobs")
+    every = blocks_text(bot.answer())
+    rows = [r for r in every.split("\n") if r.strip()][1:]
+    (mine,) = [r for r in rows if "Stopped" in r]
+    assert mine.startswith("⏳ *Stopped &lt;job&gt; &amp; co* (vbr01)")  # escaped, marked
+    assert "last success never" in mine and "no run seen" in mine
+    marks = [r.split(" ", 1)[0] for r in rows]
+    assert marks == sorted(marks, key=lambda m: m != "⏳")  # the stale ones first
+    assert "known · worst first" in every
+    bot.send("jobs stale", hook="h2")
+    stale = blocks_text(bot.answer("h2"))
+    assert re.match(r"\*\d+ stale jobs?\* of \d+ known", stale) and "Stopped &lt;job&gt;" in stale
+    assert all(r.startswith("⏳") for r in stale.split("\n")[1:] if r.strip())
+    bot.send("jobs running", hook="h3")
+    assert "No running jobs right now" in blocks_text(bot.answer("h3"))
+    _, body, _ = bot.send("jobs sometimes", hook="h4")  # answered in the ack
+    assert "usage: /veeam jobs [stale|disabled|running|failing]" in body
+    bot.send("jobs em:nowhere", hook="h5")
+    assert "em:nowhere is not an Enterprise Manager the bot watches" in blocks_text(
+        bot.answer("h5")
+    )
+    jobs_queries = [q for q in bot.em.queries() if q.params.get("type") == "Job"]
+    assert len(jobs_queries) == 1  # the answers come from the inventory, not from EM
 
 
 def test_forged_signature_and_stale_timestamp_get_401(bot: Bot) -> None:
@@ -335,6 +386,7 @@ def pipeline_for(bot: Bot, *, rate: float = 0, **alerts: Any) -> tuple[Any, Any]
     settings = Settings(
         veeam=veeam_settings(bot.em),
         alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=rate, **alerts),
+        jobs=JobsSettings(refresh=timedelta(0)),  # the generated jobs would be told stale
         state_path=str(bot.store.path),
     )
     em = EMClient(settings.veeam)

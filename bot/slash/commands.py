@@ -16,11 +16,12 @@ from typing import Any
 from slack_bolt import App
 
 from bot import __version__
+from bot.alerts.jobfetch import as_session
 from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
 from bot.config.render import Renderer, mention, section, slack_escape
 from bot.config.settings import Settings
 from bot.errors import BotError, QueryError
-from bot.models import SESSION_TYPES, utc_from_epoch
+from bot.models import JOB_SESSION_OF, SESSION_TYPES, utc_from_epoch
 from bot.slash.answers import (
     Reply,
     Status,
@@ -31,6 +32,7 @@ from bot.slash.answers import (
     status_reply,
     usage_error,
 )
+from bot.slash.jobs import inventory_rows, jobs_reply, parse_jobs_words
 from bot.slash.lookup import run_on
 from bot.slash.query import Query, parse_query, tokenize
 from bot.store.codec import scoped
@@ -41,6 +43,7 @@ from bot.veeam.client import EMClient
 log = logging.getLogger(__name__)
 UID = re.compile(r"urn:veeam:(\w+):[0-9a-fA-F-]{36}\Z|[0-9a-fA-F-]{36}\Z")
 Respond = Callable[..., Any]
+JOB_RUNS = {run: task for task, run in JOB_SESSION_OF.items()}  # job-session type → task type
 
 
 RESPONSE_URL_LIFETIME = 30 * 60.0  # seconds Slack accepts answers on a response_url
@@ -168,6 +171,12 @@ def prepare(text: str, deps: SlashDeps, now: datetime, *, user: str = "") -> Rep
         return lambda: unmute_reply(deps, words[1], user)
     if head == "mutes":
         return mutes_reply(MuteBook(deps.store).active(now))
+    if head == "jobs":
+        kind, em = parse_jobs_words(words[1:])
+        on = deps.settings.jobs.refresh > timedelta(0)
+        return lambda: jobs_reply(
+            inventory_rows(deps.store, deps.settings, now, em), kind, now, inventory=on
+        )
     if head == "help":
         return help_reply(deps.renderer)
     if head == "status":
@@ -210,14 +219,22 @@ def query_answer(deps: SlashDeps, query: Query, text: str) -> Reply:
 
 
 def one_session(deps: SlashDeps, uid: str, share: bool) -> Reply:
+    """A task session, or a job session (a job-level alert names its run's UID)."""
     m = UID.match(uid)
-    types = (m.group(1),) if m and m.group(1) in SESSION_TYPES else SESSION_TYPES
+    named = m.group(1) if m else None
+    types = (named,) if named in SESSION_TYPES else () if named in JOB_RUNS else SESSION_TYPES
+    runs = (named,) if named in JOB_RUNS else () if named in SESSION_TYPES else tuple(JOB_RUNS)
     for name, client in deps.sources().items():
         for type_ in types:
             full = uid if uid.startswith("urn:") else f"urn:veeam:{type_}:{uid}"
             for s in client.query(type_, F.cmp("UID", "==", full), page_size=1):
                 return session_reply(deps.renderer, s._replace(em=name), share=share)
-    return plain(f"EM has no task session {uid}.")
+        for run in runs:
+            full = uid if uid.startswith("urn:") else f"urn:veeam:{run}:{uid}"
+            for js in client.query_job_sessions(run, F.cmp("UID", "==", full), page_size=1):
+                s = as_session(js, JOB_RUNS[run])._replace(em=name)
+                return session_reply(deps.renderer, s, share=share)
+    return plain(f"EM has no session {uid}.")
 
 
 def status(deps: SlashDeps, now: datetime) -> Status:

@@ -368,7 +368,7 @@ class Store:
         )
         notes = f"FROM \"{NOTES}\" WHERE json_extract(value, '$.t') < ?"
         episodes = (
-            f'FROM "{EPISODES}" WHERE json_extract(value, \'$.state\') = \'closed\' AND '
+            f"FROM \"{EPISODES}\" WHERE json_extract(value, '$.state') = 'closed' AND "
             "json_extract(value, '$.closed') < ?"
         )
         removed = 0
