@@ -177,5 +177,5 @@ def test_a_schema_2_file_gains_the_job_tables_and_keeps_its_records(
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
-    assert {"notes", "jobs", "episodes"} <= tables and tables <= NAMES
+    assert {"notes", "jobs", "episodes"} <= tables <= NAMES
     assert "from schema 2 to 3" in caplog.text

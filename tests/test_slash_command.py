@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bot import __version__
+from bot.alerts.inventory import Inventory
 from bot.config.render import Message, Renderer, section
 from bot.config.settings import (
     AlertSettings,
@@ -27,10 +28,9 @@ from bot.config.settings import (
     SlackSettings,
     SlashSettings,
 )
-from bot.alerts.inventory import Inventory
 from bot.emulator.data import SessionStore, generate
-from bot.emulator.jobs import EmJob
 from bot.emulator.filterlang import Comparison, Group, parse_filter
+from bot.emulator.jobs import EmJob
 from bot.emulator.server import Emulator
 from bot.slack.client import Pacer, web_client
 from bot.slack.surface import Surface, bolt_app
