@@ -1,4 +1,4 @@
-"""Command line: `python -m bot {run,poll,query,digest,demo,emulator,check,example-config}`.
+"""Command line: `python -m bot {run,poll,query,jobs,digest,demo,emulator,check,example-config}`.
 
 This is the only module that reads `os.environ`; it hands it down. The clock is read in one
 place, `bot.schedule.utcnow`, by the CLI's commands and the scheduler's jobs, and `now` is
@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     s.add_argument("words", nargs="*", help="query words (one argument or several)")
     s.set_defaults(func=cli.cmd_query)
+
+    s = sub.add_parser(
+        "jobs", help="every job from EM: last result, last success, next run, stale marks"
+    )
+    s.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
+    s.add_argument("words", nargs="*", help="[stale|disabled|running|failing] [em:NAME]")
+    s.set_defaults(func=cli.cmd_jobs)
 
     s = sub.add_parser("digest", help="post the digest for the window ending now")
     s.add_argument("--dry-run", action="store_true", help="print the message, post nothing")

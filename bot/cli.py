@@ -9,12 +9,16 @@ import logging
 import sys
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from bot import app
+from bot.alerts.inventory import FIRST_LOOKBACK, fold_all, read_inventory
 from bot.config.convert import parse_duration
 from bot.config.load import load_settings
-from bot.models import TYPE_SHORT, TaskSession
+from bot.errors import QueryError
+from bot.models import JOB_SESSION_OF, TYPE_SHORT, TaskSession
 from bot.schedule import utcnow
+from bot.slash.jobs import job_rows, parse_jobs_words, plain_row, wanted
 from bot.slash.lookup import Answer, run_on
 from bot.slash.query import parse_query
 
@@ -34,6 +38,38 @@ def cmd_query(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(json.dumps([s.as_json() for s in answer.sessions], ensure_ascii=False, indent=2))
     else:
         print(format_table(answer))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """`/veeam jobs` on the command line, read from EM now (the running bot's state file is
+    its own): 30 days of runs, for the intervals."""
+    settings = load_settings(env, require=("veeam",))
+    kind, wanted_em = parse_jobs_words(args.words)
+    now = utcnow()
+    records: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        for name, client in app.em_clients(settings, stack).items():
+            if wanted_em is not None and name.lower() != wanted_em.lower():
+                continue
+            server = next(s for s in settings.servers if s.server == name)
+            streams = [JOB_SESSION_OF[t] for t in settings.veeam.session_types]
+            read = read_inventory(client, streams, now - FIRST_LOOKBACK)
+            out, _ = fold_all(server.label, {}, read, set(streams), now=now,
+                              retention=settings.alerts.retention)  # fmt: skip
+            records.update(out)
+    shown = {s.label: s.server for s in settings.servers}
+    if wanted_em is not None:
+        shown = {k: v for k, v in shown.items() if v.lower() == wanted_em.lower()}
+        if not shown:
+            raise QueryError(f"em:{wanted_em} is not an Enterprise Manager in the configuration")
+    rows = wanted(job_rows(records, settings, now, shown), kind)
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], ensure_ascii=False, indent=2))
+        return 0
+    for r in rows:
+        print(plain_row(r, now))
+    print(f"\n{len(rows)} job(s){f' ({kind})' if kind else ''}")
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.emulator.data import SessionStore, generate
+from bot.emulator.jobs import EmJob
 from bot.emulator.server import Emulator
 from tests.helpers import bot_env, run_bot
 
@@ -101,3 +102,28 @@ def test_em_unreachable_is_one_line(tmp_path: Path) -> None:
     assert last.startswith("error: cannot reach EM at http://127.0.0.1:9")
     assert len(retries) == 2 and all("retry" in line for line in retries)  # 3 attempts
     assert "Traceback" not in proc.stderr
+
+
+def test_jobs_reads_every_job_from_em_with_its_marks(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    emu = Emulator(SessionStore(generate(40, now=now, seed=3, extras=False))).start()
+    try:
+        emu.job_list.add([EmJob("urn:veeam:Job:0badc0de-0000-4000-8000-0000000005ad", "Stopped job",
+                                "Replica", "VMware", "vbr01", "urn:veeam:BackupServer:1",
+                                next_run=now - timedelta(hours=5))])  # fmt: skip
+        env = bot_env(tmp_path, emu.url)
+        proc = run_bot(env, "jobs", "--json", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        rows = {r["job"]: r for r in json.loads(proc.stdout)}
+        assert rows["Stopped job"]["marks"] == ["stale"]
+        assert rows["Stopped job"]["last_success"] is None
+        replicas = {s.job for s in emu.store.all() if s.type == "ReplicaTaskSession"}
+        assert set(rows) == replicas | {"Stopped job"}  # the watched type's jobs
+        text = run_bot(env, "jobs", "stale", timeout=60)
+        assert text.returncode == 0, text.stderr
+        assert "[stale] Stopped job (vbr01) · no run seen · last success never" in text.stdout
+        bad = run_bot(env, "jobs", "sometimes", timeout=60)
+        assert bad.returncode == 1
+        assert "usage: /veeam jobs [stale|disabled|running|failing]" in bad.stderr
+    finally:
+        emu.stop()

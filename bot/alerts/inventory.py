@@ -110,6 +110,66 @@ def _named(rec: dict[str, Any], js: JobSession) -> None:
                sched=True, enabled=True, listed=False)  # fmt: skip
 
 
+def read_inventory(
+    em: EMClient, streams: list[str], since: datetime
+) -> tuple[list[Job], list[JobSession], list[JobSession]]:
+    """EM's jobs, the runs of `streams` that ended since `since`, the runs working now.
+    Raises SourceError."""
+    jobs = list(em.query_jobs())
+    finished: list[JobSession] = []
+    working: list[JobSession] = []
+    for stream in streams:
+        flt = F.all_of([F.cmp("State", "==", "Stopped"), F.cmp("EndTime", ">=", since)])
+        finished += em.query_job_sessions(stream, flt, sort_asc="EndTime")
+        flt = F.cmp("State", "!=", "Stopped")
+        working += em.query_job_sessions(stream, flt, sort_asc="CreationTime")
+    return jobs, finished, working
+
+
+def fold_all(
+    label: str,
+    records: dict[str, dict[str, Any]],
+    read: tuple[list[Job], list[JobSession], list[JobSession]],
+    watched: set[str],
+    *,
+    now: datetime,
+    retention: timedelta,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """One Enterprise Manager's job records after a refresh, and the keys to forget: every
+    job EM lists of a watched stream, every job known from its runs alone, the rest kept
+    (EM no longer lists them) until `retention` has passed since they were last seen."""
+    jobs, finished, working = read
+    runs: dict[str, list[JobSession]] = {}
+    for js in finished:
+        runs.setdefault(js.job_uid or js.job, []).append(js)
+    busy: dict[str, list[JobSession]] = {}
+    for js in working:
+        busy.setdefault(js.job_uid or js.job, []).append(js)
+    out: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        if stream_of_job(job.job_type) not in watched:
+            continue
+        key = job_key(label, job.uid)
+        rec = fold_job(records.get(key), job)
+        out[key] = fold_runs(rec, runs.pop(job.uid, []), busy.pop(job.uid, []))
+    for uid in set(runs) | set(busy):  # runs of jobs the job list does not name
+        key = job_key(label, uid)
+        out[key] = fold_runs(records.get(key), runs.get(uid, []), busy.get(uid, []))
+    cutoff = (now - retention).timestamp()
+    gone = []
+    for key, before in records.items():
+        if key in out:
+            continue
+        rec = {**before, "working": {}}
+        if before.get("listed"):  # EM no longer lists it: forgotten after retention
+            rec.update(listed=False, gone=now.timestamp(), was=None)
+        if max(float(rec.get("gone") or 0), float(rec.get("last_start") or 0)) < cutoff:
+            gone.append(key)
+        else:
+            out[key] = rec
+    return out, gone
+
+
 class Inventory:
     """Reads and keeps the job inventory of one Enterprise Manager."""
 
@@ -138,51 +198,18 @@ class Inventory:
         since = now - FIRST_LOOKBACK
         if isinstance(last, int | float):
             since = max(since, datetime.fromtimestamp(last, now.tzinfo) - OVERLAP)
-        jobs = list(self.em.query_jobs())
-        finished: list[JobSession] = []
-        working: list[JobSession] = []
-        for stream in self.streams():
-            flt = F.all_of([F.cmp("State", "==", "Stopped"), F.cmp("EndTime", ">=", since)])
-            finished += self.em.query_job_sessions(stream, flt, sort_asc="EndTime")
-            flt = F.cmp("State", "!=", "Stopped")
-            working += self.em.query_job_sessions(stream, flt, sort_asc="CreationTime")
-        return jobs, finished, working
+        return read_inventory(self.em, self.streams(), since)
 
     def keep(
         self, now: datetime, jobs: list[Job], finished: list[JobSession], working: list[JobSession]
     ) -> dict[str, dict[str, Any]]:
         """Fold what EM said into the records (under the store's lock); the records of this
         Enterprise Manager after the refresh."""
-        watched = set(self.streams())
         records = self.records()
-        runs: dict[str, list[JobSession]] = {}
-        for js in finished:
-            runs.setdefault(js.job_uid or js.job, []).append(js)
-        busy: dict[str, list[JobSession]] = {}
-        for js in working:
-            busy.setdefault(js.job_uid or js.job, []).append(js)
-        out: dict[str, dict[str, Any]] = {}
-        for job in jobs:
-            if stream_of_job(job.job_type) not in watched:
-                continue
-            key = job_key(self.label, job.uid)
-            rec = fold_job(records.get(key), job)
-            out[key] = fold_runs(rec, runs.pop(job.uid, []), busy.pop(job.uid, []))
-        for uid in set(runs) | set(busy):  # runs of jobs the job list does not name
-            key = job_key(self.label, uid)
-            out[key] = fold_runs(records.get(key), runs.get(uid, []), busy.get(uid, []))
-        cutoff = (now - self.settings.alerts.retention).timestamp()
-        gone = []
-        for key, before in records.items():
-            if key in out:
-                continue
-            rec = {**before, "working": {}}
-            if before.get("listed"):  # EM no longer lists it: forgotten after retention
-                rec.update(listed=False, gone=now.timestamp(), was=None)
-            if max(float(rec.get("gone") or 0), float(rec.get("last_start") or 0)) < cutoff:
-                gone.append(key)
-            else:
-                out[key] = rec
+        out, gone = fold_all(
+            self.label, records, (jobs, finished, working), set(self.streams()),
+            now=now, retention=self.settings.alerts.retention,
+        )  # fmt: skip
         changed = {k: v for k, v in out.items() if records.get(k) != v}
         self.store.put_records(JOBS, changed)
         self.store.drop_records(JOBS, gone)

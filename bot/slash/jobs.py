@@ -127,7 +127,19 @@ def row_text(r: JobRow, now: datetime) -> str:
     """One job as mrkdwn (names escaped)."""
     marks = "".join(MARK[m] for m in r.marks) or "🟩"
     em = f" · {slack_escape(r.em)}" if r.em else ""
-    words = [f"{marks} *{slack_escape(r.job)}* ({slack_escape(r.server)}{em})"]
+    head = f"{marks} *{slack_escape(r.job)}* ({slack_escape(r.server)}{em})"
+    return " · ".join([head, *_facts(r, now)])
+
+
+def plain_row(r: JobRow, now: datetime) -> str:
+    """One job as a line of plain text (the CLI)."""
+    marks = ",".join(r.marks) or "ok"
+    em = f" · {r.em}" if r.em else ""
+    return " · ".join([f"[{marks}] {r.job} ({r.server}{em})", *_facts(r, now)])
+
+
+def _facts(r: JobRow, now: datetime) -> list[str]:
+    words: list[str] = []
     last = f"last {r.last_result} {_ago(r.last_end, now)}" if r.last_result else "no run seen"
     words.append(last)
     words.append(f"last success {_ago(r.last_success, now)}")
@@ -137,7 +149,7 @@ def row_text(r: JobRow, now: datetime) -> str:
         words.append(f"next run {r.next_run:%Y-%m-%d %H:%M} UTC")
     if r.every is not None:
         words.append(f"expected every {rough_duration(r.every.total_seconds())}")
-    return " · ".join(words)
+    return words
 
 
 def jobs_reply(rows: list[JobRow], kind: str, now: datetime, *, inventory: bool) -> Reply:
