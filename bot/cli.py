@@ -13,12 +13,13 @@ from typing import Any
 
 from bot import app
 from bot.alerts.inventory import FIRST_LOOKBACK, fold_all, read_inventory
+from bot.alerts.joblist import job_rows, plain_row, wanted
 from bot.config.convert import parse_duration
 from bot.config.load import load_settings
 from bot.errors import QueryError
 from bot.models import JOB_SESSION_OF, TYPE_SHORT, TaskSession
 from bot.schedule import utcnow
-from bot.slash.jobs import job_rows, parse_jobs_words, plain_row, wanted
+from bot.slash.jobs import parse_jobs_words
 from bot.slash.lookup import Answer, run_on
 from bot.slash.query import parse_query
 
