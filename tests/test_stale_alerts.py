@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.alerts.mutes import Mute, MuteBook
+from bot.config.render import Renderer
 from bot.emulator.jobs import EmJob, EmJobSession
 from bot.emulator.server import Emulator
 from tests.fake_slack import FakeSlack, _texts
@@ -182,3 +183,30 @@ def test_a_restart_between_marking_and_posting_keeps_the_alert_once(
         assert len(slack.posted()) == 1
     finally:
         again.close()
+
+
+def test_the_digest_lists_the_jobs_not_running_and_counts_job_level_failures(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    from bot.digest.run import DigestRunner
+    from tests.helpers import job_run
+
+    em.job_list.add([nightly(now, next_run=now - 3 * H)])  # never ran: stale
+    em.jobs.add([job_only(now - 2 * H)])  # a file share job failing before any file
+    job_run(em, now, [("db01", "Failed", "x"), ("db02", "Success", "")], job="Files",
+            kind="Backup", ended_ago=H)  # fmt: skip
+    rig = rig_for(em, slack, tmp_path, now)
+    try:
+        rig.pipeline.poll_once(now)  # the inventory is read
+        runner = DigestRunner(rig.settings, rig.em, rig.store, rig.notifier, Renderer())
+        receipt = runner.post(runner.build(now, timedelta(hours=24)))
+        (digest,) = [m for m in slack.posted() if m["ts"] == receipt.ts]
+        text = "\n".join(_texts(digest["blocks"]))
+        assert "*Not running* (1): stale, schedule disabled or running long" in text
+        assert "⏳ *Nightly SQL* (vbr01.example.local) · no run seen · last success never" in text
+        # the VM and the file share job: two failures, one of them a run with no VM
+        assert "*2 failed · 0 warnings · 1 succeeded*" in text
+        assert "the counts include 1 job run that failed or warned with no VM failing" in text
+        assert "1 VM still failing" in text  # the job is not a VM
+    finally:
+        rig.close()

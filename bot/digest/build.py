@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
+from bot.alerts.joblist import JobRow, row_text
 from bot.alerts.mutes import Mute
 from bot.alerts.problems import Problem
 from bot.config.render import (
@@ -64,16 +65,31 @@ class Summary:
     recent: list[tuple[float, int, TaskSession]] = field(default_factory=list)  # min-heap
     vms: dict[tuple[str, str], VmState] = field(default_factory=dict)
     seen: int = 0
+    # runs (job session UIDs) with a failed or warning VM: their own result is not counted
+    told_runs: set[str] = field(default_factory=set)
+    job_level: int = 0  # failures of job sessions no VM told (counted with the others)
+
+    def add_run(self, s: TaskSession) -> None:
+        """Fold in a job session's own failure (`job_level`), unless its VMs told it."""
+        if s.job_session_uid in self.told_runs or s.result not in ("Failed", "Warning"):
+            return
+        if s.state == "Completed" and s.ended is not None and self.start <= s.ended < self.end:
+            self.job_level += 1
+            self.add(s)
 
     def add(self, s: TaskSession) -> None:
         """Fold one completed session in (others are ignored)."""
         if s.state != "Completed" or s.ended is None or not self.start <= s.ended < self.end:
             return
+        if s.result in ("Failed", "Warning") and not s.job_level:
+            self.told_runs.add(s.job_session_uid)
         if s.result in self.counts:
             self.counts[s.result] += 1
         self.total_size += s.total_size
         self.seen += 1
         key = (s.job, s.vm)
+        if s.job_level:  # no VM: counted, listed under its job, not a VM still failing
+            key = ("", "")
         vm = self.vms.get(key)
         if vm is None:
             vm = self.vms[key] = VmState(s.ended, s.result)
@@ -91,7 +107,7 @@ class Summary:
                 heapq.heapreplace(self.recent, item)
 
     def still_failing(self) -> list[tuple[tuple[str, str], VmState]]:
-        rows = [(k, v) for k, v in self.vms.items() if v.last_result == "Failed"]
+        rows = [(k, v) for k, v in self.vms.items() if v.last_result == "Failed" and k[1]]
         return sorted(rows, key=lambda kv: kv[1].last_end, reverse=True)
 
 
@@ -213,7 +229,10 @@ def digest_message(
     problems: ProblemDigest | None = None,
     *,
     strip: DayStrip | None = None,
+    stopped: list[JobRow] | None = None,
 ) -> Message:
+    """The digest. `stopped`: the jobs that stopped running (stale, disabled, running long),
+    shown in a "Not running" section."""
     c = summary.counts
     failing = summary.still_failing()
     counts_view = {
@@ -226,6 +245,7 @@ def digest_message(
         "total": summary.seen,
         "total_size": human_size(summary.total_size),
         "still_failing_count": len(failing),
+        "job_level": summary.job_level,
     }
     blocks: list[dict[str, Any]] = [
         header(
@@ -255,6 +275,8 @@ def digest_message(
     ]
     if strip is not None and strip.jobs:
         tail.insert(0, section(strip_text(r, strip)))
+    if stopped:
+        tail.insert(0, section(_not_running(r, stopped, summary.end)))
     if failing:
         tail.insert(0, section(_still_failing(r, failing)))
     text = (
@@ -329,6 +351,16 @@ def _job_section(
     parts += [f"{counts['Warning']} warning(s)"] if counts["Warning"] else []
     view = {"job": job, "summary": ", ".join(parts), "rows": rows, "more": total - len(rows)}
     return section(r.text("digest_job.md.j2", view))
+
+
+NOT_RUNNING_ROWS = 15
+
+
+def _not_running(r: Renderer, stopped: list[JobRow], now: datetime) -> str:
+    """Stale, disabled and long-running jobs, worst first, within one section."""
+    rows = [Markup(row_text(j, now)) for j in stopped[:NOT_RUNNING_ROWS]]  # escaped in it
+    view = {"rows": rows, "count": len(stopped), "more": max(0, len(stopped) - len(rows))}
+    return r.fitted("digest_not_running.md.j2", view, "", MAX_SECTION)
 
 
 def _still_failing(r: Renderer, failing: list[tuple[tuple[str, str], VmState]]) -> str:

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from bot.alerts.jobfetch import as_session
+from bot.alerts.joblist import JobRow, job_rows
 from bot.alerts.mutes import MuteBook
 from bot.alerts.problems import Problem
 from bot.alerts.send import channel_id
@@ -24,10 +26,10 @@ from bot.digest.build import (
 )
 from bot.digest.strip import DayStrip
 from bot.errors import NotifyError, SourceError
-from bot.models import JOB_SESSION_OF, iso_z, utc_from_epoch
+from bot.models import JOB_SESSION_OF, TaskSession, iso_z, utc_from_epoch
 from bot.slack.web import Notifier, Receipt
 from bot.store.codec import scoped
-from bot.store.schema import PROBLEMS
+from bot.store.schema import JOBS, PROBLEMS
 from bot.store.store import Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
@@ -91,8 +93,12 @@ class DigestRunner:
         """The digest for [start, end), compared with [previous_start, start)."""
         missing: dict[str, str] = {}
         current = self._stream(Summary(start, end), missing)
-        previous = self._stream(Summary(previous_start, start), missing).counts
-        strip = self._strip(end, missing)
+        earlier = self._stream(Summary(previous_start, start), missing)
+        strip, runs = self._strip(end, missing)
+        for run in runs:  # a job's own failure that no VM told counts with the others
+            current.add_run(run)
+            earlier.add_run(run)
+        previous = earlier.counts
         problems = [Problem.from_json(v) for v in self.store.all_records(PROBLEMS).values()]
         mutes = MuteBook(self.store).active(end)
         return digest_message(
@@ -104,13 +110,24 @@ class DigestRunner:
                 problems, mutes, start, end, named=self.settings.many, down=self._down(missing)
             ),
             strip=strip,
+            stopped=self._stopped(end),
         )
 
-    def _strip(self, end: datetime, missing: dict[str, str]) -> DayStrip:
-        """Each job's last seven local days, from its job sessions. A server in `missing`
+    def _stopped(self, end: datetime) -> list[JobRow]:
+        """The jobs that stopped running, from the inventory the polls keep."""
+        if self.settings.jobs.refresh <= timedelta(0):
+            return []
+        shown = {s.label: s.server for s in self.settings.servers}
+        rows = job_rows(self.store.all_records(JOBS), self.settings, end, shown)
+        return [r for r in rows if {"running", "stale", "disabled"} & set(r.marks)]
+
+    def _strip(self, end: datetime, missing: dict[str, str]) -> tuple[DayStrip, list[TaskSession]]:
+        """Each job's last seven local days, from its job sessions, and the failed and
+        warning runs among them (as the alert path carries them). A server in `missing`
         (its sessions did not answer) is not asked; one whose job sessions fail is left out
         of the strip alone."""
         strip = DayStrip(end, self.settings.digest.timezone)
+        runs: list[TaskSession] = []
         flt = F.all_of([F.cmp("State", "==", "Stopped"), F.cmp("EndTime", ">=", strip.start),
                         F.cmp("EndTime", "<", end)])  # fmt: skip
         types = {s.server: s.session_types for s in self.settings.servers}
@@ -120,10 +137,13 @@ class DigestRunner:
             try:
                 for type_ in types.get(name, self.settings.veeam.session_types):
                     for js in client.query_job_sessions(JOB_SESSION_OF[type_], flt):
-                        strip.add(js, f"{name} · {js.job}" if name else js.job)
+                        job = f"{name} · {js.job}" if name else js.job
+                        strip.add(js, job)
+                        if js.result in ("Failed", "Warning"):
+                            runs.append(as_session(js._replace(job=job, em=name), type_))
             except SourceError as exc:
                 log.warning("the digest's 7-day strip leaves out %s: %s", name or "EM", exc)
-        return strip
+        return strip, runs
 
     def post(self, message: Message) -> Receipt:
         return self.notifier.post(self._channel(), message)

@@ -15,6 +15,7 @@ from functools import partial
 
 from markupsafe import Markup
 
+from bot.alerts.joblist import JobRow
 from bot.alerts.message import (
     alert_message,
     catchup_message,
@@ -115,7 +116,10 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
     everyone = [s for group in samples.values() for s in group]
     summary = Summary(SAMPLE_TIME - timedelta(days=1), SAMPLE_TIME + timedelta(seconds=1))
     for s in everyone:
-        summary.add(s)
+        if s.job_level:
+            summary.add_run(s)
+        else:
+            summary.add(s)
     summary.add(_session(999, result="Success", reason=""))
     status = Status(SAMPLE_TIME, "ok", "reachable", 3, 0, "0")
     out: list[tuple[str, Callable[[], object]]] = []
@@ -158,6 +162,7 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
                 "UTC",
                 _problem_digest(),
                 strip=_strip(),
+                stopped=_stopped(),
             ),
         ),
         (
@@ -167,6 +172,18 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
         ("digest unavailable", lambda: unavailable_message(r, HOSTILE, SAMPLE_TIME)),
     ]
     return out
+
+
+def _stopped() -> list[JobRow]:
+    """Jobs that stopped running: one of each kind, a hostile name, and 20 more."""
+    rows = [
+        JobRow("em-east", HOSTILE, HOSTILE, ("running",), "", None, None, None, None, True),
+        JobRow("", "Nightly SQL", "vbr01", ("stale", "failing"), "Failed", SAMPLE_TIME,
+               SAMPLE_TIME - timedelta(days=3), SAMPLE_TIME, timedelta(days=2), True),
+        JobRow("", "Archive", "vbr01", ("disabled",), "Success", SAMPLE_TIME, SAMPLE_TIME,
+               None, None, False),
+    ]  # fmt: skip
+    return rows + [replace(rows[1], job=f"Job {n}") for n in range(20)]
 
 
 def _strip() -> DayStrip:
