@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--password", default="demo")
     s.add_argument("--idle-timeout", type=float, default=900.0, help="token idle timeout, s")
     s.add_argument("--camel", action="store_true", help="v13-style camelCase JSON keys")
+    s.add_argument(
+        "--no-job-scenarios",
+        action="store_true",
+        help="leave out the jobs that fail with no VM or stop running (a file share job, an "
+        "agent job, a stale, a stuck and a disabled one)",
+    )
     s.add_argument("--bom", action="store_true", help="prefix JSON answers with a UTF-8 BOM")
     s.add_argument("--delay", type=float, default=0.0, help="seconds before each query answer")
     s.set_defaults(func=cli.cmd_emulator)

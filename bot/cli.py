@@ -135,6 +135,8 @@ def cmd_emulator(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             span=timedelta(hours=1),
             failure_rate=args.failure_rate,
         )
+    from bot.emulator.jobs import job_scenarios
+
     emu = Emulator(
         SessionStore(sessions),
         username=args.username,
@@ -146,6 +148,10 @@ def cmd_emulator(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         bom=args.bom,
         delay=args.delay,
     )
+    if not args.no_job_scenarios:
+        jobs, runs = job_scenarios(now)
+        emu.job_list.add(jobs)
+        emu.jobs.add(runs)
     print(
         f"EM emulator on http://{args.host}:{args.port} with {len(sessions)} task sessions "
         f"(user {args.username!r}); Ctrl-C stops it",

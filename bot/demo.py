@@ -16,8 +16,16 @@ from typing import Any, TextIO
 
 from bot.alerts.pipeline import Pipeline
 from bot.config.render import Message, Renderer
-from bot.config.settings import AlertSettings, PollSettings, Secret, Settings, VeeamSettings
+from bot.config.settings import (
+    AlertSettings,
+    JobsSettings,
+    PollSettings,
+    Secret,
+    Settings,
+    VeeamSettings,
+)
 from bot.emulator.data import SessionStore, generate, inject_failures
+from bot.emulator.jobs import DISABLED_JOB_UID, job_scenarios
 from bot.emulator.server import Emulator
 from bot.slack.console import DIM, RESET, format_message
 from bot.slack.web import Receipt
@@ -63,6 +71,9 @@ def run_demo(
     now = clock()
     rng = Random(seed)  # noqa: S311 - demo data, not security
     emu = Emulator(SessionStore(generate(3000, now=now, seed=seed, span=timedelta(days=3)))).start()
+    jobs, runs = job_scenarios(now)  # failures no VM tells, jobs that stop running
+    emu.job_list.add(jobs)
+    emu.jobs.add(runs)
     state = Path(tempfile.mkdtemp(prefix="veeam-bot-demo-")) / "state.sqlite"
     settings = Settings(
         veeam=VeeamSettings(
@@ -76,6 +87,7 @@ def run_demo(
             interval=timedelta(seconds=interval), initial_lookback=timedelta(hours=4)
         ),
         alerts=AlertSettings(channel="#veeam-alerts", max_posts_per_second=0),
+        jobs=JobsSettings(refresh=timedelta(seconds=interval)),  # every poll reads the jobs
         state_path=str(state),
     )
     sink = ConsoleSink(out, out.isatty(), clock)
@@ -103,6 +115,8 @@ def run_demo(
             if cycles and n >= cycles:
                 break
             time.sleep(interval)
+            if n == 1:  # someone disables a job's schedule: the next poll says so
+                emu.job_list.change(DISABLED_JOB_UID, schedule_enabled=False)
             inject_failures(emu.store, clock(), rng)
     except KeyboardInterrupt:
         print("\nstopped", file=out)

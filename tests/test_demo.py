@@ -28,6 +28,16 @@ def test_demo_prints_alerts_without_any_configuration(tmp_path: Path) -> None:
     assert out.count("→ #veeam-alerts") >= 3
     assert "Reason:" in out and "poll: fetched" in out
     assert "&lt;" not in out, "the console shows text, not Slack escapes"
+    # within its first polls, one of each failure no VM tells and each job that stopped
+    for headline in (
+        "Failed: SQL Nightly (backup)",  # a job failing before any VM
+        "Failed: Projects file share (file share backup)",
+        "Warning: Sales laptops (agent backup)",
+        "Not running: Weekly archive",
+        "Running long: Exchange mailboxes",
+        "Schedule disabled: File server weekly full",  # disabled after the first poll
+    ):
+        assert headline in out, headline
     # The state file it names shows an operator the named tables, with what the demo did.
     state = Path(re.search(r"The demo's state file: (\S+)", out).group(1))  # type: ignore[union-attr]
     with sqlite3.connect(state) as conn:

@@ -361,3 +361,55 @@ def json_job(j: EmJob, base: str) -> dict[str, Any]:
         "Href": f"{base}/api/jobs/{j.guid}?format=Entity",
         "Type": "Job",
     }
+
+
+# ------------------------------------------------- the demo's jobs that fail on their own
+def _guid(n: int) -> str:
+    return f"0badc0de-0000-4000-8000-{n:012d}"
+
+
+def job_scenarios(now: datetime) -> tuple[list[EmJob], list[EmJobSession]]:
+    """Jobs and runs that no task session tells (for the demo and `python -m bot emulator`):
+    a backup job failing before any VM, a file share (NasBackup) and an agent job, a job
+    that stopped running four days ago, one whose run is stuck in Working, and one whose
+    schedule the demo disables after its first poll (`DISABLED_JOB`)."""
+    server, server_uid = "vbr-hq-01.corp.local", "urn:veeam:BackupServer:" + _guid(0xB1)
+    day, minute = timedelta(days=1), timedelta(minutes=1)
+    kinds = {"SQL Nightly": "Backup", "Projects file share": "NasBackup",
+             "Sales laptops": "AgentBackup", "Weekly archive": "Backup",
+             "Exchange mailboxes": "Backup", DISABLED_JOB: "Backup"}  # fmt: skip
+    uids = {name: f"urn:veeam:Job:{_guid(0x10 * (n + 1))}" for n, name in enumerate(kinds)}
+    jobs = [
+        EmJob(uids[name], name, kind, "VMware", server, server_uid,
+              next_run=now + (3 if name == "Weekly archive" else 20) * 60 * minute)
+        for name, kind in kinds.items()
+    ]  # fmt: skip
+    # (job, started, minutes, result, FailureMessage); a run of 0 minutes is still working
+    table: list[tuple[str, datetime, float, str, str | None]] = [
+        *[("SQL Nightly", now - d * day, 40, "Success", None) for d in (5, 4, 3, 2)],
+        ("SQL Nightly", now - 50 * minute, 12, "Failed",
+         "Repository repo02 is not available: the share \\\\nas02\\veeam is offline"),
+        ("Projects file share", now - 40 * minute, 5, "Failed",
+         "Failed to connect to \\\\nas01\\projects: access denied"),
+        ("Sales laptops", now - 70 * minute, 30, "Warning", None),
+        *[("Weekly archive", now - d * day, 25, "Success", None) for d in (7, 6, 5, 4)],
+        *[("Exchange mailboxes", now - d * day, 30, "Success", None) for d in (5, 4, 3, 2, 1)],
+        ("Exchange mailboxes", now - 9 * 60 * minute, 0, "None", None),
+        *[(DISABLED_JOB, now - d * day, 20, "Success", None) for d in (3, 2, 1)],
+    ]  # fmt: skip
+    runs = []
+    for n, (name, started, minutes, result, failure) in enumerate(table):
+        working = minutes == 0
+        runs.append(EmJobSession(
+            uid=f"urn:veeam:BackupJobSession:{_guid(0x1000 + n)}", type="BackupJobSession",
+            name=f"{name}@{started:%Y-%m-%d %H:%M:%S}", job=name, job_uid=uids[name],
+            job_type=kinds[name], server=server, server_uid=server_uid,
+            state="Working" if working else "Stopped", result=result, failure=failure,
+            is_retry=False, progress=40 if working else 100, created=started,
+            ended=None if working else started + minutes * minute,
+        ))  # fmt: skip
+    return jobs, runs
+
+
+DISABLED_JOB = "File server weekly full"
+DISABLED_JOB_UID = f"urn:veeam:Job:{_guid(0x60)}"  # the sixth job of job_scenarios
