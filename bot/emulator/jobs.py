@@ -9,6 +9,7 @@ State, Result, Progress, FailureMessage, IsRetry`; in JSON `IsRetry` first and
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from bot.emulator.filterlang import (
     Grammar,
     compile_filter,
     parse_filter,
+    range_bounds,
 )
 from bot.emulator.wire import ROOT_NAMESPACES, em_time, escape, quoteattr
 
@@ -83,6 +85,10 @@ def from_tasks(tasks: list[EmSession]) -> list[EmJobSession]:
     return out
 
 
+# (every job session by start, those ended by end, their end times)
+_Index = tuple[list["EmJobSession"], list["EmJobSession"], list[datetime]]
+
+
 class JobSessionStore:
     """The job sessions of the emulated EM: derived from its task sessions on each query
     (they change as runs are added), and those added on their own."""
@@ -91,31 +97,60 @@ class JobSessionStore:
         self._lock = threading.Lock()
         self._own: dict[str, EmJobSession] = {}
         self._derived: tuple[int, dict[str, EmJobSession]] = (-1, {})
+        self._own_version = 0
+        self._index: tuple[tuple[int, int], dict[str, _Index]] = ((-1, -1), {})
 
     def add(self, sessions: list[EmJobSession]) -> None:
         with self._lock:
             self._own.update({s.uid: s for s in sessions})
+            self._own_version += 1
 
     def change(self, uid: str, **fields: Any) -> None:
         """Change a job session added on its own (a stuck run that finally ends)."""
         with self._lock:
             for k, v in fields.items():
                 setattr(self._own[uid], k, v)
+            self._own_version += 1
 
     def query(
         self, type_key: str, tasks: SessionStore, filter_text: str, sort: str, asc: bool
     ) -> list[EmJobSession]:
         """Matching job sessions of one type, sorted. Raises FilterSyntaxError. Those of
-        the task sessions are derived once per change of the task sessions."""
+        the task sessions are derived once per change of the task sessions, and a range
+        on EndTime is looked up in an index (as EM's database would), not scanned."""
         kind = JOB_SESSION_TYPES[type_key]
         with self._lock:
-            version, derived = self._derived
-            if version != tasks.version:
-                derived = {s.uid: s for s in from_tasks(tasks.all())}
-                self._derived = (tasks.version, derived)
-            every = derived | self._own
-        matched = sorted((s for s in every.values() if s.type == kind), key=lambda s: s.created)
-        return select(matched, JOBS, filter_text, sort, asc)
+            by_created, by_end, end_keys = self._indexed(tasks)[kind]
+        node = parse_filter(filter_text, JOBS) if filter_text else None
+        lo, hi = range_bounds(node, "ended") if node is not None else (None, None)
+        items = by_created
+        if lo or hi:
+            a = bisect.bisect_left(end_keys, lo) if lo else 0
+            b = bisect.bisect_right(end_keys, hi) if hi else len(end_keys)
+            items = by_end[a:b]
+        if node is not None:
+            pred = compile_filter(node)
+            items = [x for x in items if pred(x)]
+        return select(list(items), JOBS, "", sort, asc)
+
+    def _indexed(self, tasks: SessionStore) -> dict[str, _Index]:
+        """Per type: every job session by start, those ended by end, and their end times."""
+        stamp = (tasks.version, self._own_version)
+        if self._index[0] == stamp:
+            return self._index[1]
+        version, derived = self._derived
+        if version != tasks.version:
+            derived = {s.uid: s for s in from_tasks(tasks.all())}
+            self._derived = (tasks.version, derived)
+        every = list((derived | self._own).values())
+        index: dict[str, _Index] = {}
+        for kind in JOB_SESSION_TYPES.values():
+            mine = [s for s in every if s.type == kind]
+            ended = sorted((s for s in mine if s.ended is not None), key=lambda s: s.ended or _FAR)
+            index[kind] = (sorted(mine, key=lambda s: s.created), ended,
+                           [s.ended or _FAR for s in ended])  # fmt: skip
+        self._index = (stamp, index)
+        return index
 
 
 def select(items: list[Any], grammar: Grammar, filter_text: str, sort: str, asc: bool) -> list[Any]:
