@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from bot.alerts.pipeline import Pipeline  # noqa: E402 - after the bytecode is w
 from bot.config.render import Renderer  # noqa: E402
 from bot.config.settings import (  # noqa: E402
     AlertSettings,
+    JobsSettings,
     PollSettings,
     Secret,
     Settings,
@@ -40,12 +41,23 @@ BENCH_TOKEN = "xoxb-test-token"
 
 
 def bench_pipeline(
-    em_url: str, slack_url: str, state: Path, now: datetime, poll: PollSettings, **alerts: Any
+    em_url: str,
+    slack_url: str,
+    state: Path,
+    now: datetime,
+    poll: PollSettings,
+    *,
+    jobs: bool = True,
+    **alerts: Any,
 ) -> tuple[Pipeline, Store, EMClient]:
     """The real pipeline against an emulator and the fake Slack (pacing off), its state in
-    `state`: (pipeline, its store, its EM client)."""
+    `state`: (pipeline, its store, its EM client). `jobs=False`: as before job sessions and
+    the job inventory were read."""
     settings = Settings(
-        veeam=VeeamSettings(url=em_url, username="demo", password=Secret("demo")),
+        veeam=VeeamSettings(
+            url=em_url, username="demo", password=Secret("demo"), job_sessions=jobs
+        ),
+        jobs=JobsSettings(refresh=timedelta(minutes=15) if jobs else timedelta(0)),
         poll=poll,
         alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=0, **alerts),
         slack=SlackSettings(bot_token=Secret(BENCH_TOKEN), api_url=slack_url),

@@ -2,6 +2,10 @@
 history (plus the same 500 recent sessions for every N). Reports the median time of
 `poll_once` in the running bot (EM logon kept); the bots poll in turns.
 
+Each N runs with job sessions and the job inventory on (as shipped); the first N also runs
+with both off (as before they existed), for the cost of reading them. After the timed
+polls, one more poll per bot is due to refresh the inventory, and is timed alone.
+
     .venv/bin/python bench/steady_bench.py [N ...]      (default: 1000 1000000)
 """
 
@@ -24,10 +28,10 @@ from bot.store.schema import ANNOUNCED
 class Setup:
     """One bot with N announced UIDs in its store, against an EM with N sessions of history."""
 
-    def __init__(self, n: int, now: datetime, tmp: Path) -> None:
+    def __init__(self, n: int, now: datetime, tmp: Path, *, jobs: bool = True) -> None:
         # N sessions of history ending 2 h ago, plus the same 500 sessions in the last hour
         # for every N: the polls see identical recent work, so only the history size differs.
-        self.n = n
+        self.n, self.jobs = n, jobs
         self.em_proc, em_url = start_emulator(
             n, "14d", 0.1, "--end-offset", "2h", "--recent", "500"
         )
@@ -35,9 +39,10 @@ class Setup:
         self.pipeline, self.store, self.em = bench_pipeline(
             em_url,
             slack_url,
-            tmp / f"state-{n}.sqlite",
+            tmp / f"state-{n}-{jobs}.sqlite",
             now,
             PollSettings(initial_lookback=timedelta(hours=1), overlap=timedelta(minutes=30)),
+            jobs=jobs,
         )
         t0 = time.monotonic()
         receipt = {"c": "C0ALERTS", "ts": "1.0", "at": now.timestamp(), "r": "Failed"}
@@ -45,7 +50,9 @@ class Setup:
         self.store.put_records(ANNOUNCED, dict.fromkeys(uids, receipt))
         self.store.commit()
         self.loaded = time.monotonic() - t0
+        t0 = time.monotonic()
         self.first = self.pipeline.poll_once(now)  # announces the last hour
+        self.first_s = time.monotonic() - t0  # with the first inventory refresh (30 days)
         self.times: list[float] = []
         self.queries: set[int] = set()
         self.fetched = 0
@@ -59,6 +66,10 @@ class Setup:
         self.fetched = r.fetched
         assert r.new == 0 and r.announced == 0, r
 
+    @property
+    def label(self) -> str:
+        return f"{self.n:>9,} UIDs, jobs {'on ' if self.jobs else 'off'}"
+
     def close(self) -> None:
         self.em.close()
         self.store.close()
@@ -67,27 +78,35 @@ class Setup:
 
 
 def main(sizes: list[int], polls: int = 200) -> None:
-    """Both bots run side by side and poll in turns, so both see the same machine state (this
+    """The bots run side by side and poll in turns, so all see the same machine state (this
     VM's timings drift by tens of percent over a minute)."""
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
-        setups = [Setup(n, now, Path(tmp)) for n in sizes]
+        setups = [Setup(sizes[0], now, Path(tmp), jobs=False)]
+        setups += [Setup(n, now, Path(tmp)) for n in sizes]
         try:
             for i in range(1, polls + 1):
                 for s in setups if i % 2 else reversed(setups):
                     s.poll(now + timedelta(seconds=i))
             for s in setups:
                 print(
-                    f"{s.n:>9,} UIDs in store and EM history (loaded in {s.loaded:.1f}s; first "
-                    f"poll announced {s.first.announced}): poll with nothing new median "
+                    f"{s.label} (loaded in {s.loaded:.1f}s; first poll {s.first_s:.1f}s, "
+                    f"announced {s.first.announced}): poll with nothing new median "
                     f"{statistics.median(s.times):.1f} ms (min {min(s.times):.1f}, "
                     f"p90 {statistics.quantiles(s.times, n=10)[-1]:.1f}) over {polls} polls; "
                     f"EM queries per poll: {sorted(s.queries)}; fetched {s.fetched} in the overlap"
                 )
-            base = statistics.median(setups[0].times)
+            off, on = statistics.median(setups[0].times), statistics.median(setups[1].times)
+            print(f"jobs on vs off at {sizes[0]:,}: {on / off:.2f}x (target at most 1.5x)")
+            for s in setups[2:]:
+                diff = statistics.median(s.times) / on - 1
+                print(f"median at {s.n:,} vs {sizes[0]:,}: {diff:+.0%} (target within 20 %)")
+            later = now + timedelta(minutes=16)  # the inventory is due again
             for s in setups[1:]:
-                diff = statistics.median(s.times) / base - 1
-                print(f"median at {s.n:,} vs {setups[0].n:,}: {diff:+.0%} (target within 20 %)")
+                t = time.perf_counter()
+                s.pipeline.poll_once(later)
+                print(f"{s.label}: a poll that refreshes the inventory "
+                      f"{(time.perf_counter() - t) * 1000:.0f} ms")  # fmt: skip
         finally:
             for s in setups:
                 s.close()

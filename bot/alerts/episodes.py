@@ -18,7 +18,7 @@ from bot.alerts.inventory import next_run
 from bot.alerts.jobmessage import EVENTS, job_alert, job_closed
 from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.send import Sender
-from bot.alerts.stale import Condition, expected_interval, is_stale, runs_too_long
+from bot.alerts.stale import Condition, interval_s, is_stale, overdue, runs_too_long
 from bot.config.render import Renderer
 from bot.config.settings import Settings, StaleSettings
 from bot.errors import NotifyError
@@ -52,8 +52,8 @@ def interval_of(rec: dict[str, Any], settings: StaleSettings) -> tuple[bool, tim
     if named:
         return value is not None, value
     if settings.after == "auto":
-        starts = [utc_from_epoch(t) for t in rec.get("ok", [])]
-        return True, expected_interval(starts)
+        seconds = rec["every"] if "every" in rec else interval_s(rec.get("ok") or ())
+        return True, None if seconds is None else timedelta(seconds=seconds)
     assert isinstance(settings.after, timedelta)
     return True, settings.after
 
@@ -70,43 +70,51 @@ def conditions(
     """What is wrong with one job now. A disabled schedule counts only as a change (enabled
     at the refresh before, or an episode already open): a job first seen disabled is not
     news. `em` names the Enterprise Manager in episode keys; `shown` in messages ("" for
-    the one server of `[veeam] url`)."""
-    job = as_job(rec)
+    the one server of `[veeam] url`). Judged in epoch seconds: the stage judges thousands of
+    jobs after each refresh, and builds dates only for what it tells."""
     out: list[Condition] = []
-    base: dict[str, Any] = {"job": job.name, "server": job.server, "em": shown}
     working: dict[str, float] = rec.get("working") or {}
-    last_ok = utc_from_epoch(rec["last_ok"]) if rec.get("last_ok") else None
-    last_start = utc_from_epoch(rec["last_start"]) if rec.get("last_start") else None
+    enabled = bool(rec.get("enabled", True))
+    scheduled = bool(rec.get("sched", True))
+    uid = str(rec.get("uid", ""))
+    stale = False
     watched, interval = interval_of(rec, settings)
-    if watched and rec.get("gone") is None:  # a job EM no longer lists is not overdue
-        stale = not working and is_stale(
-            job, last_success=last_ok, last_start=last_start, interval=interval,
-            grace=settings.grace, now=now,
-        )  # fmt: skip
-        if stale:
-            when = {"last_success": last_ok, "expected_every": interval, "next_run": job.next_run}
-            out.append(Condition(episode_key(em, "stale", job.uid), "stale", **base,
-                                 detail=when))  # fmt: skip
-    key = episode_key(em, "disabled", job.uid)
-    changed = rec.get("was") is True or key in open_keys
-    scheduled = settings.disabled and rec.get("listed") and job.schedule_configured
-    if scheduled and not job.schedule_enabled and changed:
-        last = rec.get("last") or {}
-        ran = utc_from_epoch(last["end"]) if last.get("end") else None
-        out.append(Condition(key, "disabled", **base, detail={"last_run": ran}))
-    durations = [timedelta(seconds=d) for d in rec.get("dur", [])]
-    for uid, started in working.items():
-        begun = utc_from_epoch(started)
-        if runs_too_long(begun, durations, minimum=settings.running_min, now=now):
-            usual = (
-                timedelta(seconds=sorted(d.total_seconds() for d in durations)[len(durations) // 2])
-                if durations
-                else None
-            )
-            detail: dict[str, Any] = {"job_session_uid": uid, "started": begun, "usual": usual}
-            out.append(Condition(episode_key(em, "running", uid), "running", **base,
-                                 detail=detail))  # fmt: skip
+    if watched and not working and scheduled and enabled and rec.get("gone") is None:
+        if interval is not None:
+            last_ok = rec.get("last_ok")
+            stale = overdue(last_ok, interval.total_seconds(), now.timestamp())
+        else:  # too little history: its NextRun decides
+            stale = is_stale(as_job(rec), last_success=None, last_start=_at(rec.get("last_start")),
+                             interval=None, grace=settings.grace, now=now)  # fmt: skip
+    if stale:
+        when = {"last_success": _at(rec.get("last_ok")), "expected_every": interval,
+                "next_run": next_run(rec)}  # fmt: skip
+        out.append(_condition(em, "stale", uid, rec, shown=shown, detail=when))
+    if settings.disabled and rec.get("listed") and scheduled and not enabled:
+        key = episode_key(em, "disabled", uid)
+        if rec.get("was") is True or key in open_keys:
+            ran = _at((rec.get("last") or {}).get("end"))
+            out.append(_condition(em, "disabled", uid, rec, shown=shown, detail={"last_run": ran}))
+    if working:  # few jobs at a time: judged in dates
+        durations = [timedelta(seconds=d) for d in sorted(rec.get("dur") or ())]
+        usual = durations[len(durations) // 2] if durations else None
+        for run_uid, started in working.items():
+            begun = utc_from_epoch(started)
+            if runs_too_long(begun, durations, minimum=settings.running_min, now=now):
+                detail = {"job_session_uid": run_uid, "started": begun, "usual": usual}
+                out.append(_condition(em, "running", run_uid, rec, shown=shown, detail=detail))
     return out
+
+
+def _at(epoch: float | None) -> datetime | None:
+    return utc_from_epoch(epoch) if epoch else None
+
+
+def _condition(
+    em: str, kind: str, uid: str, rec: dict[str, Any], *, shown: str, detail: dict[str, Any]
+) -> Condition:
+    job, server = str(rec.get("name", "")), str(rec.get("server", ""))
+    return Condition(episode_key(em, kind, uid), kind, job, server, shown, detail)
 
 
 def closing_words(kind: str, rec: dict[str, Any] | None, opened: float) -> str:

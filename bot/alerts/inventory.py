@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.alerts.stale import interval_s
 from bot.config.settings import Settings
 from bot.models import JOB_SESSION_OF, Job, JobSession, iso_z
 from bot.store.codec import scoped
@@ -97,6 +98,7 @@ def fold_runs(
             now_working[js.uid] = js.created.timestamp()
             rec["last_start"] = max(rec.get("last_start") or 0.0, js.created.timestamp())
     rec["ok"] = sorted(ok)[-HISTORY:]
+    rec["every"] = interval_s(rec["ok"])  # learned here, once per refresh, not per judgement
     rec["dur"] = dur[-HISTORY:]
     rec["working"] = now_working
     return rec

@@ -32,6 +32,7 @@ class Condition:
 
 
 MIN_INTERVAL = timedelta(hours=2)  # a learned interval is never shorter
+MIN_INTERVAL_S = MIN_INTERVAL.total_seconds()
 HISTORY_NEEDED = 3  # successful runs before the interval is learned, not read from NextRun
 
 
@@ -40,13 +41,19 @@ def expected_interval(
 ) -> timedelta | None:
     """How long a job may go without a success: about twice the median gap between its
     successful runs, at least `floor`; None with fewer than three runs to learn from."""
-    starts = sorted(success_starts)
+    seconds = interval_s([t.timestamp() for t in success_starts], floor.total_seconds())
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
+def interval_s(starts: Sequence[float], floor_s: float = MIN_INTERVAL_S) -> float | None:
+    """`expected_interval` in epoch seconds (the stale stage judges thousands of jobs)."""
     if len(starts) < HISTORY_NEEDED:
         return None
-    gaps = [b - a for a, b in pairwise(starts) if b > a]
+    ordered = sorted(starts)
+    gaps = [b - a for a, b in pairwise(ordered) if b > a]
     if not gaps:
         return None
-    return max(floor, 2 * _median(gaps))
+    return max(floor_s, 2 * median(gaps))
 
 
 def is_stale(
@@ -64,10 +71,16 @@ def is_stale(
     if not (job.schedule_configured and job.schedule_enabled):
         return False
     if interval is not None:
-        return last_success is None or now - last_success > interval
+        ok = last_success.timestamp() if last_success else None
+        return overdue(ok, interval.total_seconds(), now.timestamp())
     if job.next_run is None or now - job.next_run <= grace:
         return False
     return last_start is None or last_start < job.next_run
+
+
+def overdue(last_success_s: float | None, interval_s: float, now_s: float) -> bool:
+    """No success (never, or not for longer than the interval), in epoch seconds."""
+    return last_success_s is None or now_s - last_success_s > interval_s
 
 
 def runs_too_long(
