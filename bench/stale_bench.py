@@ -56,7 +56,8 @@ def inventory(n: int, now: datetime) -> tuple[list[Job], list[JobSession], list[
 
 
 def ms(times: list[float]) -> str:
-    return f"median {statistics.median(times):.1f} ms (p90 {statistics.quantiles(times, n=10)[-1]:.1f})"
+    p90 = statistics.quantiles(times, n=10)[-1]
+    return f"median {statistics.median(times):.1f} ms (p90 {p90:.1f})"
 
 
 def main(n: int, rounds: int = 50) -> None:
