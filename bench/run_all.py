@@ -17,6 +17,7 @@ SCRIPTS = [
     "slash_bench.py",
     "digest_bench.py",
     "servers_bench.py",
+    "stale_bench.py",
     "faults_bench.py",
 ]
 
