@@ -206,6 +206,10 @@ def test_hold_auto_waits_for_the_jobs_own_retry_window(
     rig = Rig(settings, now)
     try:
         assert rig.pipeline.poll_once(now).announced == 0
+    finally:
+        rig.close()
+    rig = Rig(settings, now + 50 * M)  # a restart in the middle: the hold and the jobs are kept
+    try:
         # past the 35 minutes of a job the inventory does not know, still held
         assert rig.pipeline.poll_once(now + 50 * M).announced == 0
         assert slack.posted() == []

@@ -175,7 +175,8 @@ def _vm_job(p: Problem, named: bool = False) -> tuple[str, str]:
         em, _type, job, vm = json.loads(p.id)
     except (ValueError, TypeError):
         return p.id, ""
-    return str(vm), f"{em} · {job}" if named else str(job)
+    shown = f"{em} · {job}" if named else str(job)
+    return (str(vm) or "the job itself"), shown  # no VM: a job session's own failure
 
 
 def _problems_view(
