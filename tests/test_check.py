@@ -41,6 +41,8 @@ def test_all_good(env: dict[str, str], em: Emulator, slack: FakeSlack) -> None:
         "✓ state store",
         "logon: logged on to",
         "one-row query: ReplicaTaskSession answered",
+        "job sessions: ReplicaJobSession answered",
+        "jobs: Job answered",
         "logout: logon session ended",
         "✓ Slack auth.test",
         "✓ alert channel #veeam-alerts: bot is a member of #veeam-alerts (C0ALERTS)",
@@ -49,9 +51,14 @@ def test_all_good(env: dict[str, str], em: Emulator, slack: FakeSlack) -> None:
     ):
         assert words in steps, steps
     assert "all steps passed" in out
-    # the one-row query asked for one row, and the session was ended
-    (query,) = list(em.queries())
-    assert query.params["pageSize"] == "1"
+    # each one-row query asked for one row (task sessions, job sessions, jobs), and the
+    # session was ended
+    assert [q.params["type"] for q in em.queries()] == [
+        "ReplicaTaskSession",
+        "ReplicaJobSession",
+        "Job",
+    ]
+    assert {q.params["pageSize"] for q in em.queries()} == {"1"}
     assert em.tokens == {}
     assert not [c for c in slack.calls if c[0] == "chat.postMessage"], "check posts nothing"
 

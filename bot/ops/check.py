@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config.settings import Settings, VeeamSettings
 from bot.errors import AuthError, BotError, EMRejected, EMUnavailable
+from bot.models import JOB_SESSION_OF
 from bot.slack.client import web_client
 from bot.slack.codes import AUTH_ERRORS, CHANNEL_ID, TRANSPORT_ERRORS, error_code
 from bot.slack.surface import app_token_problem, probe_app_token
@@ -95,6 +97,7 @@ def check_em(server: VeeamSettings, settings: Settings) -> Iterator[Line]:
             return
         yield Line(OK, f"{name} logon", f"logged on to {server.url} as {server.username}")
         yield Line(OK, f"{name} one-row query", f"{server.session_types[0]} answered")
+        yield from _job_queries(client, name, server, settings)
         try:
             client.logout()
             yield Line(OK, f"{name} logout", "logon session ended")
@@ -107,6 +110,26 @@ def check_em(server: VeeamSettings, settings: Settings) -> Iterator[Line]:
             )
     finally:
         client.close()
+
+
+def _job_queries(
+    client: EMClient, name: str, server: VeeamSettings, settings: Settings
+) -> Iterator[Line]:
+    """One row of job sessions and of jobs, when the bot reads them."""
+    asks: list[tuple[str, str, str]] = []
+    if server.job_sessions:
+        run = JOB_SESSION_OF[server.session_types[0]]
+        asks.append((run, "job sessions", "set [veeam] job_sessions = false"))
+    if settings.jobs.refresh > timedelta(0):
+        asks.append(("Job", "jobs", 'set [jobs] refresh = "0m" (no stale or disabled alerts)'))
+    for type_, what, off in asks:
+        try:
+            client.first_rows(type_)
+        except BotError as exc:
+            yield Line(FAIL, f"{name} {what}", str(exc),
+                       f"give the account read access to {what} in EM, or {off}")  # fmt: skip
+            continue
+        yield Line(OK, f"{name} {what}", f"{type_} answered")
 
 
 # ----------------------------------------------------------------------------- Slack

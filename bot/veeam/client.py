@@ -248,6 +248,13 @@ class EMClient:
         """Yield every job (`query?type=Job`), page by page, sorted by name."""
         return self._walk(parse_jobs, "Job", filter_, sort=("Name", ""), size=page_size)
 
+    def first_rows(self, type_: str, size: int = 1) -> int:
+        """How many rows the first page of a job-session or job query holds (a reachability
+        and permission check: `check`)."""
+        body = self._page_body(type_, "", 1, size, sort_asc="", sort_desc="")
+        rows = parse_jobs(body)[0] if type_ == "Job" else parse_job_sessions(body)[0]
+        return len(rows)
+
     def _walk(
         self,
         parse: Callable[[bytes], tuple[list[T], Page | None]],
