@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from bot.alerts.jobmessage import EVENTS
 from bot.alerts.mutes import MuteBook
 from bot.alerts.pipeline import Pipeline
 from bot.alerts.result import PollResult
@@ -29,6 +31,7 @@ from bot.slack.console import format_message
 from bot.slack.web import Notifier, SlackNotifier
 from bot.store.codec import scoped
 from bot.store.lock import WriterLock
+from bot.store.schema import EPISODES
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from bot.slash.commands import SlashPool
 
 log = logging.getLogger(__name__)
+EPISODE_KINDS = tuple(EVENTS)  # stale, disabled, running
 
 
 def em_client(settings: Settings, metrics: Metrics | None = None) -> EMClient:
@@ -135,6 +139,7 @@ class Services:
         )
         self.watch = SourceWatch(self.store, self.notifier, settings.alerts.source_down_after)
         self.metrics.read_state(self._state_gauges)
+        self.metrics.read_episodes(self._episode_gauges)
         for label, pipeline in self.pipelines.items():
             last = self.store.meta(scoped("last_poll", pipeline.server)) or {}
             if isinstance(last.get("ok_at"), int | float):
@@ -194,6 +199,18 @@ class Services:
         counts = self.store.open_problems_by_em()
         problems = {name: counts.get(name, 0) for name in self.pipelines}
         return problems, len(MuteBook(self.store).active(utcnow()))
+
+    def _episode_gauges(self) -> dict[tuple[str, str], int]:
+        """Jobs not running per server and kind (stale, disabled, running), every kind of
+        every server named, 0 included, so that an alert rule sees it fall back."""
+        counts = {(label, kind): 0 for label in self.pipelines for kind in EPISODE_KINDS}
+        names = {p.settings.veeam.label: label for label, p in self.pipelines.items()}
+        for key, row in self.store.all_records(EPISODES).items():
+            if row.get("state") in ("open", "muted", "posting"):
+                em, kind, _uid = json.loads(key)
+                label = names.get(em, em)
+                counts[(label, kind)] = counts.get((label, kind), 0) + 1
+        return counts
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """/healthz: every server's last successful poll within 3× the interval (the clock

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot import __version__
 from bot.emulator.data import SessionStore
+from bot.emulator.jobs import EmJob
 from bot.emulator.server import Emulator
 from bot.ops.health import health
 from tests.fake_slack import APP_TOKEN, FakeSlack
@@ -117,6 +118,9 @@ def test_metrics_move_in_a_scenario(slack: FakeSlack, tmp_path: Path) -> None:
     em = Emulator(SessionStore([])).start()
     now = datetime.now(UTC)
     job_run(em, now, [("sql01", "Failed", "disk full"), ("web01", "Warning", "slow")])
+    em.job_list.add([EmJob("urn:veeam:Job:0badc0de-0000-4000-8000-0000000005ad", "Idle job",
+                           "Replica", "VMware", "vbr01", "urn:veeam:BackupServer:1",
+                           next_run=now - timedelta(hours=3))])  # fmt: skip
     http_port = free_port()
     toml = '[poll]\ninterval = "1s"\n[veeam]\nattempts = 2\nbackoff = "0s"\ntimeout = "2s"\n'
     env = {**bot_env(tmp_path, em.url, slack.url, toml), "PORT": str(http_port)}
@@ -134,6 +138,8 @@ def test_metrics_move_in_a_scenario(slack: FakeSlack, tmp_path: Path) -> None:
         assert value(first, "veeam_bot_polls_total", server=server, outcome="ok") >= 1
         assert value(first, "veeam_bot_sessions_fetched_total", server=server) >= 2
         assert value(first, "veeam_bot_open_problems", server=server) == 2
+        assert value(first, "veeam_bot_jobs_not_running", server=server, kind="stale") == 1
+        assert ("veeam_bot_jobs_not_running", (("kind", "disabled"), ("server", server))) in first
         assert value(first, "veeam_bot_deliveries_pending", server=server) == 0
         assert value(first, "veeam_bot_em_request_seconds_count", server=server) >= 2
         assert value(first, "veeam_bot_last_success_timestamp_seconds", server=server) > (

@@ -211,7 +211,7 @@ def minimal_message(message: Message) -> Message:
         return Message(text=text, blocks=blocks, metadata=message.metadata, sessions=[],
                        thread_ts=message.thread_ts)  # fmt: skip
     rows = [
-        f"{EMOJI.get(s.result, ':grey_question:')} *{cut_plain(slack_escape(s.vm), 200)}* · "
+        f"{EMOJI.get(s.result, ':grey_question:')} *{cut_plain(slack_escape(_subject(s)), 200)}* · "
         f"{s.result}"
         for s in sessions
     ]
@@ -231,6 +231,11 @@ def minimal_message(message: Message) -> Message:
         metadata=message.metadata,
         sessions=sessions,
     )
+
+
+def _subject(s: TaskSession) -> str:
+    """What a line names: the VM, or for a job session's own failure the job and its kind."""
+    return f"{s.job} ({s.kind_words})" if s.job_level else s.vm
 
 
 def bare_alert(sessions: list[TaskSession]) -> Message:
@@ -356,7 +361,7 @@ def catchup_message(
     rows = [
         {
             "emoji": EMOJI_MARKUP.get(s.result, NO_EMOJI),
-            "vm": cut_plain(s.vm, 80),
+            "vm": cut_plain(_subject(s), 80),
             "job": cut_plain(s.job, 80),
             "result": s.result,
             "ended": slack_date(s.ended),

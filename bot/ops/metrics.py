@@ -89,6 +89,10 @@ class Metrics:
         """`state()` → (open problems per server, active mutes), called at each scrape."""
         self.registry.register(_StateCollector(state))
 
+    def read_episodes(self, episodes: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """`episodes()` → {(server, kind): jobs}, the jobs not running, at each scrape."""
+        self.registry.register(_EpisodeCollector(episodes))
+
     def em_observer(self, server: str) -> Callable[[float], None]:
         """What an EM client calls with each request's duration."""
         child = self.em_latency.labels(server=server)
@@ -119,3 +123,21 @@ class _StateCollector(Collector):
             family.add_metric([server], count)
         yield family
         yield GaugeMetricFamily("veeam_bot_active_mutes", "Mutes in force.", value=mutes)
+
+
+class _EpisodeCollector(Collector):
+    def __init__(self, episodes: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.episodes = episodes
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "veeam_bot_jobs_not_running",
+            "Jobs that stopped running, by kind: stale, disabled (schedule), running (too long).",
+            labels=["server", "kind"],
+        )
+        for (server, kind), count in sorted(self.episodes().items()):
+            family.add_metric([server, kind], count)
+        yield family
