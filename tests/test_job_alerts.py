@@ -234,3 +234,29 @@ def test_hold_auto_holds_a_job_the_inventory_does_not_know_for_35_minutes(
         assert rig.pipeline.poll_once(now + 37 * M).announced == 1
     finally:
         rig.close()
+
+
+def test_a_run_whose_vms_failed_hours_before_it_ended_adds_no_message(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    rig = Rig(settings_for(em, slack, tmp_path), now - 3 * H)
+    try:
+        (s,) = job_run(em, now, [("sql01", "Failed", "disk full")], ended_ago=3 * H + 5 * M)
+        em.jobs.add([job_only(now, uid=s.job_session_uid, type="ReplicaJobSession",
+                              job=s.job, job_uid=s.job_uid, job_type="Replica",
+                              name=f"{s.job}@x", state="Working", result="None", failure="",
+                              created=now - 4 * H, ended=None)])  # fmt: skip
+        assert rig.pipeline.poll_once(now - 3 * H).announced == 1
+        for minutes in range(30, 180, 30):  # quiet polls: the VM's failure leaves the window
+            rig.pipeline.poll_once(now - 3 * H + minutes * M)
+        em.jobs.change(s.job_session_uid, state="Stopped", result="Failed", ended=now - 12 * M,
+                       failure="1 of 1 VMs failed")  # fmt: skip
+        before = len(em.queries())
+        # not a sweep (the last was 50 minutes ago): only a question about the run finds it
+        assert rig.pipeline.poll_once(now - 10 * M).announced == 0
+        assert len(slack.posted()) == 1
+        asked = [q.params.get("filter", "") for q in em.queries()[before:]]
+        assert any(f'JobSessionUid=="{s.job_session_uid}"' in f for f in asked)
+        assert "*Job:* 1 of 1 VMs failed" in text_of(slack.updates[-1][2])
+    finally:
+        rig.close()

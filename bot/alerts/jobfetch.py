@@ -25,6 +25,8 @@ from bot.store.store import Store
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
 
+RUNS_PER_QUERY = 10  # job sessions asked about in one task-session query
+
 
 def as_session(js: JobSession, task_type: str) -> TaskSession:
     """A job session as the alert path carries it: no VM, its own UID as its job session's,
@@ -106,9 +108,8 @@ class JobFetcher:
         sessions = [as_session(js, type_) for js in listed]
         new = select(self.store, [s for s in sessions if alertable(s, results, since)])
         by_tasks, alone = split([pseudo[s.uid] for s in new], told)
-        for js in alone:  # a task of this run may have failed before the window
-            if self._tasks_failed(type_, js.uid):
-                by_tasks.append(js)
+        earlier = self._tasks_failed(type_, [js.uid for js in alone])
+        by_tasks += [js for js in alone if js.uid in earlier]  # VMs that failed before the window
         for js in by_tasks:
             out.told.append(as_session(js, type_))
             if js.failure:
@@ -121,15 +122,18 @@ class JobFetcher:
             note_late(out.fresh, ordinary, now, late)
         return out
 
-    def _tasks_failed(self, type_: str, job_session_uid: str) -> bool:
-        flt = F.all_of(
-            [
-                F.cmp("JobSessionUid", "==", job_session_uid),
-                F.one_of("Result", list(self.settings.alerts.results)),
-            ]
-        )
-        head, _ = self.em.page(type_, flt, page=1, size=1)
-        return bool(head)
+    def _tasks_failed(self, type_: str, job_session_uids: list[str]) -> set[str]:
+        """Which of these runs had a task that failed (or warned), whenever it ended: one
+        query per ten runs (a first poll after an upgrade may bring hundreds), each short
+        enough for any URL limit."""
+        out: set[str] = set()
+        results = F.one_of("Result", list(self.settings.alerts.results))
+        for i in range(0, len(job_session_uids), RUNS_PER_QUERY):
+            chunk = job_session_uids[i : i + RUNS_PER_QUERY]
+            runs = F.any_of([F.cmp("JobSessionUid", "==", uid) for uid in chunk])
+            for s in self.em.query(type_, F.all_of([runs, results])):
+                out.add(s.job_session_uid)
+        return out
 
     def successes(self, type_: str, now: datetime) -> list[TaskSession]:
         """The jobs' successful runs of an ordinary window: they close job-level problems."""
