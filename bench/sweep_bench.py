@@ -3,10 +3,12 @@
 every process, and one poll an hour, costs at a busy site. Reports the median time of
 `poll_once` in the running bot (EM logon kept), next to an ordinary poll.
 
-    .venv/bin/python bench/sweep_bench.py [--no-recovery] [SESSIONS] [POLLS]   (default: 80000 30)
+    .venv/bin/python bench/sweep_bench.py [--no-recovery] [--no-jobs] [SESSIONS] [POLLS]
+                                                                    (default: 80000 30)
 
 Every announced failure is an open problem, so each poll also reads the Success sessions
 of its ordinary window; --no-recovery ([alerts] recovery = false) leaves that out.
+--no-jobs reads no job sessions and no job inventory, as before they existed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from common import bench_pipeline, start_emulator, start_fake_slack
 from bot.config.settings import PollSettings
 
 
-def main(sessions: int, polls: int, recovery: bool) -> None:
+def main(sessions: int, polls: int, recovery: bool, jobs: bool = True) -> None:
     now = datetime.now(UTC)
     em_proc, em_url = start_emulator(sessions, "24h", 0.1)
     slack_proc, slack_url = start_fake_slack()
@@ -36,6 +38,7 @@ def main(sessions: int, polls: int, recovery: bool) -> None:
                 now,
                 PollSettings(initial_lookback=timedelta(hours=24)),
                 recovery=recovery,
+                jobs=jobs,
             )
             t0 = time.monotonic()
             first = pipeline.poll_once(now)  # announces the whole day
@@ -65,7 +68,8 @@ def main(sessions: int, polls: int, recovery: bool) -> None:
     print(
         f"sweep over 24 h, {fetched} sessions fetched, all announced: median "
         f"{statistics.median(sweeps):.0f} ms (min {min(sweeps):.0f}, max {max(sweeps):.0f}) "
-        f"over {polls} sweeps (target < 250 ms; recovery {'on' if recovery else 'off'})"
+        f"over {polls} sweeps (target < 250 ms; recovery {'on' if recovery else 'off'}, "
+        f"job sessions {'on' if jobs else 'off'})"
     )
     print(
         f"ordinary poll next to it: median {statistics.median(ordinary):.1f} ms "
@@ -75,5 +79,6 @@ def main(sessions: int, polls: int, recovery: bool) -> None:
 
 if __name__ == "__main__":
     recovery = "--no-recovery" not in sys.argv
-    args = [int(a) for a in sys.argv[1:] if a != "--no-recovery"]
-    main(args[0] if args else 80_000, args[1] if len(args) > 1 else 30, recovery)
+    jobs = "--no-jobs" not in sys.argv
+    args = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
+    main(args[0] if args else 80_000, args[1] if len(args) > 1 else 30, recovery, jobs)
