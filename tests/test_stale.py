@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.alerts.episodes import closing_words, conditions
 from bot.alerts.stale import episode, expected_interval, is_stale, runs_too_long, schedule_change
+from bot.config.settings import StaleSettings
 from bot.models import Job
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -122,3 +124,63 @@ def test_schedule_change(before: bool | None, after: bool, change: str) -> None:
 )
 def test_episode(is_open: bool, condition: bool, step: str) -> None:
     assert episode(is_open, condition) == step
+
+
+# ---------------------------------------------------------------- the stage's judgement
+
+NOW = T.timestamp()
+DAILY = [NOW - d * 86400 for d in (6, 5, 4)]  # three daily successes: a learned 48 h
+
+
+def record(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"uid": "urn:veeam:Job:1", "name": "Nightly SQL", "server": "vbr01",
+                               "listed": True, "sched": True, "enabled": True, "was": True,
+                               "ok": DAILY, "last_ok": DAILY[-1] + 1800, "working": {},
+                               "dur": [1800.0] * 4, "next": None, "gone": None}  # fmt: skip
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("rec", "settings", "kinds"),
+    [
+        (record(last_ok=NOW - 3600), StaleSettings(), []),  # succeeded an hour ago
+        (record(), StaleSettings(), ["stale"]),  # 4 d without success, daily job
+        (record(working={"r": NOW - 600}), StaleSettings(), []),  # running now: not stale
+        (record(gone=NOW), StaleSettings(), []),  # EM no longer lists it
+        (record(), StaleSettings(jobs=(("Nightly SQL", None),)), []),  # [stale.jobs] off
+        (record(), StaleSettings(jobs=(("Nightly SQL", 5 * H * 24),)), []),  # 5 d allowed
+        (record(), StaleSettings(after=H * 100), []),  # one interval for all: 100 h
+        (record(enabled=False), StaleSettings(), ["disabled"]),  # turned off since
+        (record(enabled=False, was=None), StaleSettings(), []),  # first seen disabled
+        (record(enabled=False), StaleSettings(disabled=False), []),
+        (record(last_ok=NOW, working={"r": NOW - 3 * 3600}), StaleSettings(), ["running"]),
+        (record(last_ok=NOW, working={"r": NOW - 3600}), StaleSettings(), []),  # 1 h < 2 h
+        (record(last_ok=NOW, dur=[], working={"r": NOW - 7300}), StaleSettings(), ["running"]),
+        # too little history: NextRun decides
+        (record(ok=[], last_ok=None, next="2026-11-20T09:00:00Z"), StaleSettings(), ["stale"]),
+        (record(ok=[], last_ok=None, next="2026-11-20T11:30:00Z"), StaleSettings(), []),
+    ],
+)
+def test_conditions(rec: dict[str, object], settings: StaleSettings, kinds: list[str]) -> None:
+    assert [c.kind for c in conditions("em", rec, settings, T, set())] == kinds
+
+
+@pytest.mark.parametrize(
+    ("kind", "rec", "words"),
+    [
+        ("stale", None, "the job is no longer in Enterprise Manager"),
+        ("stale", record(last_ok=NOW), "ran again: succeeded at 2026-11-20 12:00 UTC"),
+        ("stale", record(enabled=False), "its schedule was disabled; no longer watched for runs"),
+        ("disabled", record(enabled=True), "its schedule was enabled again"),
+        ("running", record(last={"result": "Success", "end": NOW}), "the run finished (Success)"),
+        ("running", record(last={"result": "Success", "end": NOW - 86400}), "no longer running"),
+    ],
+)
+def test_closing_words(kind: str, rec: dict[str, object] | None, words: str) -> None:
+    assert closing_words(kind, rec, NOW - 3600) == words
+
+
+def test_closing_words_of_a_job_turned_off() -> None:
+    off = StaleSettings(jobs=(("Nightly SQL", None),))
+    assert closing_words("stale", record(), NOW - 3600, off).startswith("no longer watched")

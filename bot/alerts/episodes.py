@@ -117,8 +117,11 @@ def _condition(
     return Condition(episode_key(em, kind, uid), kind, job, server, shown, detail)
 
 
-def closing_words(kind: str, rec: dict[str, Any] | None, opened: float) -> str:
-    """Why an episode ended, from the job's record now."""
+def closing_words(
+    kind: str, rec: dict[str, Any] | None, opened: float, settings: StaleSettings | None = None
+) -> str:
+    """Why an episode ended, from the job's record now (and the configuration: a job
+    turned "off" in `[stale.jobs]`)."""
     if rec is None:
         return "the job is no longer in Enterprise Manager"
     last = rec.get("last") or {}
@@ -127,6 +130,8 @@ def closing_words(kind: str, rec: dict[str, Any] | None, opened: float) -> str:
             return f"ran again: succeeded at {_iso(rec['last_ok'])}"
         if not rec.get("enabled", True):
             return "its schedule was disabled; no longer watched for runs"
+        if settings is not None and not interval_of(rec, settings)[0]:
+            return "no longer watched ([stale.jobs] turns it off)"
         return "no longer overdue"
     if kind == "disabled":
         return "its schedule was enabled again" if rec.get("enabled") else "no longer watched"
@@ -233,7 +238,8 @@ class Watch:
         if ep.get("state") != "open" or not ep.get("ts"):  # muted, or never posted
             self.store.put_records(EPISODES, {key: closed})
             return 0
-        words = closing_words(str(ep.get("kind")), rec, float(ep.get("opened") or 0))
+        opened = float(ep.get("opened") or 0)
+        words = closing_words(str(ep.get("kind")), rec, opened, self.settings.stale)
         reply = job_closed(self.renderer, key, str(ep.get("job", "")), words, str(ep["ts"]))
         channel = str(ep.get("c") or "")
         uid = f"close:{key}"
