@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bot.config.convert import AUTO_HOLD
 from bot.config.settings import Settings
-from bot.emulator.jobs import EmJob
+from bot.emulator.data import EmSession
+from bot.emulator.jobs import EmJob, EmJobSession
 from bot.emulator.server import Emulator
 from tests.fake_slack import FakeSlack, _texts
 from tests.helpers import Rig, job_only, job_run, settings_for
@@ -27,6 +28,14 @@ def text_of(message: dict) -> str:
 def watching(settings: Settings, types: tuple[str, ...] = BACKUPS) -> Settings:
     veeam = replace(settings.veeam, session_types=types)
     return replace(settings, veeam=veeam, servers=(veeam,))
+
+
+def run_of(s: EmSession, now: datetime, **kw: object) -> EmJobSession:
+    """The job session of the run a task session belongs to, as EM lists it."""
+    fields: dict[str, object] = {"uid": s.job_session_uid, "type": "ReplicaJobSession",
+                                 "job": s.job, "job_uid": s.job_uid, "job_type": "Replica",
+                                 "name": f"{s.job}@x"}  # fmt: skip
+    return job_only(now, **{**fields, **kw})
 
 
 def backup_rig(em: Emulator, slack: FakeSlack, tmp: Path, now: datetime, **kw: object) -> Rig:
@@ -90,10 +99,8 @@ def test_a_job_session_whose_vms_failed_adds_no_message_and_its_failure_is_the_j
         # the VMs fail and are announced; the job session ends later, with its own message
         (s,) = job_run(em, now, [("sql01", "Failed", "disk full")], ended_ago=20 * M)
         # EM lists the run as working until the job ends, after its VMs
-        em.jobs.add([job_only(now, uid=s.job_session_uid, type="ReplicaJobSession",
-                              job=s.job, job_uid=s.job_uid, job_type="Replica",
-                              name=f"{s.job}@x", state="Working", result="None", failure="",
-                              created=now - 30 * M, ended=None)])  # fmt: skip
+        em.jobs.add([run_of(s, now, state="Working", result="None", failure="",
+                            created=now - 30 * M, ended=None)])  # fmt: skip
         assert rig.pipeline.poll_once(now - 10 * M).announced == 1
         em.jobs.change(s.job_session_uid, state="Stopped", result="Failed", ended=now - 2 * M,
                        failure="Processing sql01 Error: disk full")  # fmt: skip
@@ -114,10 +121,8 @@ def test_a_job_session_told_in_the_same_poll_as_its_vms_is_drawn_into_their_aler
     rig = Rig(settings_for(em, slack, tmp_path), now)
     try:
         (s,) = job_run(em, now, [("sql01", "Failed", "disk full")], ended_ago=20 * M)
-        em.jobs.add([job_only(now, uid=s.job_session_uid, type="ReplicaJobSession",
-                              job=s.job, job_uid=s.job_uid, job_type="Replica",
-                              name=f"{s.job}@x", failure="Job finished with error",
-                              created=now - 30 * M, ended=now - 19 * M)])  # fmt: skip
+        em.jobs.add([run_of(s, now, failure="Job finished with error", created=now - 30 * M,
+                            ended=now - 19 * M)])  # fmt: skip
         assert rig.pipeline.poll_once(now).announced == 1
         (msg,) = slack.posted()
         assert "sql01" in text_of(msg) and "*Job:* Job finished with error" in text_of(msg)
@@ -242,10 +247,8 @@ def test_a_run_whose_vms_failed_hours_before_it_ended_adds_no_message(
     rig = Rig(settings_for(em, slack, tmp_path), now - 3 * H)
     try:
         (s,) = job_run(em, now, [("sql01", "Failed", "disk full")], ended_ago=3 * H + 5 * M)
-        em.jobs.add([job_only(now, uid=s.job_session_uid, type="ReplicaJobSession",
-                              job=s.job, job_uid=s.job_uid, job_type="Replica",
-                              name=f"{s.job}@x", state="Working", result="None", failure="",
-                              created=now - 4 * H, ended=None)])  # fmt: skip
+        em.jobs.add([run_of(s, now, state="Working", result="None", failure="",
+                            created=now - 4 * H, ended=None)])  # fmt: skip
         assert rig.pipeline.poll_once(now - 3 * H).announced == 1
         for minutes in range(30, 180, 30):  # quiet polls: the VM's failure leaves the window
             rig.pipeline.poll_once(now - 3 * H + minutes * M)
