@@ -6,6 +6,7 @@ into a fake Slack with no rate limit and pacing off. Reports announced sessions 
 
 With --every-alert, [alerts] max_messages_per_poll = 0: every job session gets its own
 message, as before catch-up summaries (the default folds more than 20 into one message).
+With --no-jobs, no job sessions and no job inventory are read, as before they existed.
         (default: 5 runs each of 10000 and 100000)
 """
 
@@ -80,4 +81,7 @@ if __name__ == "__main__":
     if "--every-alert" in args:
         args.remove("--every-alert")
         config += "max_messages_per_poll = 0\n"
+    if "--no-jobs" in args:
+        args.remove("--no-jobs")
+        config = config.replace("[poll]", 'job_sessions = false\n[jobs]\nrefresh = "0m"\n[poll]')
     main([int(a) for a in args] or [10_000, 100_000], runs, config)
