@@ -49,15 +49,19 @@ class Hold:
             return configured
         windows: dict[tuple[str, str], timedelta] = {}
         by_name: dict[str, list[timedelta]] = {}
-        for rec in self.inventory().values():
-            window = retry_window(rec)
-            if window is None:
-                continue
-            name = str(rec.get("name", ""))
-            windows[(str(rec.get("server", "")).casefold(), name)] = window
-            by_name.setdefault(name, []).append(window)
+
+        def learn() -> None:  # once, and only when a failure is there to hold
+            for rec in self.inventory().values():
+                window = retry_window(rec)
+                if window is not None:
+                    name = str(rec.get("name", ""))
+                    windows[(str(rec.get("server", "")).casefold(), name)] = window
+                    by_name.setdefault(name, []).append(window)
+            windows[("", "")] = configured  # learned
 
         def of(s: TaskSession) -> timedelta:
+            if ("", "") not in windows:
+                learn()
             window = windows.get((s.server.casefold(), s.job))
             if window is None and len(by_name.get(s.job, [])) == 1:
                 window = by_name[s.job][0]  # one job of that name: EM's server name may differ

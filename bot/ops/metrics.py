@@ -49,7 +49,10 @@ class Metrics:
             "failure.", ["server"], registry=r,
         )  # fmt: skip
         self.fetched = Counter(
-            "veeam_bot_sessions_fetched", "Task sessions read from EM.", ["server"], registry=r
+            "veeam_bot_sessions_fetched",
+            "Task and job sessions read from EM.",
+            ["server"],
+            registry=r,
         )
         self.announced = Counter(
             "veeam_bot_alerts_announced",
