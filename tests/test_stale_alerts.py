@@ -210,3 +210,29 @@ def test_the_digest_lists_the_jobs_not_running_and_counts_job_level_failures(
         assert "1 VM still failing" in text  # the job is not a VM
     finally:
         rig.close()
+
+
+def test_many_jobs_not_running_at_once_are_told_in_one_message(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    """A first start finds 25 stale jobs: one summary (more than [alerts]
+    max_messages_per_poll, 20), and each one's end is replied in its thread."""
+    uids = [f"urn:veeam:Job:0badc0de-0000-4000-8000-{n:012d}" for n in range(25)]
+    em.job_list.add([nightly(now, uid=u, name=f"Job {n:02d}", next_run=now - 3 * H)
+                     for n, u in enumerate(uids)])  # fmt: skip
+    rig = rig_for(em, slack, tmp_path, now)
+    try:
+        assert rig.pipeline.poll_once(now).announced == 1
+        (summary,) = slack.posted()
+        assert summary["metadata"]["event_type"] == "veeam_jobs_summary"
+        assert summary["metadata"]["event_payload"]["stale"] == 25
+        text = text_of(summary)
+        assert "25 jobs not running as scheduled" in text and "_and 10 more_" in text
+        assert rig.pipeline.poll_once(now + REFRESH).announced == 0
+        em.jobs.add([run(1, now + 5 * M, job="Job 03", job_uid=uids[3])])  # Job 03 runs again
+        assert rig.pipeline.poll_once(now + 2 * REFRESH).announced == 1
+        (reply,) = slack.thread(summary["ts"])
+        assert "*Job 03*: ran again" in text_of(reply)
+        assert len(slack.posted()) == 1
+    finally:
+        rig.close()

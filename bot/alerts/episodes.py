@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.alerts.inventory import next_run
-from bot.alerts.jobmessage import EVENTS, job_alert, job_closed
+from bot.alerts.jobmessage import EVENTS, SUMMARY_EVENT, job_alert, job_closed, jobs_summary
 from bot.alerts.mutes import MuteBook, muted_by
 from bot.alerts.send import Sender
 from bot.alerts.stale import Condition, interval_s, is_stale, overdue, runs_too_long
@@ -176,10 +176,20 @@ class Watch:
                 found[c.key] = c
         done = 0
         try:
-            for key, c in sorted(found.items()):
-                ep = known.get(key)
-                if ep is None or ep.get("state") == "closed" or ep.get("state") == "posting":
-                    done += self._open(c, ep, now)
+            opening = [
+                (c, known.get(key))
+                for key, c in sorted(found.items())
+                if known.get(key, {}).get("state") in (None, "closed", "posting")
+            ]
+            opening = [(c, ep) for c, ep in opening if not self._muted(c, now)]
+            batch = [(c, ep) for c, ep in opening if ep is None or not ep.get("batch")]
+            limit = self.settings.alerts.max_messages_per_poll
+            if limit and len(batch) > limit:  # a first start: one summary, not a flood
+                done += self._summary([c for c, _ in batch], now)
+                told = {c.key for c, _ in batch}
+                opening = [(c, ep) for c, ep in opening if c.key not in told]
+            for c, ep in opening:
+                done += self._open(c, ep, now)
             for key in sorted(open_keys - found.keys()):
                 ep = known[key]
                 uid = json.loads(key)[2]
@@ -194,14 +204,39 @@ class Watch:
             self.store.commit()
         return done, ""
 
-    def _open(self, c: Condition, ep: dict[str, Any] | None, now: datetime) -> int:
+    def _muted(self, c: Condition, now: datetime) -> bool:
+        """A mute of the job covers it: the episode is recorded, not told."""
         probe = TaskSession("", "", "", "", c.job, "", c.server, "", "", "", None, None, 0, c.em)
         mutes = MuteBook(self.store).active(now)
-        if mutes and muted_by(mutes, probe, now):
-            row = {"kind": c.kind, "job": c.job, "state": "muted", "opened": now.timestamp()}
-            self.store.put_records(EPISODES, {c.key: row})
-            log.info("%s of %s muted", c.kind, c.job)
-            return 0
+        if not (mutes and muted_by(mutes, probe, now)):
+            return False
+        row = {"kind": c.kind, "job": c.job, "state": "muted", "opened": now.timestamp()}
+        self.store.put_records(EPISODES, {c.key: row})
+        log.info("%s of %s muted", c.kind, c.job)
+        return True
+
+    def _summary(self, opening: list[Condition], now: datetime) -> int:
+        """Many episodes at once (a first start): marked with one batch id, told in one
+        message; their closing replies go to its thread. After a crash the summary is
+        looked for in the channel by its id."""
+        batch = f"jobs-{int(now.timestamp())}-{len(opening)}"
+        marks = {c.key: {"kind": c.kind, "job": c.job, "state": "posting",
+                         "opened": now.timestamp(), "batch": batch} for c in opening}  # fmt: skip
+        self.store.put_records(EPISODES, marks)
+        self.store.commit()
+        receipt = self.sender.send(jobs_summary(self.renderer, opening, batch), now)
+        self._batch_opened(opening, receipt, now.timestamp())
+        log.info("announced %d jobs not running in one message", len(opening))
+        return 1
+
+    def _batch_opened(self, opening: list[Condition], receipt: Receipt, at: float) -> None:
+        for c in opening:
+            self._opened(c, receipt, at, commit=False)
+        self.store.commit()
+
+    def _open(self, c: Condition, ep: dict[str, Any] | None, now: datetime) -> int:
+        if ep is not None and ep.get("batch"):  # marked for a summary a crash cut short
+            return self._adopt_batch(c, ep, now)
         message = job_alert(self.renderer, c, now)
         if ep is not None and ep.get("state") == "posting":  # a crash between mark and post?
             receipt = self._already(c.kind, c.key, float(ep.get("opened") or 0))
@@ -216,11 +251,28 @@ class Watch:
         log.info("announced %s: %s", c.kind, c.job)
         return 1
 
-    def _opened(self, c: Condition, receipt: Receipt, at: float) -> None:
+    def _adopt_batch(self, c: Condition, ep: dict[str, Any], now: datetime) -> int:
+        """An episode of a summary whose post a crash or a lost answer cut short: adopt the
+        summary if it is in the channel, else tell the episode alone."""
+        at = float(ep.get("opened") or now.timestamp())
+        try:
+            events = self.notifier.find_events(self.sender.channel, SUMMARY_EVENT, at - 600)
+        except NotifyError as exc:
+            if exc.retryable:
+                raise
+            events = []
+        found = next((r for p, r in events if p.get("id") == ep["batch"]), None)
+        if found is not None:
+            self._opened(c, found, at)
+            return 0
+        return self._open(c, {k: v for k, v in ep.items() if k != "batch"}, now)
+
+    def _opened(self, c: Condition, receipt: Receipt, at: float, *, commit: bool = True) -> None:
         row = {"kind": c.kind, "job": c.job, "server": c.server, "state": "open",
                "opened": at, "c": receipt.channel, "ts": receipt.ts}  # fmt: skip
         self.store.put_records(EPISODES, {c.key: row})
-        self.store.commit()
+        if commit:
+            self.store.commit()
 
     def _already(self, kind: str, key: str, at: float) -> Receipt | None:
         try:

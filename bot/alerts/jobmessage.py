@@ -27,6 +27,9 @@ EVENTS = {
     "running": "veeam_long_running",
 }
 COLOUR = {"stale": "#ECB22E", "disabled": "#888888", "running": "#ECB22E"}
+SUMMARY_EVENT = "veeam_jobs_summary"
+SUMMARY_ROWS = 15
+TITLE = {"stale": "⏳ not running", "disabled": "⏸️ schedule disabled", "running": "🐢 running long"}
 
 
 def _span(value: timedelta | None) -> str:
@@ -76,6 +79,40 @@ def job_alert(r: Renderer, c: Condition, now: datetime) -> Message:
             }
         ],
         metadata={"event_type": EVENTS[kind], "event_payload": payload},
+        sessions=[],
+    )
+
+
+def jobs_summary(r: Renderer, opening: list[Condition], batch: str) -> Message:
+    """One message for many jobs that stopped running at once (a first start): how many of
+    each kind, the first few, and where to see them all. Metadata `veeam_jobs_summary`
+    with its id, so that a crash between marking and posting finds it again."""
+    counts = {k: sum(1 for c in opening if c.kind == k) for k in EVENTS}
+    view = {
+        "count": len(opening),
+        "counts": [{"title": TITLE[k], "n": n} for k, n in counts.items() if n],
+        "rows": [
+            {"title": TITLE[c.kind], "job": c.job, "server": c.server}
+            for c in opening[:SUMMARY_ROWS]
+        ],
+        "more": max(0, len(opening) - SUMMARY_ROWS),
+    }
+    text = r.text("jobs_summary.md.j2", view)
+    title = f"{len(opening)} jobs not running as scheduled"
+    return Message(
+        text=slack_escape(title),
+        blocks=[
+            header(title),
+            section(text),
+            context(
+                "`/veeam jobs stale`, `disabled` and `running` list them; each "
+                "one's end is replied in this thread."
+            ),
+        ],
+        metadata={
+            "event_type": SUMMARY_EVENT,
+            "event_payload": {"id": batch, **counts},
+        },
         sessions=[],
     )
 

@@ -16,6 +16,7 @@ from functools import partial
 from markupsafe import Markup
 
 from bot.alerts.joblist import JobRow
+from bot.alerts.jobmessage import job_alert, job_closed, jobs_summary
 from bot.alerts.message import (
     alert_message,
     catchup_message,
@@ -25,6 +26,7 @@ from bot.alerts.message import (
 )
 from bot.alerts.mutes import Mute
 from bot.alerts.problems import Problem, identity, opened_by, recovered
+from bot.alerts.stale import Condition
 from bot.config.render import Renderer
 from bot.digest.build import ProblemDigest, Summary, digest_message, unavailable_message
 from bot.digest.strip import DayStrip
@@ -170,8 +172,25 @@ def _renders(r: Renderer) -> list[tuple[str, Callable[[], object]]]:
             lambda: digest_message(r, Summary(SAMPLE_TIME, SAMPLE_TIME), None, "UTC"),
         ),
         ("digest unavailable", lambda: unavailable_message(r, HOSTILE, SAMPLE_TIME)),
+        *[(f"a job {c.kind} alert", partial(job_alert, r, c, SAMPLE_TIME)) for c in _episodes()],
+        ("a job's closing reply", lambda: job_closed(r, "k", HOSTILE, HOSTILE, "1.0")),
+        ("jobs not running, in one message", lambda: jobs_summary(r, _episodes() * 10, "b")),
     ]
     return out
+
+
+def _episodes() -> list[Condition]:
+    """One job of each kind that stopped running, with hostile names; empty details too."""
+    day = timedelta(days=1)
+    stale = {"last_success": SAMPLE_TIME - 3 * day, "expected_every": 2 * day,
+             "next_run": SAMPLE_TIME + day}  # fmt: skip
+    running = {"job_session_uid": HOSTILE, "started": SAMPLE_TIME - day, "usual": None}
+    return [
+        Condition("k1", "stale", HOSTILE, HOSTILE, HOSTILE, stale),
+        Condition("k2", "stale", "Job", "srv", "", {"last_success": None, "next_run": None}),
+        Condition("k3", "disabled", HOSTILE, HOSTILE, "", {"last_run": None}),
+        Condition("k4", "running", HOSTILE, HOSTILE, "", running),
+    ]
 
 
 def _stopped() -> list[JobRow]:
