@@ -9,6 +9,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bot.alerts.mutes import Mute, MuteBook
 from bot.config.render import Renderer
 from bot.emulator.jobs import EmJob, EmJobSession
@@ -236,3 +238,37 @@ def test_many_jobs_not_running_at_once_are_told_in_one_message(
         assert len(slack.posted()) == 1
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize("kind", ["disabled", "running"])
+def test_a_restart_between_marking_and_posting_keeps_each_alert_once(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime, kind: str
+) -> None:
+    em.job_list.add([nightly(now)])
+    em.jobs.add([run(n, now - (4 - n) * D) for n in range(4)])
+    rig = rig_for(em, slack, tmp_path, now - REFRESH)
+    try:
+        rig.pipeline.poll_once(now - REFRESH)  # the channel's ID and the schedule are known
+        assert slack.posted() == []
+        if kind == "disabled":
+            em.job_list.change(JOB_UID, schedule_enabled=False)
+        else:
+            em.jobs.add([run(7, now - 3 * H, state="Working", result="None", ended=None)])
+        slack.lose_answers = 10  # Slack stores the alert; the bot never hears back
+        slack.fail_reads = [500] * 30  # nor can it look
+        rig.pipeline.poll_once(now)
+    finally:
+        rig.close()
+    assert len(slack.posted()) == 1
+    slack.lose_answers, slack.fail_reads = 0, []
+    again = rig_for(em, slack, tmp_path, now + REFRESH)  # a new process, the same state
+    try:
+        assert again.pipeline.poll_once(now + REFRESH).announced == 0
+        assert again.pipeline.poll_once(now + 2 * REFRESH).announced == 0
+        (alert,) = slack.posted()
+        assert (
+            alert["metadata"]["event_type"]
+            == f"veeam_{'job_disabled' if kind == 'disabled' else 'long_running'}"
+        )
+    finally:
+        again.close()
