@@ -39,6 +39,11 @@ def test_a_failure_gives_one_post_and_the_next_poll_none(
     ):
         assert needle in text
     assert msg["attachments"][0]["color"] == "#E01E5A"
+    # a reader meets header → details → Reason → actions; the colour bar beside the rest
+    assert [b["type"] for b in msg["blocks"]] == ["header"]
+    kinds = [b["type"] for b in msg["attachments"][0]["blocks"]]
+    assert kinds == ["section", "section", "context", "actions"]
+    assert "*Reason:*" in msg["attachments"][0]["blocks"][1]["text"]["text"]
     assert msg["metadata"]["event_payload"]["job_session_uid"] == s.job_session_uid
     assert msg["metadata"]["event_payload"]["sessions"] == [
         {"uid": s.uid, "vm": "sql01", "result": "Failed"}

@@ -406,8 +406,10 @@ def pipeline_for(bot: Bot, *, rate: float = 0, **alerts: Any) -> tuple[Any, Any]
 
 
 def click(bot: Bot, message: dict[str, Any], action: str, *, user: str, hook: str) -> int:
+    # the buttons come last, in the alert's attachment (after the Reason)
+    blocks = [b for a in message.get("attachments", []) for b in a.get("blocks", [])]
     button = next(
-        e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+        e for b in blocks if b["type"] == "actions" for e in b["elements"]
         if e["action_id"] == action
     )  # fmt: skip
     payload = {
@@ -416,7 +418,13 @@ def click(bot: Bot, message: dict[str, Any], action: str, *, user: str, hook: st
         "user": {"id": user, "username": user.lower()},
         "api_app_id": "A1",
         "channel": {"id": "C0ALERTS", "name": "veeam-alerts"},
-        "container": {"type": "message", "message_ts": message["ts"], "channel_id": "C0ALERTS"},
+        "container": {
+            "type": "message_attachment",
+            "message_ts": message["ts"],
+            "attachment_id": 1,
+            "channel_id": "C0ALERTS",
+            "is_ephemeral": False,
+        },
         "message": message,
         "response_url": bot.slack.hook_base + hook,
         "trigger_id": "1.2.3",
@@ -449,8 +457,10 @@ def test_acknowledge_updates_the_alert_once_and_reports_a_second_click(
         assert click(bot, alert, "veeam_ack", user="U0ALICE", hook="a1") == 200
         assert "Acknowledged" in bot.answer("a1")["text"]
         updated = bot.slack.posted("C0ALERTS")[-1]
-        texts = "\n".join(_texts(updated["blocks"]))
+        texts = "\n".join(_texts(updated["blocks"] + updated["attachments"]))
         assert ":eyes: acknowledged by <@U0ALICE> at <!date^" in texts
+        last = updated["attachments"][0]["blocks"][-1]  # who acknowledged: the last line
+        assert last["type"] == "context" and "acknowledged by" in _texts([last])[0]
         assert "Acknowledge" not in texts  # the button acted once
         assert len(bot.slack.updates) == 1
         click(bot, alert, "veeam_ack", user="U0BOB", hook="a2")
@@ -459,8 +469,9 @@ def test_acknowledge_updates_the_alert_once_and_reports_a_second_click(
         # The acknowledgement survives the alert's later redraws (a repeat here).
         job_run(bot.em, now, [("sql01", "Failed", "y")], job="Ack Job", ended_ago=-3 * M)
         pipeline.poll_once(now + 4 * M)
+        redrawn = bot.slack.posted("C0ALERTS")[-1]
         assert ":eyes: acknowledged by <@U0ALICE>" in "\n".join(
-            _texts(bot.slack.posted("C0ALERTS")[-1]["blocks"])
+            _texts(redrawn["blocks"] + redrawn["attachments"])
         )
     finally:
         em.close()
@@ -567,7 +578,8 @@ def test_an_acknowledge_during_a_redraw_is_never_undone(bot: Bot, now: datetime)
         still_redrawing = poll.is_alive()
         poll.join(30)
         assert answer.startswith("Acknowledged") and still_redrawing
-        shown = "\n".join(_texts(bot.slack.posted("C0ALERTS")[-1]["blocks"]))
+        final = bot.slack.posted("C0ALERTS")[-1]
+        shown = "\n".join(_texts(final["blocks"] + final["attachments"]))
         assert ":eyes: acknowledged by <@U0ALICE>" in shown
         assert "failed again once" in "\n".join(
             _texts(bot.slack.posted("C0ALERTS")[-1]["attachments"])

@@ -119,12 +119,13 @@ def alert_message(
         vms = _vm_sections(r, sessions, first_view, room, status)
     return Message(
         text=fallback,
-        blocks=[*head, *buttons],
+        blocks=head,
         attachments=[
             {
                 "color": COLOUR["Success"] if recovered else COLOUR.get(result, "#888888"),
                 "fallback": fallback,
-                "blocks": [details, *vms, foot],
+                # header → details → Reason → actions, the colour bar beside all but the header
+                "blocks": [details, *vms, foot, *buttons],
             }
         ],
         metadata=_metadata(sessions),

@@ -46,8 +46,10 @@ def register_buttons(app: App, deps: SlashDeps) -> None:
                 value = {}
             now = deps.clock()
             message = body.get("message") or {}
+            # the buttons sit in the alert's attachment: its container names the message too
+            ts = message.get("ts") or (body.get("container") or {}).get("message_ts", "")
             if kind == ACK:
-                text = acknowledge(deps, channel, str(message.get("ts", "")), user, now)
+                text = acknowledge(deps, channel, str(ts), user, now)
             else:
                 text = mute_button(deps, kind, value, user, now)
             respond(text=text, response_type="ephemeral", replace_original=False)
