@@ -4,7 +4,7 @@ first); each alert is drawn from the templates, or bare when a template fails.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from markupsafe import Markup
 
@@ -16,11 +16,15 @@ from bot.models import TaskSession
 log = logging.getLogger(__name__)
 
 
-def group_sessions(sessions: Iterable[TaskSession]) -> list[list[TaskSession]]:
-    """Sessions of one job session go together, oldest group first, at most 40 per chunk."""
-    groups: dict[str, list[TaskSession]] = {}
+def group_sessions(
+    sessions: Iterable[TaskSession], channel: Callable[[TaskSession], str] | None = None
+) -> list[list[TaskSession]]:
+    """Sessions of one job session go together, oldest group first, at most 40 per chunk;
+    with `channel` (its route), a group whose VMs go to different channels is split."""
+    groups: dict[tuple[str, str], list[TaskSession]] = {}
     for s in sessions:
-        groups.setdefault(s.job_session_uid or s.uid, []).append(s)
+        where = channel(s) if channel is not None else ""
+        groups.setdefault((where, s.job_session_uid or s.uid), []).append(s)
     ordered = sorted(groups.values(), key=lambda g: min(ended_at(s) for s in g))
     out = []
     for g in ordered:
@@ -31,15 +35,18 @@ def group_sessions(sessions: Iterable[TaskSession]) -> list[list[TaskSession]]:
     return out
 
 
-def parts(chunks: list[list[TaskSession]]) -> list[tuple[int, int]]:
-    """(part, part count) of each chunk within its job session: "part 2 of 3"."""
-    count: dict[str, int] = {}
+def parts(
+    chunks: list[list[TaskSession]], channel: Callable[[TaskSession], str] | None = None
+) -> list[tuple[int, int]]:
+    """(part, part count) of each chunk within its job session (and channel): "part 2 of 3"."""
+    count: dict[tuple[str, str], int] = {}
     for chunk in chunks:
-        count[chunk[0].job_session_uid] = count.get(chunk[0].job_session_uid, 0) + 1
-    seen: dict[str, int] = {}
+        key = (channel(chunk[0]) if channel else "", chunk[0].job_session_uid)
+        count[key] = count.get(key, 0) + 1
+    seen: dict[tuple[str, str], int] = {}
     out = []
     for chunk in chunks:
-        key = chunk[0].job_session_uid
+        key = (channel(chunk[0]) if channel else "", chunk[0].job_session_uid)
         seen[key] = seen.get(key, 0) + 1
         out.append((seen[key], count[key]))
     return out

@@ -8,20 +8,23 @@ import hashlib
 import logging
 import threading
 from datetime import datetime
+from typing import Any
 
 from markupsafe import Markup
 
 from bot.alerts.compose import compose, parts
 from bot.alerts.lifecycle import Lifecycle
 from bot.alerts.message import CATCHUP_EVENT, catchup_message
+from bot.alerts.routes import Router
 from bot.alerts.send import Sender
-from bot.config.render import Renderer
+from bot.alerts.stale import Condition
+from bot.config.render import Message, Renderer
 from bot.config.settings import Settings
 from bot.errors import NotifyError
 from bot.models import TaskSession
 from bot.slack.web import Notifier, Receipt
-from bot.store.codec import Pending
-from bot.store.schema import CATCHUPS, NOTES
+from bot.store.codec import Pending, session_from_json
+from bot.store.schema import ALERTS, CATCHUPS, NOTES
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,46 @@ class Delivery:
         self.notifier, self.renderer = notifier, renderer
         self.sender, self.life, self.stopping, self.owns = sender, life, stopping, owns
         self.server = settings.veeam.server
+        self.settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        """The routes are compiled again when the configuration changes."""
+        self._settings = value
+        self.router = Router(value.alerts.routes, value.alerts.channel)
+
+    # ------------------------------------------------------------------ routes
+    def channels(self, s: TaskSession) -> list[str]:
+        """Where a new alert for `s` goes, as channel IDs once known: the channel its
+        problem opens in, then the copies of `continue` routes."""
+        return [self.sender.channel_of(c) for c in self.router.channels(s)]
+
+    def primary(self, s: TaskSession) -> str:
+        return self.channels(s)[0]
+
+    def episode_channel(self, c: Condition) -> str:
+        """Where a job that stopped running is told: its route by job and server (no VM,
+        no result), "" for the alert channel."""
+        kind = "replica" if c.detail.get("job_type") == "Replica" else "backup"
+        server = self.server  # routes name [[veeam.servers]]
+        first = self.router.channels_of(c.job, "", server, kind, "")[0]
+        return self._target(self.sender.channel_of(first))
+
+    def _target(self, channel: str) -> str:
+        """ "" for the alert channel: the sender learns its ID from the first post."""
+        return "" if channel == self.sender.channel else channel
+
+    def mark(self, sessions: list[TaskSession], now: datetime, late: dict[str, float]) -> None:
+        """Mark sessions pending, each with the channel its alert will open in."""
+        by_channel: dict[str, list[TaskSession]] = {}
+        for s in sessions:
+            by_channel.setdefault(self.primary(s), []).append(s)
+        for channel, group in by_channel.items():
+            self.store.mark_pending(group, channel, now, late=late)
 
     def pending(self) -> list[Pending]:
         """This server's pending alerts."""
@@ -98,13 +141,15 @@ class Delivery:
         if not attempts:
             return
         oldest = min(a["t"] for a in attempts.values()) - 60
-        try:
-            posted = self.notifier.find_events(self.sender.channel, CATCHUP_EVENT, oldest)
-        except NotifyError as exc:
-            if exc.retryable:
-                raise
-            posted = []
-        found = {str(payload.get("id")): receipt for payload, receipt in posted}
+        found: dict[str, Receipt] = {}
+        for channel in {a.get("c") or self.sender.channel for a in attempts.values()}:
+            try:
+                posted = self.notifier.find_events(channel, CATCHUP_EVENT, oldest)
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+                posted = []
+            found.update({str(payload.get("id")): receipt for payload, receipt in posted})
         pending = {p.session.uid: p.session for p in self.pending()}
         for catchup_id, attempt in attempts.items():
             receipt = found.get(catchup_id)
@@ -126,15 +171,41 @@ class Delivery:
         late: dict[str, float],
         folded: tuple[dict[str, Markup], dict[str, list[TaskSession]]] = ({}, {}),
     ) -> tuple[int, str]:
-        """Post each chunk's alert and record it; (sessions announced, Slack's error)."""
+        """Post each chunk's alert in its channel and record it; (sessions announced,
+        Slack's error). A channel given more alerts than `max_messages_per_poll` gets one
+        catch-up message instead."""
         status, into = folded
         limit = self.settings.alerts.max_messages_per_poll
-        if limit and len(chunks) > limit:
-            return self._catchup([s for c in chunks for s in c], now)
+        by_channel: dict[str, list[list[TaskSession]]] = {}
+        for chunk in chunks:
+            by_channel.setdefault(self.primary(chunk[0]), []).append(chunk)
+        announced, error = 0, ""
+        single: list[list[TaskSession]] = []
+        for channel, mine in by_channel.items():
+            if limit and len(mine) > limit:
+                done, error = self._catchup([s for c in mine for s in c], now, channel)
+                announced += done
+                if error:
+                    return announced, error
+            else:
+                single += mine
+        done, error = self._each(single, now, redelivered, late, (status, into))
+        return announced + done, error
+
+    def _each(
+        self,
+        chunks: list[list[TaskSession]],
+        now: datetime,
+        redelivered: set[str],
+        late: dict[str, float],
+        folded: tuple[dict[str, Markup], dict[str, list[TaskSession]]],
+    ) -> tuple[int, str]:
+        status, into = folded
         announced, error = 0, ""
         jsus = sorted({c[0].job_session_uid for c in chunks})
         notes = {k: v.get("m", "") for k, v in self.store.records(NOTES, jsus).items()}
-        for n, (chunk, part) in enumerate(zip(chunks, parts(chunks), strict=True), 1):
+        every = zip(chunks, parts(chunks, self.primary), strict=True)
+        for n, (chunk, part) in enumerate(every, 1):
             if self.stopping.is_set():
                 log.info("stopping: %d alert(s) stay pending", sum(len(c) for c in chunks[n - 1 :]))
                 break
@@ -149,34 +220,91 @@ class Delivery:
                 later=[f for s in chunk for f in into.get(s.uid, [])],
                 note=notes.get(chunk[0].job_session_uid, ""),
             )
+            where = self.channels(chunk[0])
             try:
-                receipt = self.sender.send(msg, now)
+                receipt = self.sender.send(msg, now, self._target(where[0]))
             except NotifyError as exc:
                 error = str(exc)
                 log.error("%s; %d alert(s) stay pending", exc, sum(len(c) for c in chunks[n - 1 :]))
                 break
             self.store.record_sent(chunk, receipt.channel, receipt.ts, now)
-            view = {"part": part[0], "part_count": part[1], "late_by": msg_late}
+            view: dict[str, Any] = {"part": part[0], "part_count": part[1], "late_by": msg_late}
+            if where[1:]:  # `continue` routes: copies, marked before they are posted
+                view["copies"] = dict.fromkeys(where[1:], "")
             self.life.opened(chunk, receipt, view)
             announced += len(chunk)
+            if where[1:]:
+                self.store.commit()
+                error = self.copy(receipt.ts, msg, now)
+                if error:
+                    break
             if n % COMMIT_EVERY == 0:
                 self.store.commit(wait=False)  # SQLite works while the next posts go out
         self.store.commit()
         return announced, error
 
-    def _catchup(self, sessions: list[TaskSession], now: datetime) -> tuple[int, str]:
-        """Too many job sessions for one message each: one catch-up message for all. Its
-        attempt is recorded before the post (`catchups`), and its metadata carries the id,
-        so that a crash is reconciled like any alert."""
+    # ------------------------------------------------------------------ copies
+    def copy(self, ts: str, msg: Message, now: datetime) -> str:
+        """Post the copies an alert's record marks (`copies`: channel → "" until posted);
+        Slack's error, if any (the rest wait for the next poll)."""
+        record = self.store.records(ALERTS, [ts]).get(ts) or {}
+        copies: dict[str, str] = dict(record.get("copies") or {})
+        for channel, posted in copies.items():
+            if posted:
+                continue
+            try:
+                copies[channel] = self.sender.send(msg, now, channel).ts
+            except NotifyError as exc:
+                if exc.retryable:
+                    return str(exc)
+                log.warning("cannot post a copy of %s in %s (%s); left out", ts, channel, exc)
+                copies[channel] = f"refused: {exc.code}"
+            self.store.put_records(ALERTS, {ts: {**record, "copies": copies}})
+            self.store.commit()
+        return ""
+
+    def resume_copies(self, now: datetime) -> str:
+        """Copies a poll cut short marked and did not post: looked for in their channel
+        (their metadata names the sessions), else posted now."""
+        for ts, record in self.store.alerts_with_copies_pending().items():
+            sessions = [session_from_json(d) for d in record.get("s", [])]
+            uids = {s.uid for s in sessions} | {f["uid"] for f in record.get("f", [])}
+            copies = dict(record["copies"])
+            for channel, posted in copies.items():
+                if posted or not uids:
+                    continue
+                try:
+                    found = self.notifier.find_posted(channel, uids, float(ts) - 60)
+                except NotifyError as exc:
+                    if exc.retryable:
+                        return str(exc)
+                    found = {}
+                if found:
+                    copies[channel] = next(iter(found.values())).ts
+            self.store.put_records(ALERTS, {ts: {**record, "copies": copies}})
+            self.store.commit()
+            if any(not v for v in copies.values()):
+                error = self.copy(ts, self.life.redrawn(ts), now)
+                if error:
+                    return error
+        return ""
+
+    def _catchup(
+        self, sessions: list[TaskSession], now: datetime, channel: str = ""
+    ) -> tuple[int, str]:
+        """Too many job sessions for one message each: one catch-up message for all (of
+        one channel). Its attempt is recorded before the post (`catchups`), and its
+        metadata carries the id, so that a crash is reconciled like any alert."""
         uids = sorted(s.uid for s in sessions)
         digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:12]
         catchup_id = f"{int(now.timestamp())}-{digest}"
-        attempt = {"u": uids, "t": now.timestamp(), "e": self.server}
+        attempt = {"u": uids, "t": now.timestamp(), "e": self.server, "c": channel}
         self.store.put_records(CATCHUPS, {catchup_id: attempt})
         self.store.commit()
         log.info("catch-up: %d sessions in one message (%s)", len(sessions), catchup_id)
         try:
-            receipt = self.sender.send(catchup_message(self.renderer, sessions, catchup_id), now)
+            message = catchup_message(self.renderer, sessions, catchup_id)
+            receipt = self.sender.send(message, now, self._target(channel))
         except NotifyError as exc:
             log.error("%s; %d alert(s) stay pending", exc, len(sessions))
             return 0, str(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,6 +115,7 @@ def _condition(
     em: str, kind: str, uid: str, rec: dict[str, Any], *, shown: str, detail: dict[str, Any]
 ) -> Condition:
     job, server = str(rec.get("name", "")), str(rec.get("server", ""))
+    detail = {**detail, "job_type": str(rec.get("type", ""))}  # for its route
     return Condition(episode_key(em, kind, uid), kind, job, server, shown, detail)
 
 
@@ -153,9 +155,13 @@ class Watch:
         notifier: Notifier,
         renderer: Renderer,
         sender: Sender,
+        *,
+        route: Callable[[Condition], str] | None = None,
     ) -> None:
         self.settings, self.store, self.notifier = settings, store, notifier
         self.renderer, self.sender = renderer, sender
+        # the channel an episode's alert opens in ("" for the alert channel)
+        self.route = route or (lambda _c: "")
         self.label = settings.veeam.label
 
     def episodes(self) -> dict[str, dict[str, Any]]:
@@ -184,10 +190,14 @@ class Watch:
             opening = [(c, ep) for c, ep in opening if not self._muted(c, now)]
             batch = [(c, ep) for c, ep in opening if ep is None or not ep.get("batch")]
             limit = self.settings.alerts.max_messages_per_poll
-            if limit and len(batch) > limit:  # a first start: one summary, not a flood
-                done += self._summary([c for c, _ in batch], now)
-                told = {c.key for c, _ in batch}
-                opening = [(c, ep) for c, ep in opening if c.key not in told]
+            by_channel: dict[str, list[Condition]] = {}
+            for c, _ in batch:
+                by_channel.setdefault(self.route(c), []).append(c)
+            for channel, mine in by_channel.items():
+                if limit and len(mine) > limit:  # a first start: one summary, not a flood
+                    done += self._summary(mine, now, channel)
+                    told = {c.key for c in mine}
+                    opening = [(c, ep) for c, ep in opening if c.key not in told]
             for c, ep in opening:
                 done += self._open(c, ep, now)
             for key in sorted(open_keys - found.keys()):
@@ -215,7 +225,7 @@ class Watch:
         log.info("%s of %s muted", c.kind, c.job)
         return True
 
-    def _summary(self, opening: list[Condition], now: datetime) -> int:
+    def _summary(self, opening: list[Condition], now: datetime, channel: str = "") -> int:
         """Many episodes at once (a first start): marked with one batch id, told in one
         message; their closing replies go to its thread. After a crash the summary is
         looked for in the channel by its id."""
@@ -224,7 +234,7 @@ class Watch:
                          "opened": now.timestamp(), "batch": batch} for c in opening}  # fmt: skip
         self.store.put_records(EPISODES, marks)
         self.store.commit()
-        receipt = self.sender.send(jobs_summary(self.renderer, opening, batch), now)
+        receipt = self.sender.send(jobs_summary(self.renderer, opening, batch), now, channel)
         self._batch_opened(opening, receipt, now.timestamp())
         log.info("announced %d jobs not running in one message", len(opening))
         return 1
@@ -239,14 +249,14 @@ class Watch:
             return self._adopt_batch(c, ep, now)
         message = job_alert(self.renderer, c, now)
         if ep is not None and ep.get("state") == "posting":  # a crash between mark and post?
-            receipt = self._already(c.kind, c.key, float(ep.get("opened") or 0))
+            receipt = self._already(c, float(ep.get("opened") or 0))
             if receipt is not None:
                 self._opened(c, receipt, float(ep.get("opened") or now.timestamp()))
                 return 0
         mark = {"kind": c.kind, "job": c.job, "state": "posting", "opened": now.timestamp()}
         self.store.put_records(EPISODES, {c.key: mark})
         self.store.commit()
-        receipt = self.sender.send(message, now)
+        receipt = self.sender.send(message, now, self.route(c))
         self._opened(c, receipt, now.timestamp())
         log.info("announced %s: %s", c.kind, c.job)
         return 1
@@ -256,7 +266,8 @@ class Watch:
         summary if it is in the channel, else tell the episode alone."""
         at = float(ep.get("opened") or now.timestamp())
         try:
-            events = self.notifier.find_events(self.sender.channel, SUMMARY_EVENT, at - 600)
+            where = self.route(c) or self.sender.channel
+            events = self.notifier.find_events(where, SUMMARY_EVENT, at - 600)
         except NotifyError as exc:
             if exc.retryable:
                 raise
@@ -274,14 +285,15 @@ class Watch:
         if commit:
             self.store.commit()
 
-    def _already(self, kind: str, key: str, at: float) -> Receipt | None:
+    def _already(self, c: Condition, at: float) -> Receipt | None:
         try:
-            events = self.notifier.find_events(self.sender.channel, EVENTS[kind], at - 600)
+            where = self.route(c) or self.sender.channel
+            events = self.notifier.find_events(where, EVENTS[c.kind], at - 600)
         except NotifyError as exc:
             if exc.retryable:
                 raise
             return None
-        return next((r for p, r in events if p.get("episode") == key), None)
+        return next((r for p, r in events if p.get("episode") == c.key), None)
 
     def _close(
         self, key: str, ep: dict[str, Any], rec: dict[str, Any] | None, now: datetime

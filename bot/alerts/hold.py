@@ -75,7 +75,7 @@ class Hold:
         now: datetime,
         held: list[TaskSession],
         late: dict[str, float],
-        channel: str,
+        mark: Callable[[list[TaskSession], datetime, dict[str, float]], None],
     ) -> tuple[list[TaskSession], list[tuple[str, TaskSession]], list[TaskSession]]:
         """Apply the retry hold to the new alerts; (what to announce now, recoveries, later
         failures to fold into those alerts)."""
@@ -90,7 +90,7 @@ class Hold:
             self.store.drop_records(PENDING, [s.uid for s in waiting])
         due = [s for s in split.announce + split.folded if s.uid in was_held]
         if due:
-            self.store.mark_pending(due, channel, now, late=late)
+            mark(due, now, late)  # pending, each in the channel its route gives
             self.store.drop_records(HELD, [s.uid for s in due])
         if split.fixed or waiting or due:
             self.store.commit()

@@ -376,6 +376,10 @@ class Lifecycle:
             if record == drawn:
                 return
 
+    def redrawn(self, ts: str) -> Message:
+        """The alert posted as `ts`, drawn again from its record (for its copies)."""
+        return self._redrawn(self.store.records(ALERTS, [ts])[ts])
+
     def _redrawn(self, record: dict[str, Any]) -> Message:
         sessions = [session_from_json(d) for d in record["s"]]
         problems = self.problems_of(sessions)

@@ -105,7 +105,8 @@ class Pipeline:
             sender=self.sender, life=self.life, stopping=self.stopping, owns=owns,
         )  # fmt: skip
         self.recorder = Recorder(settings, store)
-        self.watch = Watch(settings, store, notifier, renderer, self.sender)
+        self.watch = Watch(settings, store, notifier, renderer, self.sender,
+                           route=self.delivery.episode_channel)  # fmt: skip
         self.settings = settings
         self.pending: Callable[[], list[Pending]] = self.delivery.pending
         self.checkpoints = self.recorder.checkpoints
@@ -163,9 +164,10 @@ class Pipeline:
         self, now: datetime, result: PollResult
     ) -> tuple[dict[str, float], list[TaskSession]]:
         """Reconcile what an earlier poll left pending; (late listings, what to post again)."""
-        self.sender.resolve()
+        self.sender.resolve(tuple(r.channel for r in self.settings.alerts.routes))
         try:
             self.delivery.reconcile_catchups(now)
+            result.slack_error = self.delivery.resume_copies(now)
         except NotifyError as exc:
             result.slack_error = str(exc)
         pending_before = self.pending()
@@ -245,17 +247,17 @@ class Pipeline:
             got.fresh = [s for s in got.fresh if s.uid not in retried]
         result.new = len(got.fresh)
         if got.fresh:
-            self.store.mark_pending(got.fresh, self.sender.channel, now, late=late)
+            self.delivery.mark(got.fresh, now, late)
         if not result.slack_error:
             everything = unmuted(self.store, [*carried, *got.fresh, *got.held], now)
             known = self.life.problems_of(everything + got.successes)
             todo = plan(self.life.em, everything, got.successes, known)
             todo.firsts, todo.recoveries, todo.folded = self.hold.apply(
-                todo, now, got.held, late, self.sender.channel
+                todo, now, got.held, late, self.delivery.mark
             )
             folded = self.life.folded_into(todo.firsts, todo.folded)
             announced, error = self.delivery.deliver(
-                group_sessions(todo.firsts), now, {s.uid for s in carried},
+                group_sessions(todo.firsts, self.delivery.primary), now, {s.uid for s in carried},
                 late=late, folded=folded,
             )  # fmt: skip
             result.announced += announced

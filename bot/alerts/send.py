@@ -44,11 +44,21 @@ class Sender:
         self.configured, self.store, self.notifier, self.lock = configured, store, notifier, lock
         self.sleep, self.retries, self.backoff = sleep, retries, backoff
         self.channel = configured  # the alert channel: its ID once known
+        self.ids: dict[str, str] = {}  # configured channel (routes too) → its ID once known
         self.retried = 0  # posts sent again after a 5xx, a lost connection or a 429
 
-    def resolve(self) -> None:
-        """Post to (and read the history of) the channel's ID once it is known."""
+    def resolve(self, others: tuple[str, ...] = ()) -> None:
+        """Post to (and read the history of) each channel's ID once it is known: the alert
+        channel and the routes' (`others`)."""
         self.channel = channel_id(self.store, self.notifier, self.configured)
+        self.ids = {c: channel_id(self.store, self.notifier, c) for c in others}
+        self.ids[self.configured] = self.channel
+
+    def channel_of(self, configured: str) -> str:
+        """A configured channel ("#name" or an ID) as the ID once known."""
+        if configured == self.configured:
+            return self.channel
+        return self.ids.get(configured) or configured
 
     def _label(self) -> str:
         c = self.configured

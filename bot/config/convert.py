@@ -177,3 +177,45 @@ def per_job(v: Any) -> tuple[tuple[str, timedelta | None], ...]:
         except ValueError as exc:
             raise ValueError(f'{name!r}: {exc}; or "off"') from None
     return tuple(out)
+
+
+ROUTE_KEYS = ("channel", "jobs", "vms", "servers", "types", "results", "continue", "digest")
+
+
+def route_entries(v: Any) -> tuple[dict[str, Any], ...]:
+    """`[[alerts.routes]]`: each a table with a channel and lists of globs or names. The
+    values are checked here; `bot.config.settings.Route` holds them."""
+    if not isinstance(v, list) or any(not isinstance(e, dict) for e in v):
+        raise ValueError("expected [[alerts.routes]] tables (an array of tables)")
+    out = []
+    for n, entry in enumerate(v, 1):
+        where = f"route #{n}"
+        unknown = sorted(set(entry) - set(ROUTE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ROUTE_KEYS)})"
+            )
+        channel = entry.get("channel")
+        if not isinstance(channel, str) or not channel.strip():
+            raise ValueError(f'{where}: channel is required, an ID ("C0DBA") or "#name"')
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("jobs", "vms", "servers", "types", "results"):
+            try:
+                lists[key] = string_list(entry.get(key, []))
+            except ValueError:
+                raise ValueError(f"{where}: {key} must be a list of strings") from None
+        types = choices(("backup", "replica"), many=False)
+        results = choices(("Failed", "Warning"), many=False)
+        try:
+            lists["types"] = tuple(types(t) for t in lists["types"])
+            lists["results"] = tuple(results(r) for r in lists["results"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        flags = {}
+        for key in ("continue", "digest"):
+            flag = entry.get(key, False)
+            if not isinstance(flag, bool):
+                raise ValueError(f"{where}: {key} must be true or false")
+            flags[key] = flag
+        out.append({"channel": channel.strip(), **lists, **flags})
+    return tuple(out)

@@ -28,6 +28,7 @@ from bot.config.convert import (
     parse_duration,
     per_job,
     positive_duration,
+    route_entries,
     string,
     string_list,
     time_zone,
@@ -175,6 +176,29 @@ class PollSettings:
 
 
 @dataclass(frozen=True)
+class Route:
+    """One `[[alerts.routes]]` entry: where the alerts it matches go. Empty lists match
+    anything; globs match without regard to case."""
+
+    channel: str
+    jobs: tuple[str, ...] = ()
+    vms: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()  # [[veeam.servers]] names
+    types: tuple[str, ...] = ()  # "backup", "replica"
+    results: tuple[str, ...] = ()  # "Failed", "Warning"
+    cont: bool = False  # `continue`: also the routes below, and the alert channel
+    digest: bool = False
+
+
+def to_routes(v: Any) -> tuple[Route, ...]:
+    return tuple(
+        Route(e["channel"], e["jobs"], e["vms"], e["servers"], e["types"], e["results"],
+              e["continue"], e["digest"])
+        for e in route_entries(v)
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     channel: str = key(
         "",
@@ -185,6 +209,17 @@ class AlertSettings:
     )
     results: tuple[str, ...] = key(
         ("Failed", "Warning"), choices(RESULTS, many=True), "Which results are announced."
+    )
+    routes: tuple[Route, ...] = key(
+        (),
+        to_routes,
+        "[[alerts.routes]]: an ordered list of routes, each a channel and what goes there: "
+        "jobs, vms (shell-style globs, any case), servers ([[veeam.servers]] names), types "
+        '("backup", "replica"), results ("Failed", "Warning"); empty lists match anything. '
+        "The first route that matches takes the alert; with continue = true the routes "
+        "below (and channel) are tried too. What no route takes goes to channel. A "
+        "problem's repeats, recovery and job alerts stay where it opened, e.g.:",
+        example='[{ channel = "C0DBA", jobs = ["SQL*"] }, { channel = "#noc", continue = true }]',
     )
     max_posts_per_second: float = key(
         1.0,

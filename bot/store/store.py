@@ -208,6 +208,18 @@ class Store:
         )
         return [key for (key,) in rows]
 
+    def alerts_with_copies_pending(self) -> dict[str, dict[str, Any]]:
+        """Alerts whose `continue` copies are marked and not all posted (ts → record)."""
+        rows = self._db.conn.select(
+            f'SELECT key, value FROM "{ALERTS}" WHERE instr(value, \'"copies"\') > 0'
+        )
+        out = {}
+        for key, raw in rows:
+            record = json.loads(raw)
+            if any(not v for v in (record.get("copies") or {}).values()):
+                out[key] = record
+        return out
+
     def count_announced_since(self, since: datetime) -> int:
         self._flush()
         sql = f"SELECT COUNT(*) FROM \"{ANNOUNCED}\" WHERE json_extract(value, '$.at') >= ?"
