@@ -11,7 +11,8 @@
   reply to it answers `thread_not_found` and an update `message_not_found`; one with replies
   stays as a tombstone that keeps its thread and cannot be updated.
 - `POST /hooks/<id>`: a response_url; the JSON payloads are recorded.
-Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls),
+Faults are plain attributes: `fail_next` (statuses for the next chat.postMessage calls; 0
+answers normally),
 `lose_answers` (store the message, then answer 500), `fail_rate` and `lose_rate` (the same at
 random, seeded), `read_fail_rate` (reads answered 500 at random), `delay` (seconds before
 answering).
@@ -195,8 +196,8 @@ class FakeSlack:
         return self.channels.get(channel) or self.channels.get("#" + channel)
 
     def post_message(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        if self.fail_next:
-            status = self.fail_next.pop(0)
+        status = self.fail_next.pop(0) if self.fail_next else 0  # 0: answer normally
+        if status:
             if status == 429:
                 return (
                     429,
