@@ -18,6 +18,7 @@ SCRIPTS = [
     "digest_bench.py",
     "servers_bench.py",
     "stale_bench.py",
+    "routes_bench.py",
     "faults_bench.py",
 ]
 
