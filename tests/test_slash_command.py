@@ -23,6 +23,7 @@ from bot.config.render import Message, Renderer, section
 from bot.config.settings import (
     AlertSettings,
     JobsSettings,
+    Route,
     Secret,
     Settings,
     SlackSettings,
@@ -645,3 +646,23 @@ def test_stopping_the_http_surface_right_after_it_starts_is_clean(
     finally:
         threading.excepthook = before
     assert died == []
+
+
+def test_routes_shows_the_table_and_where_an_alert_would_go(bot: Bot) -> None:
+    bot.deps.settings = replace(
+        bot.deps.settings,
+        alerts=replace(bot.deps.settings.alerts, routes=(
+            Route("#dba", jobs=("SQL*",)), Route("#noc <all>", cont=True),
+        )),
+    )  # fmt: skip
+    status, body, _ = bot.send('routes job:"SQL Nightly" vm:sql01')  # answered in the ack
+    assert status == 200
+    text = json.loads(body)["blocks"][0]["text"]["text"]
+    assert "1. #dba ← jobs SQL*" in text and "2. #noc &lt;all&gt; ← everything · continue" in text
+    assert "then: C0ALERTS ← what no route takes" in text
+    assert "*job:SQL Nightly vm:sql01 type:backup result:Failed* would go to #dba" in text
+    _, body, _ = bot.send("routes job:Files")
+    assert "would go to #noc &lt;all&gt;, C0ALERTS (its problem's thread in #noc" in body
+    _, body, _ = bot.send("routes color:blue")
+    assert "usage: /veeam routes" in body
+    assert bot.em.queries() == []

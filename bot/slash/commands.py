@@ -35,6 +35,7 @@ from bot.slash.answers import (
 from bot.slash.jobs import inventory_rows, jobs_reply, parse_jobs_words
 from bot.slash.lookup import run_on
 from bot.slash.query import Query, parse_query, tokenize
+from bot.slash.routes import parse_route_words, routes_reply
 from bot.store.codec import scoped
 from bot.store.store import Store
 from bot.veeam import filters as F
@@ -171,6 +172,8 @@ def prepare(text: str, deps: SlashDeps, now: datetime, *, user: str = "") -> Rep
         return lambda: unmute_reply(deps, words[1], user)
     if head == "mutes":
         return mutes_reply(MuteBook(deps.store).active(now))
+    if head == "routes":
+        return routes_reply(deps.settings, parse_route_words(words[1:]))
     if head == "jobs":
         kind, em = parse_jobs_words(words[1:])
         on = deps.settings.jobs.refresh > timedelta(0)
