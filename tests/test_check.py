@@ -155,3 +155,18 @@ password_env = "EM_BAD_PASSWORD"
     assert "fix: check VEEAM_USERNAME and EM_BAD_PASSWORD" in out
     assert "✓ Enterprise Manager em-good one-row query" in out
     assert "not-the-password" not in out
+
+
+def test_every_route_channel_is_checked(em: Emulator, slack: FakeSlack, tmp_path: Path) -> None:
+    slack.members.discard("C0OPS")  # the bot was never invited to #ops
+    toml = (
+        '[veeam]\nattempts = 1\n[[alerts.routes]]\nchannel = "#ops"\njobs = ["SQL*"]\n'
+        '[[alerts.routes]]\nchannel = "C0DIGEST"\n[[alerts.routes]]\nchannel = "#nowhere"\n'
+    )
+    env = {**bot_env(tmp_path, em.url, slack.url, toml), "PORT": "0"}
+    code, lines, out = run_check(env)
+    assert code == 1, out
+    steps = "\n".join(lines)
+    assert "✗ route #1 channel #ops" in steps  # not a member
+    assert "✓ route #2 channel C0DIGEST" in steps
+    assert "✗ route #3 channel #nowhere: not found" in steps

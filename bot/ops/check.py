@@ -307,6 +307,9 @@ def run_checks(settings: Settings, templates: Callable[[], str]) -> list[Line]:
     channels = [("alert", settings.alerts.channel)]
     if settings.digest.enabled and settings.digest_channel != settings.alerts.channel:
         channels.append(("digest", settings.digest_channel))
+    for n, route in enumerate(settings.alerts.routes, 1):  # each route's, once
+        if route.channel not in {c for _, c in channels}:
+            channels.append((f"route #{n}", route.channel))
     for role, configured in channels:
         if not configured:
             lines.append(
