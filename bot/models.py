@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 SESSION_TYPES = ("ReplicaTaskSession", "BackupTaskSession")
 RESULTS = ("Success", "Warning", "Failed")
@@ -160,3 +161,9 @@ def iso_z(value: datetime | None) -> str | None:
 
 def utc_from_epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
+
+
+def local_instant(day: date, at: time, zone: str) -> datetime:
+    """`at` o'clock local time on `day`, as an aware UTC instant (a time skipped by a DST
+    change falls on the instant after the jump)."""
+    return datetime.combine(day, at, tzinfo=ZoneInfo(zone)).astimezone(UTC)

@@ -37,7 +37,7 @@ from bot.config.render import (
     texts_of,
 )
 from bot.digest.strip import DayStrip, strip_text
-from bot.models import TaskSession
+from bot.models import TaskSession, local_instant
 from bot.veeam import filters as F
 
 DIGEST_EVENT = "veeam_digest"
@@ -404,12 +404,6 @@ def scheduled_for(now: datetime, at: time, zone: str) -> tuple[date, datetime]:
         day -= timedelta(days=1)
         when = datetime.combine(day, at, tzinfo=tz)
     return day, when.astimezone(now.tzinfo)
-
-
-def local_instant(day: date, at: time, zone: str) -> datetime:
-    """`at` o'clock local time on `day`, as an aware UTC instant (a time skipped by a DST
-    change falls on the instant after the jump)."""
-    return datetime.combine(day, at, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 def digest_window(day: date, at: time, zone: str) -> tuple[datetime, datetime]:
