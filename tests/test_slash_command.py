@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ from bot.config.render import Message, Renderer, section
 from bot.config.settings import (
     AlertSettings,
     JobsSettings,
+    MuteSettings,
     Route,
     Secret,
     Settings,
     SlackSettings,
     SlashSettings,
+    Window,
 )
 from bot.emulator.data import SessionStore, generate
 from bot.emulator.filterlang import Comparison, Group, parse_filter
@@ -666,3 +669,19 @@ def test_routes_shows_the_table_and_where_an_alert_would_go(bot: Bot) -> None:
     _, body, _ = bot.send("routes color:blue")
     assert "usage: /veeam routes" in body
     assert bot.em.queries() == []
+
+
+def test_mutes_lists_the_windows_and_the_one_in_force(bot: Bot) -> None:
+    now = datetime.now(UTC)
+    start = (now - 10 * M).time().replace(second=0, microsecond=0)
+    end = (now + 50 * M).time().replace(second=0, microsecond=0)
+    windows = (
+        Window("patching <now>", tuple(range(7)), start, end, "UTC"),
+        Window("weekend", (5, 6), clock(22, 0), clock(6, 0), "Europe/Berlin", jobs=("SQL*",)),
+    )
+    bot.deps.settings = replace(bot.deps.settings, mutes=MuteSettings(windows=windows))
+    _, body, _ = bot.send("mutes")
+    text = json.loads(body)["blocks"][0]["text"]["text"]
+    assert "No mutes are active." in text
+    assert "• window patching &lt;now&gt;:" in text and "*in force* until <!date^" in text
+    assert "• window weekend: 22:00–06:00 Europe/Berlin on sat, sun; jobs SQL*, servers all" in text

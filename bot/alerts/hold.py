@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.alerts.inventory import retry_window
 from bot.alerts.problems import Plan, hold
+from bot.alerts.windows import held_until
 from bot.config.convert import HOLD_MARGIN, AutoHold
 from bot.config.settings import Settings
 from bot.models import TaskSession
@@ -41,9 +42,25 @@ class Hold:
         return [s for s in held if s.em in self.owns]
 
     def hold_for(self) -> timedelta | Callable[[TaskSession], timedelta]:
-        """The hold: one value, or with `hold_for_retries = "auto"` each failure's own job's
-        retry window (RetryTimes x RetryTimeout) plus a margin, from the job inventory;
-        AUTO_HOLD for a job it does not know."""
+        """The hold: one value, or each failure's own: with `hold_for_retries = "auto"` its
+        job's retry window (RetryTimes x RetryTimeout) plus a margin, from the job inventory
+        (AUTO_HOLD for a job it does not know); inside a maintenance window, until the
+        window's end."""
+        retries = self._retries()
+        windows = self.settings.mutes.windows
+        if not windows:
+            return retries
+
+        def of(s: TaskSession) -> timedelta:
+            base = retries(s) if callable(retries) else retries
+            until = held_until(windows, s)
+            if until is None or s.ended is None:
+                return base
+            return max(base, until - s.ended)
+
+        return of
+
+    def _retries(self) -> timedelta | Callable[[TaskSession], timedelta]:
         configured = self.settings.alerts.hold_for_retries
         if not isinstance(configured, AutoHold):
             return configured
@@ -83,7 +100,7 @@ class Hold:
         was_held = {s.uid for s in held}
         if split.fixed:
             log.info("%d failure(s) fixed by a retry within the hold", len(split.fixed))
-            self.store.record_silently(split.fixed, now, "fixed by a retry")
+            self.store.record_silently(split.fixed, now, "settled by a later success")
         waiting = [s for s in split.wait if s.uid not in was_held]
         if waiting:
             self.store.put_records(HELD, {s.uid: {"s": session_to_json(s)} for s in waiting})

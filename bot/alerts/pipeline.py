@@ -220,7 +220,8 @@ class Pipeline:
     def _wants_successes(self, fresh: list[TaskSession], held: list[TaskSession]) -> bool:
         """Successes matter for open problems (or the ones this poll opens), and for
         failures under the retry hold, whether or not recoveries are announced."""
-        if self.settings.alerts.hold_for_retries > timedelta(0) and (fresh or held):
+        holds = self.settings.alerts.hold_for_retries > timedelta(0) or self.settings.mutes.windows
+        if holds and (fresh or held):
             return True
         return self.settings.alerts.recovery and bool(fresh or held or self.life.open_count())
 

@@ -18,7 +18,7 @@ from bot.config.settings import Route
 from bot.models import TYPE_SHORT, TaskSession
 
 
-def _globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+def globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     """One regular expression for a list of shell-style globs, any case; None: any."""
     if not patterns:
         return None
@@ -47,7 +47,7 @@ class Compiled:
 
 def compile_route(r: Route) -> Compiled:
     return Compiled(
-        r, _globs(r.jobs), _globs(r.vms), frozenset(s.casefold() for s in r.servers),
+        r, globs(r.jobs), globs(r.vms), frozenset(s.casefold() for s in r.servers),
         frozenset(r.types), frozenset(r.results),
     )  # fmt: skip
 

@@ -219,3 +219,43 @@ def route_entries(v: Any) -> tuple[dict[str, Any], ...]:
             flags[key] = flag
         out.append({"channel": channel.strip(), **lists, **flags})
     return tuple(out)
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WINDOW_KEYS = ("name", "days", "from", "to", "timezone", "jobs", "servers")
+
+
+def window_entries(v: Any) -> tuple[dict[str, Any], ...]:
+    """`[[mutes.windows]]`: recurring maintenance windows, each checked here."""
+    if not isinstance(v, list) or any(not isinstance(e, dict) for e in v):
+        raise ValueError("expected [[mutes.windows]] tables (an array of tables)")
+    out = []
+    for n, entry in enumerate(v, 1):
+        where = f"window #{n}"
+        unknown = sorted(set(entry) - set(WINDOW_KEYS))
+        if unknown:
+            known = ", ".join(WINDOW_KEYS)
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {known})")
+        name = entry.get("name", where)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{where}: name must be a string")
+        try:
+            days = string_list(entry.get("days", list(DAYS)))
+            if not days or any(d.lower()[:3] not in DAYS for d in days):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{where}: days must list some of {', '.join(DAYS)}") from None
+        try:
+            start = clock_time(entry.get("from"))
+            end = clock_time(entry.get("to"))
+            zone = time_zone(entry.get("timezone", "UTC"))
+            jobs = string_list(entry.get("jobs", []))
+            servers = string_list(entry.get("servers", []))
+        except ValueError as exc:
+            raise ValueError(f"{where} ({name}): {exc}") from None
+        if start == end:
+            raise ValueError(f"{where} ({name}): from and to are the same time")
+        out.append({"name": name.strip(), "days": tuple(DAYS.index(d.lower()[:3]) for d in days),
+                    "start": start, "end": end, "timezone": zone, "jobs": jobs,
+                    "servers": servers})  # fmt: skip
+    return tuple(out)

@@ -33,6 +33,7 @@ from bot.config.convert import (
     string_list,
     time_zone,
     tls_verify,
+    window_entries,
 )
 from bot.models import RESULTS, SESSION_TYPES
 
@@ -331,6 +332,39 @@ class StaleSettings:
 
 
 @dataclass(frozen=True)
+class Window:
+    """One `[[mutes.windows]]` entry: a recurring maintenance window. `days` are the days
+    it starts on (0 Monday); past midnight, it ends the next day."""
+
+    name: str
+    days: tuple[int, ...]
+    start: time
+    end: time
+    timezone: str = "UTC"
+    jobs: tuple[str, ...] = ()  # globs, as routes; empty = every job
+    servers: tuple[str, ...] = ()  # [[veeam.servers]] names
+
+
+def to_windows(v: Any) -> tuple[Window, ...]:
+    return tuple(Window(**e) for e in window_entries(v))
+
+
+@dataclass(frozen=True)
+class MuteSettings:
+    windows: tuple[Window, ...] = key(
+        (),
+        to_windows,
+        "[[mutes.windows]]: recurring maintenance windows: name, days (mon … sun, the "
+        'days a window starts), from and to ("22:00", "06:00": past midnight is fine), '
+        "timezone (IANA), jobs (globs) and servers; empty lists match everything. A "
+        "failure inside a window is held; when it ends, each problem still failing is "
+        "announced (one catch-up when there are many), the rest are recorded, e.g.:",
+        example='[{ name = "weekend patching", days = ["sat", "sun"], from = "22:00", '
+        'to = "06:00", timezone = "Europe/Berlin" }]',
+    )
+
+
+@dataclass(frozen=True)
 class DigestSettings:
     channel: str = key(
         "",
@@ -401,6 +435,7 @@ class Settings:
     alerts: AlertSettings = AlertSettings()
     jobs: JobsSettings = JobsSettings()
     stale: StaleSettings = StaleSettings()
+    mutes: MuteSettings = MuteSettings()
     digest: DigestSettings = DigestSettings()
     slash: SlashSettings = SlashSettings()
     slack: SlackSettings = SlackSettings()
@@ -445,6 +480,7 @@ SECTIONS: dict[str, type] = {
     "alerts": AlertSettings,
     "jobs": JobsSettings,
     "stale": StaleSettings,
+    "mutes": MuteSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
     "templates": TemplateSettings,
@@ -477,6 +513,7 @@ SECTION_TYPES = {
     "alerts": AlertSettings,
     "jobs": JobsSettings,
     "stale": StaleSettings,
+    "mutes": MuteSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
     "http": HttpSettings,

@@ -18,8 +18,10 @@ from slack_bolt import App
 from bot import __version__
 from bot.alerts.jobfetch import as_session
 from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
-from bot.config.render import Renderer, mention, section, slack_escape
-from bot.config.settings import Settings
+from bot.alerts.windows import active
+from bot.config.convert import DAYS
+from bot.config.render import Renderer, mention, section, slack_date, slack_escape
+from bot.config.settings import Settings, Window
 from bot.errors import BotError, QueryError
 from bot.models import JOB_SESSION_OF, SESSION_TYPES, utc_from_epoch
 from bot.slash.answers import (
@@ -171,7 +173,7 @@ def prepare(text: str, deps: SlashDeps, now: datetime, *, user: str = "") -> Rep
             raise QueryError(f"say which mute: /veeam unmute <id> (see /veeam mutes)\n{USAGE}")
         return lambda: unmute_reply(deps, words[1], user)
     if head == "mutes":
-        return mutes_reply(MuteBook(deps.store).active(now))
+        return mutes_reply(MuteBook(deps.store).active(now), deps.settings.mutes.windows, now)
     if head == "routes":
         return routes_reply(deps.settings, parse_route_words(words[1:]))
     if head == "jobs":
@@ -287,8 +289,23 @@ def unmute_reply(deps: SlashDeps, mute_id: str, user: str) -> Reply:
     return plain(f"Unmuted {mute.line()}.")
 
 
-def mutes_reply(mutes: list[Mute]) -> Reply:
-    if not mutes:
+def mutes_reply(
+    mutes: list[Mute], windows: tuple[Window, ...] = (), now: datetime | None = None
+) -> Reply:
+    """The active mutes, and the maintenance windows (the one in force said so)."""
+    if not mutes and not windows:
         return plain("No mutes are active.")
     lines = [slack_escape(f"• {m.id}: {m.line()}") + f" (by {mention(m.by)})" for m in mutes[:40]]
-    return Reply(f"{len(mutes)} active mute(s)", [section("\n".join(lines))])
+    if not lines:
+        lines = ["No mutes are active."]
+    in_force = {w.name: end for w, end in (active(windows, now) if now else [])}
+    for w in windows[:20]:
+        days = ", ".join(DAYS[d] for d in w.days)
+        what = f"{w.start:%H:%M}–{w.end:%H:%M} {w.timezone} on {days}"
+        if w.jobs or w.servers:
+            what += f"; jobs {', '.join(w.jobs) or 'all'}, servers {', '.join(w.servers) or 'all'}"
+        line = slack_escape(f"• window {w.name}: {what}")
+        if w.name in in_force:
+            line += f" · *in force* until {slack_date(in_force[w.name])}"
+        lines.append(line)
+    return Reply(f"{len(mutes)} active mute(s)", [section("\n".join(lines)[:3000])])
