@@ -271,6 +271,7 @@ def slash_surface(
     from bot.slack.surface import Surface, bolt_app, check_app_token, check_token
     from bot.slash.buttons import register_buttons
     from bot.slash.commands import SlashDeps, register
+    from bot.slash.home import register_home
 
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
     check_token(client)
@@ -290,6 +291,7 @@ def slash_surface(
     )
     register(app, deps)
     register_buttons(app, deps)
+    register_home(app, deps)
     return Surface(
         settings, app, on_fatal=on_fatal, health=services.health, metrics=services.metrics
     )

@@ -69,6 +69,7 @@ class FakeSlack:
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     updates: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)  # Home tabs, by user
     fail_updates: list[int] = field(default_factory=list)  # statuses for the next chat.update
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -144,8 +145,31 @@ class FakeSlack:
             "conversations.history": lambda: self.history(body),
             "conversations.info": lambda: self.channel_info(body),
             "conversations.replies": lambda: self.thread_replies(body),
+            "views.publish": lambda: self.publish_view(body),
+            "chat.getPermalink": lambda: self.permalink(body),
         }.get(method, lambda: {"ok": True})
         return 200, answer(), {}
+
+    def publish_view(self, body: dict[str, Any]) -> dict[str, Any]:
+        """views.publish: a Home tab for one user, at most 100 blocks, kept by user ID."""
+        view = _json_field(body.get("view")) or {}
+        user = str(body.get("user_id", ""))
+        if not user or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        if len(view.get("blocks", [])) > 100 or block_problems(view.get("blocks", []), [], "x"):
+            return {"ok": False, "error": "invalid_blocks"}
+        with self._lock:
+            self.views[user] = view
+        return {"ok": True, "view": {"id": "V1", **view}}
+
+    def permalink(self, body: dict[str, Any]) -> dict[str, Any]:
+        """chat.getPermalink of a message the fake holds."""
+        channel = self.resolve(str(body.get("channel", ""))) or ""
+        ts = str(body.get("message_ts", ""))
+        if self._find(channel, ts) is None:
+            return {"ok": False, "error": "message_not_found"}
+        link = f"https://example.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        return {"ok": True, "channel": channel, "permalink": link}
 
     def channel_info(self, body: dict[str, Any]) -> dict[str, Any]:
         """conversations.info: a channel by ID, with whether the bot is a member."""
@@ -396,6 +420,21 @@ def signed_action(url: str, secret: str, payload: dict[str, Any]) -> urllib.requ
     sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+    }
+    return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
+
+
+def signed_event(url: str, secret: str, event: dict[str, Any]) -> urllib.request.Request:
+    """An Events API request as Slack sends it: JSON, signed."""
+    envelope = {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event": event,
+                "event_id": "Ev1", "event_time": int(time.time())}  # fmt: skip
+    body = json.dumps(envelope)
+    ts = str(int(time.time()))
+    sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    headers = {
+        "Content-Type": "application/json",
         "X-Slack-Request-Timestamp": ts,
         "X-Slack-Signature": sig,
     }

@@ -41,11 +41,19 @@ from bot.slack.surface import Surface, bolt_app
 from bot.slack.web import SlackNotifier
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
+from bot.slash.home import register_home
 from bot.store.schema import MUTES
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
-from tests.fake_slack import TOKEN, FakeSlack, _texts, signed_action, signed_command
+from tests.fake_slack import (
+    TOKEN,
+    FakeSlack,
+    _texts,
+    signed_action,
+    signed_command,
+    signed_event,
+)
 from tests.helpers import job_only
 
 SECRET = "test-signing-secret"
@@ -130,6 +138,7 @@ def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterat
     )
     register(app, deps)
     register_buttons(app, deps)
+    register_home(app, deps)
     surface = Surface(settings, app, host="127.0.0.1")
     surface.start()
     yield Bot(f"http://127.0.0.1:{surface.port}/slack/events", emu, slack, store, deps)
@@ -685,3 +694,69 @@ def test_mutes_lists_the_windows_and_the_one_in_force(bot: Bot) -> None:
     assert "No mutes are active." in text
     assert "• window patching &lt;now&gt;:" in text and "*in force* until <!date^" in text
     assert "• window weekend: 22:00–06:00 Europe/Berlin on sat, sun; jobs SQL*, servers all" in text
+
+
+def wait_view(bot: Bot, user: str, since: int = 0, timeout: float = 5) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        calls = bot.slack.method_calls("views.publish")
+        if len(calls) > since and user in bot.slack.views:
+            return bot.slack.views[user]
+        time.sleep(0.01)
+    raise AssertionError("no Home tab published")
+
+
+def test_the_home_tab_is_built_from_the_state_alone_even_with_a_slow_em(
+    bot: Bot, now: datetime
+) -> None:
+    from tests.helpers import job_run
+
+    pipeline, em = pipeline_for(bot)
+    try:
+        job_run(bot.em, now, [("sql01", "Failed", "disk <full>")], job="Home <Job>", ended_ago=-M)
+        pipeline.poll_once(now + 2 * M)
+        alert = bot.slack.posted("C0ALERTS")[-1]
+        from bot.alerts.mutes import MuteBook, parse_mute
+
+        MuteBook(bot.store).add(parse_mute(["vm:web09", "for:4h", "patching"], "U0ALICE", now))
+        bot.em.delay = 5.0  # EM answers in 5 s: the Home tab never waits for it
+        asked = len(bot.em.queries())
+        started = time.monotonic()
+        with urllib.request.urlopen(
+            signed_event(bot.url, SECRET, {"type": "app_home_opened", "user": "U0BOB",
+                                           "channel": "D1", "tab": "home", "event_ts": "1.1"}),
+            timeout=10,
+        ) as resp:  # fmt: skip
+            assert resp.status == 200
+        view = wait_view(bot, "U0BOB")
+        assert time.monotonic() - started < 1.5
+        assert len(bot.em.queries()) == asked
+        text = "\n".join(_texts(view["blocks"]))
+        opened = len(
+            [p for p in bot.store.all_records("problems").values() if p["state"] == "open"]
+        )
+        assert f"*Open problems: {opened}* (longest open first)" in text
+        link = f"https://example.slack.com/archives/C0ALERTS/p{alert['ts'].replace('.', '')}"
+        assert "*sql01* (Home &lt;Job&gt;) · Failed · open" in text and f"<{link}|alert>" in text
+        assert "*Active mutes: 1*" in text and "vm web09" in text
+        assert "Next digest <!date^" in text
+        mute_id = next(
+            b["accessory"]["value"] for b in view["blocks"]
+            if b.get("accessory", {}).get("action_id") == "veeam_unmute"
+        )  # fmt: skip
+        payload = {
+            "type": "block_actions", "team": {"id": "T1"}, "user": {"id": "U0BOB"},
+            "api_app_id": "A1", "container": {"type": "view", "view_id": "V1"},
+            "trigger_id": "1.2.3", "view": {"id": "V1", "type": "home"},
+            "actions": [{"action_id": "veeam_unmute", "block_id": "b", "type": "button",
+                         "value": mute_id, "action_ts": "1.2"}],
+        }  # fmt: skip
+        published = len(bot.slack.method_calls("views.publish"))
+        with urllib.request.urlopen(signed_action(bot.url, SECRET, payload), timeout=10) as resp:
+            assert resp.status == 200
+        view = wait_view(bot, "U0BOB", since=published)
+        assert "*Active mutes: 0*" in "\n".join(_texts(view["blocks"]))
+        said = bot.slack.posted("C0ALERTS")[-1]["text"]
+        assert said.startswith("<@U0BOB> unmuted vm web09")
+    finally:
+        em.close()

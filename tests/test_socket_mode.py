@@ -24,6 +24,7 @@ from bot.slack.client import web_client
 from bot.slack.surface import Surface, bolt_app
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
+from bot.slash.home import register_home
 from bot.store.store import Store
 from bot.veeam.client import EMClient
 from tests.conftest import veeam_settings
@@ -109,6 +110,7 @@ def socket_bot(tmp_path: Path, now: datetime) -> Iterator[tuple[FakeSocket, Fake
     deps = SlashDeps(settings, em, store, Renderer(), pool, lambda: datetime.now(UTC))
     register(app, deps)
     register_buttons(app, deps)
+    register_home(app, deps)
     surface = Surface(settings, app)
     surface.start()
     yield sock, slack, surface
@@ -229,3 +231,28 @@ def test_alert_buttons_over_socket_mode(socket_bot: tuple[FakeSocket, FakeSlack,
     name, answer = slack.hooks[0]
     assert name == "btn1"
     assert answer["text"].startswith("Muted job Replication Job 2 on enterprise06.tech.local")
+
+
+def test_the_home_tab_over_socket_mode(socket_bot: tuple[FakeSocket, FakeSlack, Surface]) -> None:
+    """app_home_opened arrives as an `events_api` envelope; the Home tab is published."""
+    sock, slack, _surface = socket_bot
+    assert sock.connected.wait(10)
+    sock.push(
+        {
+            "envelope_id": "env-h1",
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "payload": {
+                "type": "event_callback", "team_id": "T1", "api_app_id": "A1",
+                "event": {"type": "app_home_opened", "user": "U0ALICE", "channel": "D1",
+                          "tab": "home", "event_ts": "1.1"},
+                "event_id": "Ev1", "event_time": 1,
+            },
+        }
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "U0ALICE" not in slack.views:
+        time.sleep(0.02)
+    assert any(a.get("envelope_id") == "env-h1" for a in sock.acks), "no ack over the socket"
+    view = slack.views["U0ALICE"]
+    assert view["type"] == "home" and view["blocks"][0]["text"]["text"] == "Veeam backups"
