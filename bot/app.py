@@ -272,6 +272,7 @@ def slash_surface(
     from bot.slash.buttons import register_buttons
     from bot.slash.commands import SlashDeps, register
     from bot.slash.home import register_home
+    from bot.slash.retry import register_retry
 
     client = web_client(settings.slack.bot_token.value, settings.slack.api_url)
     check_token(client)
@@ -292,6 +293,7 @@ def slash_surface(
     register(app, deps)
     register_buttons(app, deps)
     register_home(app, deps)
+    register_retry(app, deps)
     return Surface(
         settings, app, on_fatal=on_fatal, health=services.health, metrics=services.metrics
     )

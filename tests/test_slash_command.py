@@ -22,6 +22,7 @@ from bot import __version__
 from bot.alerts.inventory import Inventory
 from bot.config.render import Message, Renderer, section
 from bot.config.settings import (
+    ActionSettings,
     AlertSettings,
     JobsSettings,
     MuteSettings,
@@ -42,6 +43,7 @@ from bot.slack.web import SlackNotifier
 from bot.slash.buttons import register_buttons
 from bot.slash.commands import SlashDeps, SlashPool, register
 from bot.slash.home import register_home
+from bot.slash.retry import register_retry
 from bot.store.schema import MUTES
 from bot.store.store import Store
 from bot.veeam.client import EMClient
@@ -54,7 +56,7 @@ from tests.fake_slack import (
     signed_command,
     signed_event,
 )
-from tests.helpers import job_only
+from tests.helpers import job_only, job_run
 
 SECRET = "test-signing-secret"
 M, H = timedelta(minutes=1), timedelta(hours=1)
@@ -139,6 +141,7 @@ def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterat
     register(app, deps)
     register_buttons(app, deps)
     register_home(app, deps)
+    register_retry(app, deps)
     surface = Surface(settings, app, host="127.0.0.1")
     surface.start()
     yield Bot(f"http://127.0.0.1:{surface.port}/slack/events", emu, slack, store, deps)
@@ -390,7 +393,9 @@ def test_mute_from_a_disallowed_user_is_refused(bot: Bot) -> None:
     assert bot.slack.posted("C0ALERTS") == [] and bot.store.all_records(MUTES) == {}
 
 
-def pipeline_for(bot: Bot, *, rate: float = 0, **alerts: Any) -> tuple[Any, Any]:
+def pipeline_for(
+    bot: Bot, *, rate: float = 0, actions: Any = None, **alerts: Any
+) -> tuple[Any, Any]:
     """The real pipeline on the slash bot's own state file and EM (one store per file),
     its Slack waits letting go of the store's lock as the bot's do; `rate` posts a second."""
     from bot.alerts.pipeline import Pipeline
@@ -401,6 +406,7 @@ def pipeline_for(bot: Bot, *, rate: float = 0, **alerts: Any) -> tuple[Any, Any]
         alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=rate, **alerts),
         jobs=JobsSettings(refresh=timedelta(0)),  # the generated jobs would be told stale
         state_path=str(bot.store.path),
+        **({"actions": actions} if actions is not None else {}),
     )
     em = EMClient(settings.veeam)
     sleep = bot.store.lock.sleep
@@ -758,5 +764,108 @@ def test_the_home_tab_is_built_from_the_state_alone_even_with_a_slow_em(
         assert "*Active mutes: 0*" in "\n".join(_texts(view["blocks"]))
         said = bot.slack.posted("C0ALERTS")[-1]["text"]
         assert said.startswith("<@U0BOB> unmuted vm web09")
+    finally:
+        em.close()
+
+
+RETRIES = ActionSettings(retry=True, allowed_users=("U0ALICE",))
+
+
+def retry_bot(bot: Bot, now: datetime, job: str, result: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The slash bot with retries on, an alert for `job` (its last run `result`) posted."""
+    bot.deps.settings = replace(bot.deps.settings, actions=RETRIES)
+    bot.deps.retries.sleep = lambda _s: time.sleep(0.05)
+    pipeline, em = pipeline_for(bot, actions=RETRIES)
+    job_run(bot.em, now, [("sql01", "Failed", "x")], job=job, ended_ago=-M)
+    pipeline.poll_once(now + 2 * M)
+    alert = bot.slack.posted("C0ALERTS")[-1]
+    if result != "Failed":  # a later run of the job succeeded: EM will refuse the retry
+        job_run(bot.em, now, [("sql01", result, "")], job=job, ended_ago=-2 * M)
+    return pipeline, em, alert
+
+
+def thread_text(bot: Bot, alert: dict[str, Any], timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = bot.slack.thread(alert["ts"])
+        if replies:
+            return str(replies[-1]["text"])
+        time.sleep(0.02)
+    raise AssertionError("nothing said in the alert's thread")
+
+
+def retry_posts(bot: Bot) -> list[Any]:
+    return [r for r in bot.em.requests if r.method == "POST" and "action" in r.params]
+
+
+def test_a_retry_by_an_allowed_user_is_said_in_the_alerts_thread(bot: Bot, now: datetime) -> None:
+    from tests.helpers import job_run  # noqa: F401 - retry_bot's
+
+    _pipeline, em, alert = retry_bot(bot, now, "Retry Job", "Failed")
+    try:
+        buttons = [e for b in alert["attachments"][0]["blocks"] if b["type"] == "actions"
+                   for e in b["elements"]]  # fmt: skip
+        retry = next(e for e in buttons if e["action_id"] == "veeam_retry")
+        assert "retry *Retry Job* on *enterprise06.tech.local*" in retry["confirm"]["text"]["text"]
+        assert click(bot, alert, "veeam_retry", user="U0ALICE", hook="r1") == 200
+        assert "Asking Enterprise Manager to retry Retry Job" in bot.answer("r1")["text"]
+        said = thread_text(bot, alert)
+        assert said.startswith(":repeat: <@U0ALICE> asked Enterprise Manager to retry *Retry Job*")
+        assert 'EM: “Job "Retry Job" triggered to retry.”' in said
+        assert len(retry_posts(bot)) == 1
+    finally:
+        em.close()
+
+
+def test_a_retry_by_anyone_else_is_refused_with_who_may(bot: Bot, now: datetime) -> None:
+    _pipeline, em, alert = retry_bot(bot, now, "Retry Job", "Failed")
+    try:
+        click(bot, alert, "veeam_retry", user="U0BOB", hook="r2")
+        assert bot.answer("r2")["text"] == (
+            "Only <@U0ALICE> may retry jobs ([actions] allowed_users)."
+        )
+        assert retry_posts(bot) == [] and bot.slack.thread(alert["ts"]) == []
+    finally:
+        em.close()
+
+
+def test_em_refusing_the_retry_is_quoted(bot: Bot, now: datetime) -> None:
+    _pipeline, em, alert = retry_bot(bot, now, "Fine Job", "Success")
+    try:
+        click(bot, alert, "veeam_retry", user="U0ALICE", hook="r3")
+        said = thread_text(bot, alert)
+        assert (
+            'EM refused: “Job "Fine Job" cannot be retried: its last session did not fail.”' in said
+        )
+    finally:
+        em.close()
+
+
+def test_a_double_click_sends_one_request_and_says_so(bot: Bot, now: datetime) -> None:
+    _pipeline, em, alert = retry_bot(bot, now, "Retry Job", "Failed")
+    bot.em.task_polls = 40  # the task runs for about 2 s
+    try:
+        click(bot, alert, "veeam_retry", user="U0ALICE", hook="d1")
+        bot.answer("d1")
+        click(bot, alert, "veeam_retry", user="U0ALICE", hook="d2")
+        second = bot.answer("d2")["text"]
+        assert second.startswith("A retry of Retry Job is already running, asked by <@U0ALICE>")
+        thread_text(bot, alert)
+        assert len(retry_posts(bot)) == 1
+    finally:
+        em.close()
+
+
+def test_retry_by_command(bot: Bot, now: datetime) -> None:
+    _pipeline, em, _alert = retry_bot(bot, now, "Retry Job", "Failed")
+    try:
+        bot.send('retry job:"Retry Job"', user="U0ALICE", hook="c1")
+        text = bot.answer("c1")["text"]
+        assert "asked Enterprise Manager to retry *Retry Job*" in text
+        assert "triggered to retry" in text
+        _, body, _ = bot.send("retry job:x", user="U0BOB")
+        assert "Only <@U0ALICE> may retry jobs" in body
+        _, body, _ = bot.send("retry sql01", user="U0ALICE")
+        assert "usage: /veeam retry job:NAME [em:NAME]" in body
     finally:
         em.close()

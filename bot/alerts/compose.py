@@ -62,6 +62,7 @@ def compose(
     status: dict[str, Markup],
     later: list[TaskSession],
     note: str = "",
+    retry: bool = False,
 ) -> Message:
     """The alert for one chunk; `later` are failures folded into it, named in its metadata."""
     try:
@@ -74,6 +75,7 @@ def compose(
             late_by=late_by,
             status=status,
             note=note,
+            retry=retry,
         )
     except Exception:  # a template bug must not hold the alert back either
         log.exception("cannot render the alert for %s; sending it bare", chunk[0].uid)

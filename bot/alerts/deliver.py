@@ -219,6 +219,7 @@ class Delivery:
                 status=status,
                 later=[f for s in chunk for f in into.get(s.uid, [])],
                 note=notes.get(chunk[0].job_session_uid, ""),
+                retry=self.settings.actions.retry,
             )
             where = self.channels(chunk[0])
             try:

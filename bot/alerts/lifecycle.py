@@ -400,6 +400,7 @@ class Lifecycle:
             recovered=closed == len(sessions),
             acked=(record["ack"]["by"], record["ack"]["at"]) if record.get("ack") else None,
             note=self.note_of(sessions[0].job_session_uid),
+            retry=self.settings.actions.retry,
         )
         if record.get("f") and message.metadata:
             message.metadata["event_payload"]["sessions"] += record["f"]

@@ -79,6 +79,7 @@ def alert_message(
     recovered: bool = False,
     acked: tuple[str, float] | None = None,
     note: str = "",
+    retry: bool = False,
 ) -> Message:
     """One alert message for sessions of one job session (at most 40). `status` (UID →
     a line of mrkdwn) tells what became of each VM's problem since, and `recovered` that
@@ -109,7 +110,7 @@ def alert_message(
     details = section(r.text("alert_details.md.j2", view))
     foot = context(r.text("alert_context.md.j2", view))
     fallback = r.fitted("alert_fallback.md.j2", view, view["reason"], 1000)
-    buttons = _buttons(sessions, acked)
+    buttons = _buttons(sessions, acked, retry=retry and result == "Failed")
     fixed = sum(len(t) for t in texts_of([*head, *buttons, details, foot])) + 2 * len(fallback)
     room = TEXT_BUDGET - fixed
     if len(sessions) == 1:
@@ -133,9 +134,12 @@ def alert_message(
     )
 
 
-def _buttons(sessions: list[TaskSession], acked: tuple[str, float] | None) -> list[dict[str, Any]]:
-    """Acknowledge, Mute VM 24h (one-VM alerts) and Mute job 24h; once acknowledged, who
-    and when instead of the first button."""
+def _buttons(
+    sessions: list[TaskSession], acked: tuple[str, float] | None, *, retry: bool = False
+) -> list[dict[str, Any]]:
+    """Acknowledge, Mute VM 24h (one-VM alerts), Mute job 24h, and Retry job (a Failed
+    alert, `[actions] retry`); once acknowledged, who and when instead of the first
+    button."""
     first = sessions[0]
     elements = []
     if acked is None:
@@ -147,6 +151,19 @@ def _buttons(sessions: list[TaskSession], acked: tuple[str, float] | None) -> li
     elements.append(
         _button("Mute job 24h", "veeam_mute_job", {"job": first.job, "server": first.server})
     )
+    if retry:
+        value = {"job": first.job, "server": first.server, "em": first.em}
+        button = _button("Retry job", "veeam_retry", value)
+        button["confirm"] = {
+            "title": {"type": "plain_text", "text": "Retry this job?"},
+            "text": {"type": "mrkdwn", "text": cut_plain(
+                f"Ask Enterprise Manager to retry *{slack_escape(first.job)}* on "
+                f"*{slack_escape(first.server)}* now? Veeam runs it again for its failed VMs.",
+                300)},
+            "confirm": {"type": "plain_text", "text": "Retry"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        }  # fmt: skip
+        elements.append(button)
     out: list[dict[str, Any]] = [
         {"type": "actions", "block_id": "veeam_buttons", "elements": elements}
     ]

@@ -114,6 +114,11 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
         servers=servers,
     )
     problems += _missing(settings, require)
+    if settings.actions.retry and not settings.actions.allowed_users:
+        problems.append(
+            "[actions] retry = true needs allowed_users: the Slack user IDs who may retry "
+            'jobs, e.g. allowed_users = ["U0123ABCD"]'
+        )
     if problems:
         raise ConfigError(problems)
     return settings

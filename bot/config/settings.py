@@ -365,6 +365,23 @@ class MuteSettings:
 
 
 @dataclass(frozen=True)
+class ActionSettings:
+    retry: bool = key(
+        False,
+        boolean,
+        "A Retry job button on Failed alerts and /veeam retry job:NAME: EM's retry of the "
+        "job's failed VMs. Needs an EM account allowed to start jobs, and allowed_users.",
+    )
+    allowed_users: tuple[str, ...] = key(
+        (),
+        string_list,
+        "The Slack user IDs who may retry jobs (at least one when retry = true); every "
+        "other click is told who may.",
+        example='["U0123ABCD"]',
+    )
+
+
+@dataclass(frozen=True)
 class DigestSettings:
     channel: str = key(
         "",
@@ -436,6 +453,7 @@ class Settings:
     jobs: JobsSettings = JobsSettings()
     stale: StaleSettings = StaleSettings()
     mutes: MuteSettings = MuteSettings()
+    actions: ActionSettings = ActionSettings()
     digest: DigestSettings = DigestSettings()
     slash: SlashSettings = SlashSettings()
     slack: SlackSettings = SlackSettings()
@@ -481,6 +499,7 @@ SECTIONS: dict[str, type] = {
     "jobs": JobsSettings,
     "stale": StaleSettings,
     "mutes": MuteSettings,
+    "actions": ActionSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
     "templates": TemplateSettings,
@@ -514,6 +533,7 @@ SECTION_TYPES = {
     "jobs": JobsSettings,
     "stale": StaleSettings,
     "mutes": MuteSettings,
+    "actions": ActionSettings,
     "digest": DigestSettings,
     "slash": SlashSettings,
     "http": HttpSettings,

@@ -448,3 +448,56 @@ def job_scenarios(now: datetime) -> tuple[list[EmJob], list[EmJobSession]]:
 
 DISABLED_JOB = "File server weekly full"
 DISABLED_JOB_UID = f"urn:veeam:Job:{_guid(0x60)}"  # the sixth job of job_scenarios
+
+
+# ------------------------------------------------------------------ job actions
+@dataclass(slots=True)
+class EmTask:
+    """A task EM creates for an action (`POST /jobs/{id}?action=retry`): Running, then
+    Finished with a Result (Success and a Message)."""
+
+    id: str
+    operation: str
+    success: bool
+    message: str
+    polls_left: int  # GETs that still answer Running
+
+
+def retry_task(n: int, job: EmJob | None, runs: list[EmJobSession], polls: int = 1) -> EmTask:
+    """EM retries a job only when its last run Failed (Help Center, POST /jobs/{ID}?action=retry);
+    the task says so either way."""
+    if job is None:
+        return EmTask(f"task-{n}", "RetryJob", False, "Job not found.", polls)
+    last = max(runs, key=lambda s: s.created, default=None)
+    if last is None or last.result != "Failed":
+        why = f'Job "{job.name}" cannot be retried: its last session did not fail.'
+        return EmTask(f"task-{n}", "RetryJob", False, why, polls)
+    return EmTask(f"task-{n}", "RetryJob", True, f'Job "{job.name}" triggered to retry.', polls)
+
+
+def xml_task(t: EmTask, base: str, running: bool) -> str:
+    href = f"{base}/api/tasks/{t.id}"
+    head = (
+        f'<Task xmlns="http://www.veeam.com/ent/v1.0" Type="Task" Href="{href}">'
+        f'<Links><Link Rel="Delete" Type="Task" Href="{href}" /></Links>'
+        f"<TaskId>{t.id}</TaskId><State>{'Running' if running else 'Finished'}</State>"
+        f"<Operation>{t.operation}</Operation>"
+    )
+    if running:
+        return head + "</Task>"
+    flag = "true" if t.success else "false"
+    return head + f'<Result Success="{flag}"><Message>{escape(t.message)}</Message></Result></Task>'
+
+
+def json_task(t: EmTask, base: str, running: bool) -> dict[str, Any]:
+    href = f"{base}/api/tasks/{t.id}"
+    doc: dict[str, Any] = {
+        "Links": [{"Rel": "Delete", "Href": href, "Name": None, "Type": "Task"}],
+        "TaskId": t.id,
+        "State": "Running" if running else "Finished",
+        "Operation": t.operation,
+        "Result": None if running else {"Success": t.success, "Message": t.message},
+        "Href": href,
+        "Type": "Task",
+    }
+    return doc

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bot.emulator import wire
 from bot.emulator.data import TYPE_NAMES, SessionStore
@@ -29,13 +29,17 @@ from bot.emulator.filterlang import FilterSyntaxError
 from bot.emulator.jobs import (
     JOB_SESSION_TYPES,
     JOB_TYPES,
+    EmTask,
     JobSessionStore,
     JobStore,
     json_job,
     json_job_session,
+    json_task,
+    retry_task,
     xml_entities,
     xml_job,
     xml_job_session,
+    xml_task,
 )
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,10 @@ class Emulator:
         default_factory=dict, repr=False
     )  # token → (id, last use)
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
+    # job actions (`?action=retry`): the tasks they made, and how many GETs of each still
+    # answer Running
+    tasks: dict[str, EmTask] = field(default_factory=dict, repr=False)
+    task_polls: int = 1
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -286,10 +294,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ endpoints
     def do_POST(self) -> None:
-        path, _ = self.route()
+        path, params = self.route()
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
+        if path.startswith("/api/jobs/") and self.authed() is not None:
+            self.job_action(unquote(path.rsplit("/", 1)[1]), params.get("action", ""))
+            return
         if path != "/api/sessionmngr":
             self.error(404, "Not found")
             return
@@ -339,6 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/query":
             self.query(params)
             return
+        if path.startswith("/api/tasks/"):
+            self.task(path.rsplit("/", 1)[1])
+            return
         for prefix, type_key in (
             ("/api/replicatasksessions/", "replicatasksession"),
             ("/api/backuptasksessions/", "backuptasksession"),
@@ -347,6 +361,36 @@ class _Handler(BaseHTTPRequestHandler):
                 self.entity(type_key, path.rsplit("/", 1)[1])
                 return
         self.error(404, f"Resource not found: {self.path.split('?')[0]}")
+
+    def job_action(self, guid: str, action: str) -> None:
+        """`POST /api/jobs/{id}?action=retry`: 202 and a Running task (the only action the
+        emulator knows)."""
+        if action.lower() != "retry":
+            self.error(400, f"Action [{action}] is not supported by the emulator")
+            return
+        emu = self.emulator
+        job = next((j for j in emu.job_list.all(emu.store) if j.guid.lower() == guid), None)
+        runs = [s for s in emu.jobs.query("backupjobsession", emu.store, "", "", True)
+                + emu.jobs.query("replicajobsession", emu.store, "", "", True)
+                if job is not None and s.job_uid == job.uid]  # fmt: skip
+        with emu._lock:
+            task = retry_task(len(emu.tasks) + 1, job, runs, emu.task_polls)
+            emu.tasks[task.id] = task
+        base = self.base()
+        self.send_doc(202, xml_task(task, base, True), json_task(task, base, True))
+
+    def task(self, task_id: str) -> None:
+        emu = self.emulator
+        with emu._lock:
+            task = emu.tasks.get(task_id)
+            running = task is not None and task.polls_left > 0
+            if task is not None and running:
+                task.polls_left -= 1
+        if task is None:
+            self.error(404, f"Task {task_id} not found")
+            return
+        base = self.base()
+        self.send_doc(200, xml_task(task, base, running), json_task(task, base, running))
 
     def entity(self, type_key: str, guid: str) -> None:
         found = self.emulator.store.get(f"urn:veeam:{TYPE_NAMES[type_key]}:{guid}")

@@ -108,6 +108,8 @@ class SlashDeps:
     redraw: Callable[[], None] | None = None
     # Every Enterprise Manager by its `[[veeam.servers]]` name; empty: only `em`, unnamed.
     ems: dict[str, EMClient] = field(default_factory=dict)
+    # The retries running (`bot.slash.retry.Retries`), once the Retry button is registered.
+    retries: Any = None
 
     def sources(self) -> dict[str, EMClient]:
         return self.ems or {"": self.em}
@@ -174,6 +176,8 @@ def prepare(text: str, deps: SlashDeps, now: datetime, *, user: str = "") -> Rep
         return lambda: unmute_reply(deps, words[1], user)
     if head == "mutes":
         return mutes_reply(MuteBook(deps.store).active(now), deps.settings.mutes.windows, now)
+    if head == "retry":
+        return _retry(deps, words[1:], user, now)
     if head == "routes":
         return routes_reply(deps.settings, parse_route_words(words[1:]))
     if head == "jobs":
@@ -198,6 +202,39 @@ def prepare(text: str, deps: SlashDeps, now: datetime, *, user: str = "") -> Rep
         text, now=now, default_types=deps.settings.veeam.session_types, allow_share=True
     )
     return lambda: query_answer(deps, query, text)
+
+
+RETRY_USAGE = "usage: /veeam retry job:NAME [em:NAME]"
+
+
+def _retry(deps: SlashDeps, words: list[str], user: str, now: datetime) -> Reply | Work:
+    """`/veeam retry job:NAME [em:NAME]`: as the Retry job button, answered to the command."""
+    named = dict(w.partition(":")[::2] for w in words)
+    job, em = named.pop("job", ""), named.pop("em", None)
+    if not job or named or any(":" not in w for w in words):
+        raise QueryError(RETRY_USAGE)
+    retries = deps.retries
+    if retries is None or not deps.settings.actions.retry:
+        return plain("Retrying jobs from Slack is off ([actions] retry).")
+    refusal = retries.refusal(user)  # mrkdwn: its mentions stay mentions
+    if refusal:
+        return Reply(refusal, [section(refusal)])
+    sources = deps.sources()
+    if em is not None and em not in sources:
+        raise QueryError(f"em:{em} is not an Enterprise Manager the bot watches")
+    key = (em if em is not None else next(iter(sources)), job, "")
+    busy = retries.claim(key, user, now)
+    if busy:
+        return Reply(busy, [section(busy)])
+
+    def work() -> Reply:
+        try:
+            said = retries.run(key, user, now)
+        finally:
+            retries.release(key)
+        return Reply(said, [section(said)])
+
+    return work
 
 
 def _answer(work: Work, respond: Respond, deps: SlashDeps, queued_at: float) -> None:

@@ -23,6 +23,7 @@ from bot.veeam.auth import EMSessionAuth
 from bot.veeam.inventory import parse_jobs
 from bot.veeam.jobsessions import parse_job_sessions
 from bot.veeam.parse import parse_page
+from bot.veeam.tasks import Task, parse_task
 
 log = logging.getLogger(__name__)
 ACCEPT = {"xml": "application/xml", "json": "application/json"}
@@ -247,6 +248,27 @@ class EMClient:
     def query_jobs(self, filter_: str = "", *, page_size: int | None = None) -> Iterator[Job]:
         """Yield every job (`query?type=Job`), page by page, sorted by name."""
         return self._walk(parse_jobs, "Job", filter_, sort=("Name", ""), size=page_size)
+
+    def retry_job(self, job_uid: str) -> Task:
+        """Ask EM to retry a job (`POST /jobs/{id}?action=retry`); the task it made. Sent
+        once, never retried: a retry that went through and lost its answer must not be asked
+        for twice. Raises SourceError (EMRejected with EM's own words)."""
+        guid = job_uid.rsplit(":", 1)[-1]
+        return parse_task(self._send_once("POST", f"/api/jobs/{guid}", {"action": "retry"}))
+
+    def task(self, task_id: str) -> Task:
+        """The task `task_id` as EM tells it now (`GET /tasks/{id}`, retried as any read)."""
+        return parse_task(self._get(f"/api/tasks/{task_id}", {}))
+
+    def _send_once(self, method: str, path: str, params: dict[str, str | int]) -> bytes:
+        self.requests += 1
+        try:
+            response = self._http.request(method, path, params=params)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if response.status_code >= 400:
+            self._raise_for(response)
+        return response.content
 
     def first_rows(self, type_: str, size: int = 1) -> int:
         """How many rows the first page of a job-session or job query holds (a reachability
