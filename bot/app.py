@@ -287,6 +287,7 @@ def slash_surface(
         pool,
         utcnow,
         announce=lambda line: _announce(services.notifier, settings.alerts.channel, line),
+        announce_in=lambda channel, line: _announce(services.notifier, channel, line),
         redraw=services.redraw,
         ems=dict(services.ems) if settings.many else {},
     )

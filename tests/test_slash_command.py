@@ -137,6 +137,7 @@ def bot(tmp_path: Path, now: datetime, request: pytest.FixtureRequest) -> Iterat
         pool,
         lambda: datetime.now(UTC),
         announce=lambda line: notifier.post("C0ALERTS", Message(line, [section(line)])),
+        announce_in=lambda channel, line: notifier.post(channel, Message(line, [section(line)])),
     )
     register(app, deps)
     register_buttons(app, deps)
@@ -869,3 +870,16 @@ def test_retry_by_command(bot: Bot, now: datetime) -> None:
         assert "usage: /veeam retry job:NAME [em:NAME]" in body
     finally:
         em.close()
+
+
+def test_a_mute_is_said_in_the_channels_of_the_routes_it_concerns(bot: Bot) -> None:
+    routes = (Route("C0OPS", jobs=("SQL*",)), Route("C0DIGEST", vms=("web*",)))
+    bot.deps.settings = replace(
+        bot.deps.settings, alerts=replace(bot.deps.settings.alerts, routes=routes)
+    )
+    bot.send('mute job:"SQL Nightly" for:2h patching', user="U0ALICE")
+    bot.answer()
+    (said,) = bot.slack.posted("C0OPS")  # the SQL route's channel
+    assert said["text"].startswith("<@U0ALICE> muted job SQL Nightly for 2 h")
+    assert len(bot.slack.posted("C0ALERTS")) == 1  # and the alert channel, as always
+    assert bot.slack.posted("C0DIGEST") == []  # a VM route: not concerned

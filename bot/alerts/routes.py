@@ -85,3 +85,20 @@ class Router:
         if self.default not in out:
             out.append(self.default)
         return out
+
+    def concerning(self, kind: str, name: str, server: str = "") -> list[str]:
+        """The route channels a mute of a VM or a job concerns (said there too): routes whose
+        globs for that kind match the name (a route with globs only of the other kind does
+        not; one with neither does) and whose servers include the mute's server."""
+        out: list[str] = []
+        for c in self.routes:
+            if server and c.servers and server.casefold() not in c.servers:
+                continue
+            mine, other = (c.jobs, c.vms) if kind == "job" else (c.vms, c.jobs)
+            if mine is None and other is not None:
+                continue
+            if mine is not None and mine.match(name) is None:
+                continue
+            if c.route.channel not in out and c.route.channel != self.default:
+                out.append(c.route.channel)
+        return out

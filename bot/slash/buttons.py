@@ -99,5 +99,5 @@ def mute_button(deps: SlashDeps, kind: str, value: dict[str, Any], user: str, no
         (now + BUTTON_MUTE).timestamp(), "from the alert's button", user, now.timestamp(),
     )  # fmt: skip
     book.add(mute)
-    say(deps, f"{mention(user)} muted {slack_escape(mute.line())}")
+    say(deps, f"{mention(user)} muted {slack_escape(mute.line())}", mute)
     return slack_escape(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")

@@ -18,6 +18,7 @@ from slack_bolt import App
 from bot import __version__
 from bot.alerts.jobfetch import as_session
 from bot.alerts.mutes import USAGE, Mute, MuteBook, parse_mute
+from bot.alerts.routes import Router
 from bot.alerts.windows import active
 from bot.config.convert import DAYS
 from bot.config.render import Renderer, mention, section, slack_date, slack_escape
@@ -110,6 +111,8 @@ class SlashDeps:
     ems: dict[str, EMClient] = field(default_factory=dict)
     # The retries running (`bot.slash.retry.Retries`), once the Retry button is registered.
     retries: Any = None
+    # Posts one line of mrkdwn in a route's channel (a mute concerning it); None: nowhere.
+    announce_in: Callable[[str, str], None] | None = None
 
     def sources(self) -> dict[str, EMClient]:
         return self.ems or {"": self.em}
@@ -302,19 +305,28 @@ def status(deps: SlashDeps, now: datetime) -> Status:
     )
 
 
-def say(deps: SlashDeps, line: str) -> None:
-    """One line in the alert channel (mutes are said there); a failure is only logged."""
+def say(deps: SlashDeps, line: str, mute: Mute | None = None) -> None:
+    """One line in the alert channel (mutes are said there), and for a mute in the channels
+    of the routes it concerns; a failure is only logged."""
     if deps.announce is None:
         return
     try:
         deps.announce(line)
     except BotError as exc:
         log.warning("could not say in the alert channel: %s (%s)", line, exc)
+    if mute is None or deps.announce_in is None or not deps.settings.alerts.routes:
+        return
+    router = Router(deps.settings.alerts.routes, deps.settings.alerts.channel)
+    for channel in router.concerning(mute.kind, mute.name, mute.server):
+        try:
+            deps.announce_in(channel, line)
+        except BotError as exc:
+            log.warning("could not say in %s: %s (%s)", channel, line, exc)
 
 
 def mute_reply(deps: SlashDeps, mute: Mute) -> Reply:
     MuteBook(deps.store).add(mute)
-    say(deps, f"{mention(mute.by)} muted {slack_escape(mute.line())}")
+    say(deps, f"{mention(mute.by)} muted {slack_escape(mute.line())}", mute)
     return plain(f"Muted {mute.line()} (id {mute.id}; /veeam unmute {mute.id} ends it).")
 
 
@@ -322,7 +334,7 @@ def unmute_reply(deps: SlashDeps, mute_id: str, user: str) -> Reply:
     mute = MuteBook(deps.store).remove(mute_id)
     if mute is None:
         return plain(f"There is no mute {mute_id}; /veeam mutes lists them.")
-    say(deps, f"{mention(user)} unmuted {slack_escape(mute.line())}")
+    say(deps, f"{mention(user)} unmuted {slack_escape(mute.line())}", mute)
     return plain(f"Unmuted {mute.line()}.")
 
 
