@@ -158,7 +158,7 @@ class Services:
         result = pipeline.poll_once(now)
         with self.lock:
             error = self.watch.observe(
-                pipeline.server, label, result.em_error, now, channel=pipeline.channel
+                pipeline.server, label, result.em_error, now, channel=pipeline.source_channel
             )
             result.slack_error = result.slack_error or error
         took = time.monotonic() - started

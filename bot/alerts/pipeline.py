@@ -132,6 +132,15 @@ class Pipeline:
         return self.sender.channel
 
     @property
+    def source_channel(self) -> str:
+        """Where this Enterprise Manager's own trouble is told: the first route that names
+        it in `servers`, else the alert channel."""
+        for route in self.settings.alerts.routes:
+            if self.server and self.server.casefold() in {s.casefold() for s in route.servers}:
+                return self.sender.channel_of(route.channel)
+        return self.sender.channel
+
+    @property
     def last_sweep(self) -> datetime | None:
         return self.fetcher.last_sweep
 
