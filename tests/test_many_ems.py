@@ -80,10 +80,10 @@ def services(em: Emulator, slack: FakeSlack, tmp_path: Path) -> Iterator[Service
     s.close()
 
 
-def source_alerts(slack: FakeSlack) -> list[dict[str, Any]]:
+def source_alerts(slack: FakeSlack, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
     return [
         m
-        for m in slack.posted()
+        for m in slack.posted(channel)
         if (m.get("metadata") or {}).get("event_type") == SOURCE_EVENT
         and m.get("thread_ts", m["ts"]) == m["ts"]
     ]
@@ -168,6 +168,9 @@ password_env = "DEAD_PASSWORD"
 [[veeam.servers]]
 name = "em-slow"
 url = "{slow.url}"
+[[alerts.routes]]
+channel = "#ops"
+servers = ["em-dead"]
 """
     env = bot_env(tmp_path, "", slack.url, toml)
     del env["VEEAM_URL"]  # the servers are listed; shared VEEAM_USERNAME/PASSWORD stay
@@ -178,7 +181,9 @@ url = "{slow.url}"
     arrived: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and (len(arrived) < 2 or not source_alerts(slack)):
+        while time.monotonic() < deadline and (
+            len(arrived) < 2 or not source_alerts(slack, "C0OPS")
+        ):
             for m in slack.posted():
                 for vm in ("fast-vm", "slow-vm"):
                     if vm in str(m.get("blocks")) and vm not in arrived:
@@ -192,7 +197,8 @@ url = "{slow.url}"
         slow.stop()
     assert set(arrived) == {"fast-vm", "slow-vm"}, err[-3000:]
     assert arrived["fast-vm"] < arrived["slow-vm"] - 3, arrived  # the slow one held up nothing
-    (down,) = source_alerts(slack)
+    (down,) = source_alerts(slack, "C0OPS")  # its route's channel, by its server
+    assert source_alerts(slack) == []
     assert "Enterprise Manager em-dead unreachable since" in str(down["blocks"])
     posts = {vm: m for m in slack.posted() for vm in arrived if vm in str(m.get("blocks"))}
     assert "em-fast" in str(posts["fast-vm"]["blocks"])
