@@ -137,6 +137,13 @@ class Services:
         self.digest = DigestRunner(
             settings, named or self.em, self.store, self.notifier, self.renderer
         )
+        # routes with `digest = true`: their channels get a digest of what they match
+        self.route_digests = [
+            DigestRunner(settings, named or self.em, self.store, self.notifier, self.renderer,
+                         route=r)
+            for r in settings.alerts.routes
+            if r.digest
+        ]  # fmt: skip
         self.watch = SourceWatch(self.store, self.notifier, settings.alerts.source_down_after)
         self.metrics.read_state(self._state_gauges)
         self.metrics.read_episodes(self._episode_gauges)
@@ -199,6 +206,11 @@ class Services:
         counts = self.store.open_problems_by_em()
         problems = {name: counts.get(name, 0) for name in self.pipelines}
         return problems, len(MuteBook(self.store).active(utcnow()))
+
+    def run_digests(self, now: datetime) -> None:
+        """The daily digest, then each route's (`digest = true`), each posted once."""
+        for runner in (self.digest, *self.route_digests):
+            runner.run_scheduled(now)
 
     def _episode_gauges(self) -> dict[tuple[str, str], int]:
         """Jobs not running per server and kind (stale, disabled, running), every kind of
@@ -336,7 +348,7 @@ def run_forever(settings: Settings) -> int:
         polls={label: partial(_poll_job, services, label) for label in services.pipelines},
         interval=settings.poll.interval,
         prune=services.prune,
-        digest=services.digest.run_scheduled if settings.digest.enabled else None,
+        digest=services.run_digests if settings.digest.enabled else None,
         digest_at=settings.digest.at,
         digest_zone=settings.digest.timezone,
     )

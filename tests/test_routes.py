@@ -143,3 +143,38 @@ def test_a_copy_whose_post_failed_goes_out_once_on_the_next_poll(
         assert len(slack.posted("C0OPS")) == 1
     finally:
         rig.close()
+
+
+def test_a_route_with_digest_gets_a_digest_of_what_it_matches(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    from bot.config.render import Renderer
+    from bot.digest.run import DigestRunner
+    from tests.fake_slack import _texts
+
+    route = Route("#ops", jobs=("SQL*",), digest=True)
+    settings = routed(settings_for(em, slack, tmp_path), route)
+    job_run(em, now, [("sql01", "Failed", "disk full")], job="SQL Nightly", ended_ago=3 * M)
+    job_run(em, now, [("web01", "Failed", "quota")], job="Web Farm", ended_ago=2 * M)
+    rig = Rig(settings, now)
+    try:
+        rig.pipeline.poll_once(now)
+        runner = DigestRunner(settings, rig.em, rig.store, rig.notifier, Renderer(), route=route)
+        text = "\n".join(_texts(runner.build(now + M, timedelta(hours=24)).blocks))
+        assert "SQL Nightly" in text and "sql01" in text
+        assert "Web Farm" not in text and "web01" not in text
+        assert "*Open problems: 1*" in text  # its own, not the Web Farm's
+        later = now.replace(hour=8, minute=5) + timedelta(days=1)  # after 08:00, the default
+        runner.run_scheduled(later)
+        runner.run_scheduled(later + M)  # once a day
+        main = DigestRunner(settings, rig.em, rig.store, rig.notifier, Renderer())
+        main.run_scheduled(later)  # the main digest keeps its own record
+        digests = [
+            m for m in slack.posted("C0OPS") if m["metadata"]["event_type"] == "veeam_digest"
+        ]
+        assert len(digests) == 1
+        assert [
+            m for m in slack.posted("C0ALERTS") if m["metadata"]["event_type"] == "veeam_digest"
+        ]
+    finally:
+        rig.close()

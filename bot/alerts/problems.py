@@ -27,6 +27,15 @@ def identity(em: str, s: TaskSession) -> str:
     return json.dumps([s.em or em, s.type, s.job, s.vm], ensure_ascii=False)
 
 
+def identity_fields(pid: str) -> tuple[str, str, str, str]:
+    """(em, session type, job, VM) of a problem's identity."""
+    try:
+        em, type_, job, vm = json.loads(pid)
+        return str(em), str(type_), str(job), str(vm)
+    except (ValueError, TypeError):
+        return "", "", pid, ""
+
+
 @dataclass(frozen=True)
 class Problem:
     id: str

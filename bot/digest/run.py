@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from bot.alerts.jobfetch import as_session
 from bot.alerts.joblist import JobRow, job_rows
 from bot.alerts.mutes import MuteBook
-from bot.alerts.problems import Problem
+from bot.alerts.problems import Problem, identity_fields
+from bot.alerts.routes import Router
 from bot.alerts.send import channel_id
 from bot.config.render import Message, Renderer
-from bot.config.settings import Settings
+from bot.config.settings import Route, Settings
 from bot.digest.build import (
     DIGEST_EVENT,
     Summary,
@@ -47,13 +48,25 @@ class DigestRunner:
         store: Store,
         notifier: Notifier,
         renderer: Renderer,
+        *,
+        route: Route | None = None,
     ) -> None:
         """`em`: one Enterprise Manager, or several by name (their jobs are then named
-        "em1 · Job")."""
+        "em1 · Job"). `route`: a route with `digest = true`, whose channel gets a digest of
+        what it matches (posted once a day, as the main one, on its own record)."""
         self.settings, self.store = settings, store
         self.sources = dict(em) if isinstance(em, Mapping) else {"": em}
         self.notifier, self.renderer = notifier, renderer
         self._lock = threading.Lock()
+        self.route = route
+        self._router = Router((route,), "") if route is not None else None
+        self.key = f"@{route.channel}" if route is not None else ""  # its facts' suffix
+
+    def keeps(self, s: TaskSession) -> bool:
+        """Whether the digest counts `s`: all of it, or what its route matches."""
+        return self._router is None or (
+            self.route is not None and (self.route.channel in self._router.channels(s))
+        )
 
     def _stream(self, summary: Summary, missing: dict[str, str]) -> Summary:
         """Every session of the window into `summary`. With several Enterprise Managers one
@@ -66,6 +79,8 @@ class DigestRunner:
             try:
                 for type_ in types.get(name, self.settings.veeam.session_types):
                     for s in client.query(type_, flt, sort_asc="EndTime"):
+                        if self._router is not None and not self.keeps(s._replace(em=name)):
+                            continue
                         summary.add(s._replace(job=f"{name} · {s.job}", em=name) if name else s)
             except SourceError as exc:
                 if {*missing, name} == set(self.sources):  # none answers: no digest
@@ -100,6 +115,8 @@ class DigestRunner:
             earlier.add_run(run)
         previous = earlier.counts
         problems = [Problem.from_json(v) for v in self.store.all_records(PROBLEMS).values()]
+        if self._router is not None:
+            problems = [p for p in problems if self.keeps(_probe(p))]
         mutes = MuteBook(self.store).active(end)
         return digest_message(
             self.renderer,
@@ -119,7 +136,16 @@ class DigestRunner:
             return []
         shown = {s.label: s.server for s in self.settings.servers}
         rows = job_rows(self.store.all_records(JOBS), self.settings, end, shown)
-        return [r for r in rows if {"running", "stale", "disabled"} & set(r.marks)]
+        rows = [r for r in rows if {"running", "stale", "disabled"} & set(r.marks)]
+        if self._router is not None and self.route is not None:
+            router, channel = self._router, self.route.channel
+
+            def mine(r: JobRow) -> bool:
+                kinds = ("backup", "replica")
+                return any(channel in router.channels_of(r.job, "", r.em, k, "") for k in kinds)
+
+            rows = [r for r in rows if mine(r)]
+        return rows
 
     def _strip(self, end: datetime, missing: dict[str, str]) -> tuple[DayStrip, list[TaskSession]]:
         """Each job's last seven local days, from its job sessions, and the failed and
@@ -138,6 +164,9 @@ class DigestRunner:
                 for type_ in types.get(name, self.settings.veeam.session_types):
                     for js in client.query_job_sessions(JOB_SESSION_OF[type_], flt):
                         job = f"{name} · {js.job}" if name else js.job
+                        mine = as_session(js._replace(em=name), type_)
+                        if self._router is not None and not self.keeps(mine):
+                            continue
                         strip.add(js, job)
                         if js.result in ("Failed", "Warning"):
                             runs.append(as_session(js._replace(job=job, em=name), type_))
@@ -150,7 +179,8 @@ class DigestRunner:
 
     def _channel(self) -> str:
         """The digest channel's ID once known (history needs it), else as configured."""
-        return channel_id(self.store, self.notifier, self.settings.digest_channel)
+        configured = self.route.channel if self.route is not None else self.settings.digest_channel
+        return channel_id(self.store, self.notifier, configured)
 
     def run_scheduled(self, now: datetime) -> None:
         """Post the digest of the last scheduled time if it is due and not yet posted (cron,
@@ -160,11 +190,11 @@ class DigestRunner:
         history before the next one."""
         d = self.settings.digest
         with self._lock:
-            day = due(now, d.at, d.timezone, d.grace, self.store.meta("digest:last_day"))
+            day = due(now, d.at, d.timezone, d.grace, self.store.meta("digest:last_day" + self.key))
             if day is None:
                 return
             start, end = digest_window(day, d.at, d.timezone)
-            if self.store.meta("digest:attempted_day") == day.isoformat():
+            if self.store.meta("digest:attempted_day" + self.key) == day.isoformat():
                 found = self._already_posted(end)
                 if found is not None:
                     self._posted(day.isoformat(), found, "found in the channel")
@@ -177,7 +207,7 @@ class DigestRunner:
                 self._unavailable(day.isoformat(), str(exc), now)
                 return
             # before the post: a crash during it is looked up next time
-            self.store.remember("digest:attempted_day", day.isoformat())
+            self.store.remember("digest:attempted_day" + self.key, day.isoformat())
             try:
                 receipt = self.post(message)
             except NotifyError as exc:
@@ -201,12 +231,12 @@ class DigestRunner:
         return None
 
     def _posted(self, day: str, receipt: Receipt, how: str) -> None:
-        self.store.remember("digest:last_day", day)
+        self.store.remember("digest:last_day" + self.key, day)
         log.info("%s the digest for %s in %s (ts %s)", how, day, receipt.channel, receipt.ts)
 
     def _unavailable(self, day: str, reason: str, now: datetime) -> None:
         log.error("digest for %s unavailable: %s", day, reason)
-        if self.store.meta("digest:unavailable_day") == day:
+        if self.store.meta("digest:unavailable_day" + self.key) == day:
             return  # said once already; keep retrying quietly
         until = now + self.settings.digest.grace
         try:
@@ -214,4 +244,11 @@ class DigestRunner:
         except NotifyError as exc:
             log.error("could not post that the digest is unavailable: %s", exc)
             return
-        self.store.remember("digest:unavailable_day", day)
+        self.store.remember("digest:unavailable_day" + self.key, day)
+
+
+def _probe(p: Problem) -> TaskSession:
+    """A problem as a session of its identity, for its route."""
+    em, type_, job, vm = identity_fields(p.id)
+    return TaskSession("", type_, "", vm, job, "", "", "Completed", p.worst, "", None, None, 0,
+                       em)  # fmt: skip
