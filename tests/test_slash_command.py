@@ -395,7 +395,7 @@ def test_mute_from_a_disallowed_user_is_refused(bot: Bot) -> None:
 
 
 def pipeline_for(
-    bot: Bot, *, rate: float = 0, actions: Any = None, **alerts: Any
+    bot: Bot, *, rate: float = 0, actions: Any = None, types: Any = None, **alerts: Any
 ) -> tuple[Any, Any]:
     """The real pipeline on the slash bot's own state file and EM (one store per file),
     its Slack waits letting go of the store's lock as the bot's do; `rate` posts a second."""
@@ -403,7 +403,7 @@ def pipeline_for(
     from bot.veeam.client import EMClient
 
     settings = Settings(
-        veeam=veeam_settings(bot.em),
+        veeam=veeam_settings(bot.em, **({"session_types": types} if types else {})),
         alerts=AlertSettings(channel="C0ALERTS", max_posts_per_second=rate, **alerts),
         jobs=JobsSettings(refresh=timedelta(0)),  # the generated jobs would be told stale
         state_path=str(bot.store.path),
@@ -883,3 +883,23 @@ def test_a_mute_is_said_in_the_channels_of_the_routes_it_concerns(bot: Bot) -> N
     assert said["text"].startswith("<@U0ALICE> muted job SQL Nightly for 2 h")
     assert len(bot.slack.posted("C0ALERTS")) == 1  # and the alert channel, as always
     assert bot.slack.posted("C0DIGEST") == []  # a VM route: not concerned
+
+
+def test_an_agent_job_is_retried_by_its_own_endpoint(bot: Bot, now: datetime) -> None:
+    bot.deps.settings = replace(bot.deps.settings, actions=RETRIES)
+    bot.deps.retries.sleep = lambda _s: time.sleep(0.05)
+    laptops = job_only(now, job="Laptops", job_type="AgentBackup", failure="No agent answered",
+                       job_uid="urn:veeam:Job:0badc0de-0000-4000-8000-0000000a6e17",
+                       created=now - M, ended=now + M)  # fmt: skip
+    bot.em.jobs.add([laptops])
+    pipeline, em = pipeline_for(bot, actions=RETRIES, types=("BackupTaskSession",))
+    try:
+        pipeline.poll_once(now + 2 * M)
+        (alert,) = [m for m in bot.slack.posted("C0ALERTS") if "Laptops" in str(m["blocks"])]
+        click(bot, alert, "veeam_retry", user="U0ALICE", hook="ag1")
+        said = thread_text(bot, alert)
+        assert 'EM: “Job "Laptops" triggered to retry.”' in said
+        (post,) = retry_posts(bot)
+        assert post.path == "/api/agents/jobs/0badc0de-0000-4000-8000-0000000a6e17"
+    finally:
+        em.close()

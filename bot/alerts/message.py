@@ -134,6 +134,9 @@ def alert_message(
     )
 
 
+AGENT_KINDS = frozenset({"AgentBackup", "AgentManagement"})
+
+
 def _buttons(
     sessions: list[TaskSession], acked: tuple[str, float] | None, *, retry: bool = False
 ) -> list[dict[str, Any]]:
@@ -153,6 +156,8 @@ def _buttons(
     )
     if retry:
         value = {"job": first.job, "server": first.server, "em": first.em}
+        if first.kind in AGENT_KINDS:  # an agent job: EM retries it by its own endpoint
+            value |= {"kind": first.kind, "run": first.job_session_uid}
         button = _button("Retry job", "veeam_retry", value)
         button["confirm"] = {
             "title": {"type": "plain_text", "text": "Retry this job?"},

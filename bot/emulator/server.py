@@ -29,6 +29,7 @@ from bot.emulator.filterlang import FilterSyntaxError
 from bot.emulator.jobs import (
     JOB_SESSION_TYPES,
     JOB_TYPES,
+    EmJob,
     EmTask,
     JobSessionStore,
     JobStore,
@@ -298,8 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        if path.startswith("/api/jobs/") and self.authed() is not None:
-            self.job_action(unquote(path.rsplit("/", 1)[1]), params.get("action", ""))
+        if path.startswith(("/api/jobs/", "/api/agents/jobs/")) and self.authed() is not None:
+            agent = path.startswith("/api/agents/")
+            self.job_action(unquote(path.rsplit("/", 1)[1]), params.get("action", ""), agent)
             return
         if path != "/api/sessionmngr":
             self.error(404, "Not found")
@@ -362,17 +364,24 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self.error(404, f"Resource not found: {self.path.split('?')[0]}")
 
-    def job_action(self, guid: str, action: str) -> None:
-        """`POST /api/jobs/{id}?action=retry`: 202 and a Running task (the only action the
-        emulator knows)."""
+    def job_action(self, guid: str, action: str, agent: bool = False) -> None:
+        """`POST /api/jobs/{id}?action=retry` (an agent job's: `/api/agents/jobs/{id}`): 202
+        and a Running task (the only action the emulator knows). Agent jobs are known here
+        from their runs."""
         if action.lower() != "retry":
             self.error(400, f"Action [{action}] is not supported by the emulator")
             return
         emu = self.emulator
-        job = next((j for j in emu.job_list.all(emu.store) if j.guid.lower() == guid), None)
-        runs = [s for s in emu.jobs.query("backupjobsession", emu.store, "", "", True)
-                + emu.jobs.query("replicajobsession", emu.store, "", "", True)
-                if job is not None and s.job_uid == job.uid]  # fmt: skip
+        every = emu.jobs.query("backupjobsession", emu.store, "", "", True)
+        every += emu.jobs.query("replicajobsession", emu.store, "", "", True)
+        if agent:
+            mine = [s for s in every if s.job_uid.rsplit(":", 1)[-1].lower() == guid
+                    and s.job_type in ("AgentBackup", "AgentManagement")]  # fmt: skip
+            job = EmJob(mine[0].job_uid, mine[0].job, mine[0].job_type, "", mine[0].server,
+                        mine[0].server_uid) if mine else None  # fmt: skip
+        else:
+            job = next((j for j in emu.job_list.all(emu.store) if j.guid.lower() == guid), None)
+        runs = [s for s in every if job is not None and s.job_uid == job.uid]
         with emu._lock:
             task = retry_task(len(emu.tasks) + 1, job, runs, emu.task_polls)
             emu.tasks[task.id] = task

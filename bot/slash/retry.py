@@ -68,19 +68,25 @@ class Retries:
         with self._lock:
             self._running.pop(key, None)
 
-    def run(self, key: tuple[str, str, str], user: str, now: datetime) -> str:
+    def run(
+        self, key: tuple[str, str, str], user: str, now: datetime, *, agent_run: str = ""
+    ) -> str:
         """Ask EM and follow its task; one sentence of mrkdwn saying who, when and what EM
-        answered. Never raises."""
+        answered. Never raises. `agent_run`: the job session of an agent job's alert (EM
+        retries agent jobs by their own endpoint, found from the run)."""
         em_name, job, server = key
         asked = f"{mention(user)} asked Enterprise Manager to retry *{slack_escape(job)}*"
         asked += f" on {slack_escape(server)}" if server else ""
         asked += f" {slack_date(now)}"
         try:
             client = self.deps.sources().get(em_name) or self.deps.em
-            uid = self._job_uid(client, job, server)
+            if agent_run:
+                uid = self._agent_job_uid(client, agent_run)
+            else:
+                uid = self._job_uid(client, job, server)
             if uid is None:
                 return f":warning: {asked}: EM has no job of that name."
-            task = self._follow(client, client.retry_job(uid))
+            task = self._follow(client, client.retry_job(uid, agent=bool(agent_run)))
         except BotError as exc:
             return f":warning: {asked}. EM refused: “{slack_escape(str(exc))}”"
         if not task.finished:
@@ -96,6 +102,11 @@ class Retries:
         on_server = [j for j in named if not server or j.server.casefold() == server.casefold()]
         chosen = on_server or named
         return chosen[0].uid if chosen else None
+
+    def _agent_job_uid(self, client: EMClient, run: str) -> str | None:
+        flt = F.cmp("UID", "==", run)
+        found = list(client.query_job_sessions("BackupJobSession", flt, page_size=1))
+        return found[0].job_uid if found and found[0].job_uid else None
 
     def _follow(self, client: EMClient, task: Task) -> Task:
         waited = 0.0
@@ -135,9 +146,11 @@ def register_retry(app: Any, deps: SlashDeps) -> Retries:
         message = body.get("message") or {}
         thread = str(message.get("ts") or (body.get("container") or {}).get("message_ts", ""))
 
+        agent_run = str(value.get("run", "")) if value.get("kind") else ""
+
         def work(_queued_at: float) -> None:
             try:
-                said = retries.run(key, user, now)
+                said = retries.run(key, user, now, agent_run=agent_run)
             finally:
                 retries.release(key)
             try:

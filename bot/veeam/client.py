@@ -249,12 +249,14 @@ class EMClient:
         """Yield every job (`query?type=Job`), page by page, sorted by name."""
         return self._walk(parse_jobs, "Job", filter_, sort=("Name", ""), size=page_size)
 
-    def retry_job(self, job_uid: str) -> Task:
-        """Ask EM to retry a job (`POST /jobs/{id}?action=retry`); the task it made. Sent
-        once, never retried: a retry that went through and lost its answer must not be asked
-        for twice. Raises SourceError (EMRejected with EM's own words)."""
+    def retry_job(self, job_uid: str, *, agent: bool = False) -> Task:
+        """Ask EM to retry a job (`POST /jobs/{id}?action=retry`, an agent job's
+        `POST /agents/jobs/{id}?action=retry`); the task it made. Sent once, never retried: a
+        retry that went through and lost its answer must not be asked for twice. Raises
+        SourceError (EMRejected with EM's own words)."""
         guid = job_uid.rsplit(":", 1)[-1]
-        return parse_task(self._send_once("POST", f"/api/jobs/{guid}", {"action": "retry"}))
+        path = f"/api/agents/jobs/{guid}" if agent else f"/api/jobs/{guid}"
+        return parse_task(self._send_once("POST", path, {"action": "retry"}))
 
     def task(self, task_id: str) -> Task:
         """The task `task_id` as EM tells it now (`GET /tasks/{id}`, retried as any read)."""
