@@ -402,13 +402,14 @@ def signed_command(
     """A slash command as Slack sends it: form-encoded, signed with the signing secret
     (`v0=` HMAC-SHA256 of `v0:<timestamp>:<body>`), `age` seconds old."""
     body = urllib.parse.urlencode({"command": "/veeam", "team_id": "T1", **fields})
+    return _signed(url, secret, body, "application/x-www-form-urlencoded", age)
+
+
+def _signed(url: str, secret: str, body: str, ctype: str, age: int = 0) -> urllib.request.Request:
+    """A request signed as Slack signs them (`v0=` HMAC-SHA256 of `v0:<timestamp>:<body>`)."""
     ts = str(int(time.time()) - age)
     sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": sig,
-    }
+    headers = {"Content-Type": ctype, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}
     return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
 
 
@@ -416,29 +417,14 @@ def signed_action(url: str, secret: str, payload: dict[str, Any]) -> urllib.requ
     """An interactivity request (a button click) as Slack sends it: `payload=<JSON>`,
     form-encoded and signed."""
     body = urllib.parse.urlencode({"payload": json.dumps(payload)})
-    ts = str(int(time.time()))
-    sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": sig,
-    }
-    return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
+    return _signed(url, secret, body, "application/x-www-form-urlencoded")
 
 
 def signed_event(url: str, secret: str, event: dict[str, Any]) -> urllib.request.Request:
     """An Events API request as Slack sends it: JSON, signed."""
     envelope = {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event": event,
                 "event_id": "Ev1", "event_time": int(time.time())}  # fmt: skip
-    body = json.dumps(envelope)
-    ts = str(int(time.time()))
-    sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    headers = {
-        "Content-Type": "application/json",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": sig,
-    }
-    return urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
+    return _signed(url, secret, json.dumps(envelope), "application/json")
 
 
 def _json_field(value: Any) -> Any:

@@ -182,19 +182,26 @@ def per_job(v: Any) -> tuple[tuple[str, timedelta | None], ...]:
 ROUTE_KEYS = ("channel", "jobs", "vms", "servers", "types", "results", "continue", "digest")
 
 
+def _tables(v: Any, what: str, keys: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """An array of tables (`[[what]]`), each with only `keys`: [(its name in errors, it)]."""
+    if not isinstance(v, list) or any(not isinstance(e, dict) for e in v):
+        raise ValueError(f"expected [[{what}]] tables (an array of tables)")
+    out = []
+    for n, entry in enumerate(v, 1):
+        where = f"{what.rsplit('.', 1)[-1].removesuffix('s')} #{n}"
+        unknown = sorted(set(entry) - set(keys))
+        if unknown:
+            known = ", ".join(keys)
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {known})")
+        out.append((where, entry))
+    return out
+
+
 def route_entries(v: Any) -> tuple[dict[str, Any], ...]:
     """`[[alerts.routes]]`: each a table with a channel and lists of globs or names. The
     values are checked here; `bot.config.settings.Route` holds them."""
-    if not isinstance(v, list) or any(not isinstance(e, dict) for e in v):
-        raise ValueError("expected [[alerts.routes]] tables (an array of tables)")
     out = []
-    for n, entry in enumerate(v, 1):
-        where = f"route #{n}"
-        unknown = sorted(set(entry) - set(ROUTE_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ROUTE_KEYS)})"
-            )
+    for where, entry in _tables(v, "alerts.routes", ROUTE_KEYS):
         channel = entry.get("channel")
         if not isinstance(channel, str) or not channel.strip():
             raise ValueError(f'{where}: channel is required, an ID ("C0DBA") or "#name"')
@@ -227,15 +234,8 @@ WINDOW_KEYS = ("name", "days", "from", "to", "timezone", "jobs", "servers")
 
 def window_entries(v: Any) -> tuple[dict[str, Any], ...]:
     """`[[mutes.windows]]`: recurring maintenance windows, each checked here."""
-    if not isinstance(v, list) or any(not isinstance(e, dict) for e in v):
-        raise ValueError("expected [[mutes.windows]] tables (an array of tables)")
     out = []
-    for n, entry in enumerate(v, 1):
-        where = f"window #{n}"
-        unknown = sorted(set(entry) - set(WINDOW_KEYS))
-        if unknown:
-            known = ", ".join(WINDOW_KEYS)
-            raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {known})")
+    for where, entry in _tables(v, "mutes.windows", WINDOW_KEYS):
         name = entry.get("name", where)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"{where}: name must be a string")

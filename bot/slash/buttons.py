@@ -24,6 +24,16 @@ ACK, MUTE_VM, MUTE_JOB = "veeam_ack", "veeam_mute_vm", "veeam_mute_job"
 BUTTON_MUTE = timedelta(hours=24)
 
 
+def button_value(body: dict[str, Any]) -> dict[str, Any]:
+    """The JSON value of the clicked button ({} when it is not JSON)."""
+    action = (body.get("actions") or [{}])[0]
+    try:
+        value = json.loads(action.get("value") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def register_buttons(app: App, deps: SlashDeps) -> None:
     """Attach the alert buttons to a Bolt app."""
 
@@ -39,11 +49,7 @@ def register_buttons(app: App, deps: SlashDeps) -> None:
                     replace_original=False,
                 )
                 return
-            action = (body.get("actions") or [{}])[0]
-            try:
-                value = json.loads(action.get("value") or "{}")
-            except ValueError:
-                value = {}
+            value = button_value(body)
             now = deps.clock()
             message = body.get("message") or {}
             # the buttons sit in the alert's attachment: its container names the message too

@@ -10,7 +10,6 @@ session does: a failure is a repeat of the problem, a success its recovery."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from bot.config.render import mention, slack_date, slack_escape
 from bot.errors import BotError
 from bot.slack.codes import TRANSPORT_ERRORS
+from bot.slash.buttons import button_value
 from bot.slash.commands import Respond, SlashDeps
 from bot.veeam import filters as F
 from bot.veeam.client import EMClient
@@ -131,11 +131,7 @@ def register_retry(app: Any, deps: SlashDeps) -> Retries:
         if refusal:
             respond(text=refusal, response_type="ephemeral", replace_original=False)
             return
-        action = (body.get("actions") or [{}])[0]
-        try:
-            value = json.loads(action.get("value") or "{}")
-        except ValueError:
-            value = {}
+        value = button_value(body)
         key = (str(value.get("em", "")), str(value.get("job", "")), str(value.get("server", "")))
         now = deps.clock()
         busy = retries.claim(key, user, now)
