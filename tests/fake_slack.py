@@ -40,6 +40,7 @@ from slack_sdk.signature import SignatureVerifier
 
 TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
+CONFIG_TOKEN = "xoxe.xoxp-test-config"
 # Slack refuses a message whose texts add up to more than about 13,000 characters with
 # msg_blocks_too_long (reports: between 13,172 and 13,297), blocks in attachments included.
 MESSAGE_TEXT_LIMIT = 13172
@@ -70,6 +71,11 @@ class FakeSlack:
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     updates: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)  # Home tabs, by user
+    # what apps.manifest.export answers (the app's configuration, as slack/manifest.yml)
+    manifest: dict[str, Any] = field(default_factory=lambda: {
+        "features": {"app_home": {"home_tab_enabled": True}},
+        "settings": {"event_subscriptions": {"bot_events": ["app_home_opened"]}},
+    })  # fmt: skip
     fail_updates: list[int] = field(default_factory=list)  # statuses for the next chat.update
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -113,12 +119,8 @@ class FakeSlack:
             return 200, {"ok": True}, {}
         method = path.rsplit("/", 1)[-1]
         self.calls.append((method, body))
-        if method == "apps.connections.open":
-            if headers.get("authorization", "").startswith("Bearer xoxb-"):
-                return 200, {"ok": False, "error": "not_allowed_token_type"}, {}
-            if headers.get("authorization", "") != f"Bearer {self.app_token}":
-                return 200, {"ok": False, "error": "invalid_auth"}, {}
-            return 200, {"ok": True, "url": self.ws_url}, {}
+        if method.startswith("apps."):  # app-level and configuration tokens, not the bot's
+            return self.app_method(method, headers)
         if headers.get("authorization", "") != f"Bearer {self.token}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if method == "chat.postMessage":
@@ -149,6 +151,22 @@ class FakeSlack:
             "chat.getPermalink": lambda: self.permalink(body),
         }.get(method, lambda: {"ok": True})
         return 200, answer(), {}
+
+    def app_method(
+        self, method: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """apps.connections.open (an app-level token) and apps.manifest.export (an app
+        configuration token)."""
+        auth = headers.get("authorization", "")
+        if method == "apps.manifest.export":
+            if auth != f"Bearer {CONFIG_TOKEN}":
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            return 200, {"ok": True, "manifest": self.manifest}, {}
+        if auth.startswith("Bearer xoxb-"):
+            return 200, {"ok": False, "error": "not_allowed_token_type"}, {}
+        if auth != f"Bearer {self.app_token}":
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        return 200, {"ok": True, "url": self.ws_url}, {}
 
     def publish_view(self, body: dict[str, Any]) -> dict[str, Any]:
         """views.publish: a Home tab for one user, at most 100 blocks, kept by user ID."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.emulator.server import Emulator
-from tests.fake_slack import APP_TOKEN, FakeSlack
+from tests.fake_slack import APP_TOKEN, CONFIG_TOKEN, FakeSlack
 from tests.helpers import bot_env, run_bot
 
 
@@ -170,3 +170,18 @@ def test_every_route_channel_is_checked(em: Emulator, slack: FakeSlack, tmp_path
     assert "✗ route #1 channel #ops" in steps  # not a member
     assert "✓ route #2 channel C0DIGEST" in steps
     assert "✗ route #3 channel #nowhere: not found" in steps
+
+
+def test_the_home_tab_event_is_checked_when_the_manifest_can_be_read(
+    env: dict[str, str], slack: FakeSlack
+) -> None:
+    code, lines, out = run_check(env)
+    assert "· Home tab event (app_home_opened): not checked: set SLACK_APP_CONFIG_TOKEN" in out
+    env.update(SLACK_APP_CONFIG_TOKEN=CONFIG_TOKEN, SLACK_APP_ID="A1")
+    code, lines, out = run_check(env)
+    assert "✓ Home tab event (app_home_opened)" in "\n".join(lines), out
+    slack.manifest["settings"]["event_subscriptions"]["bot_events"] = []
+    code, lines, out = run_check(env)
+    assert code == 1
+    assert "✗ Home tab event (app_home_opened): the app lacks the app_home_opened bot event" in out
+    assert "Subscribe to bot events" in out

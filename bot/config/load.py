@@ -95,6 +95,8 @@ def load_settings(env: Mapping[str, str], *, require: tuple[str, ...] = ()) -> S
         bot_token=Secret(env.get("SLACK_BOT_TOKEN", "")),
         signing_secret=Secret(env.get("SLACK_SIGNING_SECRET", "")),
         app_token=Secret(env.get("SLACK_APP_TOKEN", "")),
+        config_token=Secret(env.get("SLACK_APP_CONFIG_TOKEN", "")),
+        app_id=env.get("SLACK_APP_ID", ""),
         api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API,
     )
     port, port_set = 3000, bool(env.get("PORT"))

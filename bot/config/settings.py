@@ -427,6 +427,10 @@ class SlackSettings:
     signing_secret: Secret = Secret("")
     app_token: Secret = Secret("")
     api_url: str = DEFAULT_SLACK_API
+    # Optional, for `check` only: an app configuration token and the app's ID, to read the
+    # app's manifest (apps.manifest.export) and say when the Home tab's event is missing.
+    config_token: Secret = Secret("")
+    app_id: str = ""
 
     @property
     def socket_mode(self) -> bool:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.config.settings import Settings, VeeamSettings
@@ -263,6 +264,45 @@ class SlackChecks:
             f"signing secret set; Slack must reach this host on port {port} at /slack/events",
         )
 
+    def home_tab(self) -> Line:
+        """The Home tab needs the app to subscribe to app_home_opened; only the app's
+        manifest says whether it does, and reading it takes an app configuration token."""
+        slack = self.settings.slack
+        step = "Home tab event (app_home_opened)"
+        if not slack.config_token or not slack.app_id:
+            why = (
+                "not checked: set SLACK_APP_CONFIG_TOKEN and SLACK_APP_ID to let check read "
+                "the app's manifest (slack/manifest.yml subscribes to it)"
+            )
+            return Line(SKIP, step, why)
+        client = WebClient(token=slack.config_token.value, base_url=slack.api_url, timeout=10)
+        try:
+            manifest = client.apps_manifest_export(app_id=slack.app_id)["manifest"] or {}
+        except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+            fix = (
+                "check SLACK_APP_CONFIG_TOKEN (an app configuration token, from "
+                "api.slack.com/apps) and SLACK_APP_ID"
+            )
+            return Line(FAIL, step, _slack_error(exc), fix)
+        subscriptions = (manifest.get("settings") or {}).get("event_subscriptions") or {}
+        events = subscriptions.get("bot_events") or []
+        home = ((manifest.get("features") or {}).get("app_home") or {}).get("home_tab_enabled")
+        missing = [
+            what
+            for what, ok in (
+                ("the app_home_opened bot event", "app_home_opened" in events),
+                ("the Home tab", bool(home)),
+            )
+            if not ok
+        ]
+        if missing:
+            fix = (
+                "add app_home_opened under Event Subscriptions → Subscribe to bot events and "
+                "turn on the Home tab under App Home (slack/manifest.yml has both)"
+            )
+            return Line(FAIL, step, f"the app lacks {' and '.join(missing)}", fix)
+        return Line(OK, step, "the app subscribes to app_home_opened and shows the Home tab")
+
 
 def port_free(port: int) -> bool:
     if port == 0:
@@ -326,4 +366,5 @@ def run_checks(settings: Settings, templates: Callable[[], str]) -> list[Line]:
         else:
             lines.append(Line(SKIP, f"{role} channel {configured}", "skipped (no Slack token)"))
     lines.append(slack.slash_mode(port_free))
+    lines.append(slack.home_tab())
     return lines
