@@ -215,7 +215,10 @@ class Surface:
             # loop polls them (a SIGTERM just after start) fails that poll with EBADF and a
             # traceback. Run before the loop starts, the request waits in the trigger pipe.
             server = self._server
-            server.trigger.pull_trigger(lambda: _close_all(server))
+            try:
+                server.trigger.pull_trigger(lambda: _close_all(server))
+            except OSError as exc:  # its loop ended and closed the trigger: nothing to close
+                log.debug("the HTTP server had stopped already: %s", exc)
         for thread in (self._thread, self._http_thread):
             if thread is not None:
                 thread.join(timeout=5)
