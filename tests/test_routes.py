@@ -102,6 +102,12 @@ def test_a_group_is_split_between_routes_and_continue_copies_it(
         assert vms_of(noc) == vms_of(copy) == ["web01"]
         assert rig.pipeline.poll_once(now + 5 * M).announced == 0  # each once
         assert len(slack.posted("C0OPS")) == len(slack.posted("C0ALERTS")) == 1
+        # web01 succeeds: its alert and its copy both turn green
+        job_run(em, now, [("web01", "Success", "")], job="SQL Nightly", ended_ago=-2 * M)
+        assert rig.pipeline.poll_once(now + 10 * M).recovered == 1
+        (noc,) = slack.posted("C0DIGEST")
+        (copy,) = slack.posted("C0ALERTS")
+        assert noc["attachments"][0]["color"] == copy["attachments"][0]["color"] == "#2EB67D"
     finally:
         rig.close()
 

@@ -372,9 +372,23 @@ class Lifecycle:
                     now = self.store.records(ALERTS, [ts]).get(ts) or record
                     self.store.put_records(ALERTS, {ts: {**now, "gone": exc.code}})
                 return
+            self._update_copies(record, message)
             drawn, record = record, self.store.records(ALERTS, [ts]).get(ts)
             if record == drawn:
                 return
+
+    def _update_copies(self, record: dict[str, Any], message: Message) -> None:
+        """The copies a `continue` route got show what the alert shows (best effort: a
+        copy Slack refuses to update is left as it is)."""
+        for channel, copy_ts in (record.get("copies") or {}).items():
+            if not copy_ts or str(copy_ts).startswith("refused"):
+                continue
+            try:
+                self.notifier.update(channel, str(copy_ts), message)
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+                log.info("cannot update the copy %s in %s (%s)", copy_ts, channel, exc)
 
     def redrawn(self, ts: str) -> Message:
         """The alert posted as `ts`, drawn again from its record (for its copies)."""
