@@ -184,3 +184,26 @@ def test_a_route_with_digest_gets_a_digest_of_what_it_matches(
         ]
     finally:
         rig.close()
+
+
+def test_a_route_channel_archived_holds_up_no_other_alert(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    settings = routed(settings_for(em, slack, tmp_path), Route("#ops", jobs=("SQL*",)))
+    rig = Rig(settings, now - 5 * M)
+    try:
+        rig.pipeline.poll_once(now - 5 * M)  # the channels' IDs are known
+        slack.archived.add("C0OPS")  # someone archives the SQL team's channel
+        job_run(em, now, [("sql01", "Failed", "x")], job="SQL Nightly", ended_ago=3 * M)
+        job_run(em, now, [("web01", "Failed", "y")], job="Web Farm", ended_ago=2 * M)
+        r = rig.pipeline.poll_once(now)
+        assert r.pending == 1 and r.exit_code == 2 and "is_archived" in r.slack_error
+        (web,) = slack.posted("C0ALERTS")  # the other alert went out all the same
+        assert vms_of(web) == ["web01"]
+        slack.archived.discard("C0OPS")  # unarchived: the held-back alert goes out, once
+        r = rig.pipeline.poll_once(now + 5 * M)
+        assert (r.pending, r.exit_code) == (0, 0)
+        (sql,) = slack.posted("C0OPS")
+        assert vms_of(sql) == ["sql01"] and len(slack.posted("C0ALERTS")) == 1
+    finally:
+        rig.close()

@@ -272,3 +272,30 @@ def test_a_restart_between_marking_and_posting_keeps_each_alert_once(
         )
     finally:
         again.close()
+
+
+def test_a_route_channel_archived_holds_up_no_other_job_alert(
+    em: Emulator, slack: FakeSlack, tmp_path: Path, now: datetime
+) -> None:
+    from bot.config.settings import Route
+
+    web = nightly(now, uid=JOB_UID + "2", name="Web Farm", next_run=now - 3 * H)
+    em.job_list.add([nightly(now, next_run=now - 3 * H), web])
+    rig = rig_for(em, slack, tmp_path, now - REFRESH)
+    settings = rig.pipeline.settings
+    rig.pipeline.settings = replace(
+        settings, alerts=replace(settings.alerts, routes=(Route("#ops", jobs=("Nightly*",)),))
+    )
+    try:
+        slack.archived.add("C0OPS")
+        r = rig.pipeline.poll_once(now)
+        assert "is_archived" in r.slack_error
+        (web,) = slack.posted("C0ALERTS")  # told all the same
+        assert "Not running: Web Farm" in text_of(web)
+        slack.archived.discard("C0OPS")
+        rig.pipeline.poll_once(now + REFRESH)
+        (nightly_alert,) = slack.posted("C0OPS")  # once, when the channel is back
+        assert "Not running: Nightly SQL" in text_of(nightly_alert)
+        assert len(slack.posted("C0ALERTS")) == 1
+    finally:
+        rig.close()

@@ -182,15 +182,18 @@ class Delivery:
         announced, error = 0, ""
         single: list[list[TaskSession]] = []
         for channel, mine in by_channel.items():
-            if limit and len(mine) > limit:
-                done, error = self._catchup([s for c in mine for s in c], now, channel)
-                announced += done
-                if error:
-                    return announced, error
-            else:
+            if not (limit and len(mine) > limit):
                 single += mine
-        done, error = self._each(single, now, redelivered, late, (status, into))
-        return announced + done, error
+                continue
+            try:
+                announced += self._catchup([s for c in mine for s in c], now, channel)
+            except NotifyError as exc:
+                log.error("%s; %d alert(s) stay pending", exc, sum(len(c) for c in mine))
+                if exc.retryable:
+                    return announced, str(exc)
+                error = error or str(exc)  # one channel refused for good: the others go on
+        done, later = self._each(single, now, redelivered, late, (status, into))
+        return announced + done, error or later
 
     def _each(
         self,
@@ -205,6 +208,7 @@ class Delivery:
         jsus = sorted({c[0].job_session_uid for c in chunks})
         notes = {k: v.get("m", "") for k, v in self.store.records(NOTES, jsus).items()}
         every = zip(chunks, parts(chunks, self.primary), strict=True)
+        refused: set[str] = set()
         for n, (chunk, part) in enumerate(every, 1):
             if self.stopping.is_set():
                 log.info("stopping: %d alert(s) stay pending", sum(len(c) for c in chunks[n - 1 :]))
@@ -222,12 +226,20 @@ class Delivery:
                 retry=self.settings.actions.retry,
             )
             where = self.channels(chunk[0])
+            if where[0] in refused:
+                continue  # its channel refused an alert for good this poll: it stays pending
             try:
                 receipt = self.sender.send(msg, now, self._target(where[0]))
             except NotifyError as exc:
-                error = str(exc)
-                log.error("%s; %d alert(s) stay pending", exc, sum(len(c) for c in chunks[n - 1 :]))
-                break
+                error = error or str(exc)
+                if exc.retryable:
+                    log.error("%s; %d alert(s) stay pending", exc,
+                              sum(len(c) for c in chunks[n - 1 :]))  # fmt: skip
+                    break
+                # one channel (a route's, archived) holds up no other
+                log.error("%s; the alerts for %s stay pending", exc, where[0])
+                refused.add(where[0])
+                continue
             self.store.record_sent(chunk, receipt.channel, receipt.ts, now)
             view: dict[str, Any] = {"part": part[0], "part_count": part[1], "late_by": msg_late}
             if where[1:]:  # `continue` routes: copies, marked before they are posted
@@ -236,8 +248,9 @@ class Delivery:
             announced += len(chunk)
             if where[1:]:
                 self.store.commit()
-                error = self.copy(receipt.ts, msg, now)
-                if error:
+                copied = self.copy(receipt.ts, msg, now)
+                if copied:  # Slack failed for now: the copies wait for the next poll
+                    error = copied
                     break
             if n % COMMIT_EVERY == 0:
                 self.store.commit(wait=False)  # SQLite works while the next posts go out
@@ -290,9 +303,7 @@ class Delivery:
                     return error
         return ""
 
-    def _catchup(
-        self, sessions: list[TaskSession], now: datetime, channel: str = ""
-    ) -> tuple[int, str]:
+    def _catchup(self, sessions: list[TaskSession], now: datetime, channel: str = "") -> int:
         """Too many job sessions for one message each: one catch-up message for all (of
         one channel). Its attempt is recorded before the post (`catchups`), and its
         metadata carries the id, so that a crash is reconciled like any alert."""
@@ -303,14 +314,10 @@ class Delivery:
         self.store.put_records(CATCHUPS, {catchup_id: attempt})
         self.store.commit()
         log.info("catch-up: %d sessions in one message (%s)", len(sessions), catchup_id)
-        try:
-            message = catchup_message(self.renderer, sessions, catchup_id)
-            receipt = self.sender.send(message, now, self._target(channel))
-        except NotifyError as exc:
-            log.error("%s; %d alert(s) stay pending", exc, len(sessions))
-            return 0, str(exc)
+        message = catchup_message(self.renderer, sessions, catchup_id)
+        receipt = self.sender.send(message, now, self._target(channel))  # raises NotifyError
         self._caught_up(sessions, receipt, catchup_id, now)
-        return len(sessions), ""
+        return len(sessions)
 
     def _caught_up(
         self, sessions: list[TaskSession], receipt: Receipt, catchup_id: str, now: datetime

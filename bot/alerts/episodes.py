@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from bot.alerts.inventory import next_run
@@ -180,7 +181,19 @@ class Watch:
             for c in conditions(self.label, rec, self.settings.stale, now, open_keys,
                                 shown=self.settings.veeam.server):  # fmt: skip
                 found[c.key] = c
-        done = 0
+        done, errors = 0, []
+
+        def told(step: Callable[[], int]) -> int:
+            """One message; a refusal for good (a route's channel archived) is kept as the
+            error and holds up no other episode; a passing one stops the run."""
+            try:
+                return step()
+            except NotifyError as exc:
+                if exc.retryable:
+                    raise
+                errors.append(str(exc))
+                return 0
+
         try:
             opening = [
                 (c, known.get(key))
@@ -195,11 +208,11 @@ class Watch:
                 by_channel.setdefault(self.route(c), []).append(c)
             for channel, mine in by_channel.items():
                 if limit and len(mine) > limit:  # a first start: one summary, not a flood
-                    done += self._summary(mine, now, channel)
-                    told = {c.key for c in mine}
-                    opening = [(c, ep) for c, ep in opening if c.key not in told]
+                    done += told(partial(self._summary, mine, now, channel))
+                    summed = {c.key for c in mine}
+                    opening = [(c, ep) for c, ep in opening if c.key not in summed]
             for c, ep in opening:
-                done += self._open(c, ep, now)
+                done += told(partial(self._open, c, ep, now))
             for key in sorted(open_keys - found.keys()):
                 ep = known[key]
                 uid = json.loads(key)[2]
@@ -207,12 +220,12 @@ class Watch:
                 if ep.get("kind") == "running":  # keyed by the run: find its job by name
                     named = (r for r in records.values() if r.get("name") == ep.get("job"))
                     job_rec = next(named, None)
-                done += self._close(key, ep, job_rec, now)
+                done += told(partial(self._close, key, ep, job_rec, now))
         except NotifyError as exc:
             return done, str(exc)
         finally:
             self.store.commit()
-        return done, ""
+        return done, errors[0] if errors else ""
 
     def _muted(self, c: Condition, now: datetime) -> bool:
         """A mute of the job covers it: the episode is recorded, not told."""
