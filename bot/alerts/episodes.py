@@ -166,9 +166,7 @@ class Watch:
         self.label = settings.veeam.label
 
     def episodes(self) -> dict[str, dict[str, Any]]:
-        prefix = json.dumps([self.label])[:-1] + ","
-        rows = self.store.all_records(EPISODES)
-        return {k: v for k, v in rows.items() if k.startswith(prefix)}
+        return self.store.records_of(EPISODES, self.label)
 
     def run(self, records: dict[str, dict[str, Any]], now: datetime) -> tuple[int, str]:
         """Judge every job, post what opened, reply to what closed; (messages, Slack's error)."""

@@ -223,8 +223,7 @@ class Inventory:
 
     def records(self) -> dict[str, dict[str, Any]]:
         """This Enterprise Manager's job records."""
-        prefix = json.dumps([self.label])[:-1] + ","
-        return {k: v for k, v in self.store.all_records(JOBS).items() if k.startswith(prefix)}
+        return self.store.records_of(JOBS, self.label)
 
 
 def retry_window(record: dict[str, Any] | None) -> timedelta | None:

@@ -214,9 +214,10 @@ class Pipeline:
                     out.high[JOB_SESSION_OF[type_]] = got.top
             out.held = self.hold.held()
             if self._wants_successes(out.fresh, out.held):
+                runs = watch_jobs and self._wants_job_successes(out.fresh, out.held)
                 for type_ in self.settings.veeam.session_types:
                     out.successes += self.fetcher.successes(type_, now)
-                    if watch_jobs and self._wants_job_successes(out.fresh, out.held):
+                    if runs:  # asked once per poll, not per type
                         out.successes += self.jobs.successes(type_, now)
         except SourceError as exc:
             result.em_error = str(exc)

@@ -530,17 +530,7 @@ ENV_OVERRIDES = {
     "SLACK_ALERT_CHANNEL": ("alerts", "channel"),
     "SLACK_DIGEST_CHANNEL": ("digest", "channel"),
 }
-SECTION_TYPES = {
-    "veeam": VeeamSettings,
-    "poll": PollSettings,
-    "alerts": AlertSettings,
-    "jobs": JobsSettings,
-    "stale": StaleSettings,
-    "mutes": MuteSettings,
-    "actions": ActionSettings,
-    "digest": DigestSettings,
-    "slash": SlashSettings,
-    "http": HttpSettings,
-}
+# The sections that are fields of `Settings` (`[templates] dir` is read into templates_dir).
+SECTION_TYPES = {name: cls for name, cls in SECTIONS.items() if name != "templates"}
 # Keys of a `[[veeam.servers]]` entry beside the `[veeam]` keys it may override.
 SERVER_KEYS = ("name", "username_env", "password_env")

@@ -10,7 +10,6 @@ and publishes, caching each alert's permalink (`chat.getPermalink`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.alerts.joblist import JobRow, job_rows, row_text
 from bot.alerts.mutes import Mute, MuteBook
-from bot.alerts.problems import Problem
+from bot.alerts.problems import Problem, identity_fields
 from bot.alerts.windows import active
 from bot.config.render import context, header, human_duration, section, slack_date, slack_escape
 from bot.config.settings import Settings, Window
@@ -82,7 +81,7 @@ def home_view(
     blocks.append(section(f"*Open problems: {len(problems)}* (longest open first)"))
     lines = []
     for p, link in problems[:MOST_PROBLEMS]:
-        _em, _type, job, vm = _identity(p)
+        _em, _type, job, vm = identity_fields(p.id)
         what = f"*{slack_escape(vm)}* ({slack_escape(job)})" if vm else f"*{slack_escape(job)}*"
         opened = human_duration(now.timestamp() - p.opened)
         times = f" · {p.count} failures" if p.count > 1 else ""
@@ -116,14 +115,6 @@ def home_view(
 def _button(label: str, action: str, value: str) -> dict[str, Any]:
     return {"type": "button", "text": {"type": "plain_text", "text": label},
             "action_id": action, "value": value[:2000]}  # fmt: skip
-
-
-def _identity(p: Problem) -> tuple[str, str, str, str]:
-    try:
-        em, type_, job, vm = json.loads(p.id)
-        return str(em), str(type_), str(job), str(vm)
-    except (ValueError, TypeError):
-        return "", "", p.id, ""
 
 
 def next_digest(settings: Settings, now: datetime) -> datetime | None:

@@ -286,6 +286,18 @@ class Store:
         found = self._one(f'SELECT json_group_object(key, json(value)) FROM "{table}"')
         return dict(json.loads(found)) if found else {}
 
+    def records_of(self, table: str, em: str) -> dict[str, dict[str, Any]]:
+        """The records of one Enterprise Manager in a table keyed by JSON `[em, …]` (jobs,
+        episodes): a key range, as `count_open_problems` reads problems."""
+        assert table in NAMES, table
+        self._flush()
+        low = json.dumps([em])[:-1] + ","
+        found = self._one(
+            f'SELECT json_group_object(key, json(value)) FROM "{table}" WHERE key >= ? AND key < ?',
+            (low, low[:-1] + "-"),
+        )
+        return dict(json.loads(found)) if found else {}
+
     def put_records(self, table: str, items: dict[str, dict[str, Any]]) -> None:
         """Write records, durable at the next `commit()`."""
         if items:
